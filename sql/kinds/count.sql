@@ -1,0 +1,47 @@
+{#-
+  count: the query returns (user_id, occurred_at [, scope]); the value is the number of rows
+  per (user, scope). A level is reached when value >= threshold; achieved_at is the
+  occurred_at of the threshold-th row (ties in occurred_at give the same date whatever their
+  order).
+
+  Exact dates without sorting the source: count per user first (one aggregate pass), then,
+  only for users who crossed a threshold, read the threshold-th row through a correlated
+  lookup that the planner turns into an index range scan on (user column, time column).
+  The source is a NOT MATERIALIZED CTE so both uses are inlined and the user_id predicate
+  of the lookup reaches the analyst's table.
+
+  Output: canonical rows (user_id, scope, level, achieved_at, value, meta, is_progress);
+  progress rows carry the next level to reach (NULL once all are reached).
+-#}
+{% macro count(query, levels, has_scope) -%}
+WITH src AS NOT MATERIALIZED (
+{{ query }}
+),
+totals AS (
+    SELECT src.user_id, {{ 'src.scope' if has_scope else "''" }} AS scope, count(*) AS value
+    FROM src
+    GROUP BY 1, 2
+),
+levels (key, threshold) AS (
+    VALUES {% for l in levels %}({{ l.key | sqlstring }}, {{ l.threshold }}::bigint){{ ", " if not loop.last }}{% endfor %}
+)
+SELECT t.user_id, coalesce(t.scope::text, '') AS scope, l.key AS level,
+       hit.occurred_at::timestamptz AS achieved_at, t.value::numeric AS value,
+       NULL::jsonb AS meta, false AS is_progress
+FROM totals AS t
+JOIN levels AS l ON t.value >= l.threshold
+CROSS JOIN LATERAL (
+    SELECT s.occurred_at
+    FROM src AS s
+    WHERE s.user_id = t.user_id{% if has_scope %} AND s.scope IS NOT DISTINCT FROM t.scope{% endif %}
+    ORDER BY s.occurred_at
+    OFFSET l.threshold - 1
+    LIMIT 1
+) AS hit
+UNION ALL
+SELECT t.user_id, coalesce(t.scope::text, '') AS scope,
+       CASE {% for l in levels %}WHEN t.value < {{ l.threshold }} THEN {{ l.key | sqlstring }} {% endfor %}END AS level,
+       NULL::timestamptz AS achieved_at, t.value::numeric AS value, NULL::jsonb AS meta,
+       true AS is_progress
+FROM totals AS t
+{%- endmacro %}

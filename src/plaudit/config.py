@@ -1,0 +1,199 @@
+"""plaudit.yaml at the project root, and the value formats it shares with rule files.
+
+The file is optional: without it, every default holds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from plaudit.errors import ConfigError
+from plaudit.yamlsource import Fields, LocatedDict, describe, is_str, load_yaml_file
+
+CONFIG_FILE = "plaudit.yaml"
+DATABASE_KEYS = ("schema", "user_id_type", "timezone", "statement_timeout")
+CONFIG_KEYS = ("rules", *DATABASE_KEYS, "notify", "events")
+NOTIFY_KEYS = ("channel", "max_age")
+EVENT_KEYS = ("table", "on", "user", "at")
+USER_ID_TYPES = ("bigint", "integer", "text", "uuid")
+EVENT_OPERATIONS = ("insert", "update", "delete")
+
+# Slugs, level keys and event types.
+NAME_PATTERN = re.compile(r"[a-z0-9_]+")
+# SQL identifiers that need no quoting: param names, schema, columns, notify channel.
+IDENTIFIER_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
+# A table, optionally schema-qualified; unquoted identifiers only.
+TABLE_PATTERN = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
+# A statement_timeout; a bare number means milliseconds, as it does in PostgreSQL.
+DURATION_PATTERN = re.compile(r"\d+\s*(ms|s|min|h)?")
+DURATION_REQUIREMENT = "must be a duration like 30s, 500ms, 5min or 1h"
+# A PostgreSQL interval such as "2 days" or "1 day 12 hours", for notify.max_age.
+_UNIT = r"(ms|milliseconds?|s|secs?|seconds?|min|mins|minutes?|h|hours?|days?|weeks?)"
+INTERVAL_PATTERN = re.compile(rf"(\d+\s*{_UNIT}\s*)+")
+
+
+@dataclass(frozen=True)
+class EventSource:
+    """An app table whose rows become events through a trigger, with no app code."""
+
+    name: str  # the event type, as named in rules' triggers
+    table: str
+    on: str  # insert | update | delete
+    user: str  # column holding the user id
+    at: str | None  # column holding the time; None means the time of the change
+
+
+@dataclass(frozen=True)
+class Config:
+    project_dir: Path
+    rules_dir: Path
+    schema: str = "plaudit"
+    user_id_type: str = "bigint"
+    timezone: str = "UTC"
+    statement_timeout: str = "60s"
+    notify_channel: str = "plaudit_award"
+    notify_max_age: str = "2 days"
+    events: tuple[EventSource, ...] = ()
+
+
+def is_name(value: Any) -> bool:
+    return isinstance(value, str) and NAME_PATTERN.fullmatch(value) is not None
+
+
+def is_identifier(value: Any) -> bool:
+    return isinstance(value, str) and IDENTIFIER_PATTERN.fullmatch(value) is not None
+
+
+def is_duration(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return False
+    return DURATION_PATTERN.fullmatch(str(value).strip()) is not None
+
+
+def is_timezone(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+def read_timezone(fields: Fields, mapping: LocatedDict, default: str | None) -> str | None:
+    """The IANA time zone under `timezone`, or `default` and a problem."""
+    timezone = fields.field(mapping, "timezone", is_str, "must be a string", default=default)
+    if timezone is not None and not is_timezone(timezone):
+        fields.problem(mapping.value_line("timezone"), f"unknown timezone '{timezone}'")
+        return default
+    return timezone
+
+
+def read_duration(
+    fields: Fields, mapping: LocatedDict, key: str, default: str | None
+) -> str | None:
+    """A statement_timeout; YAML reads `60` as a number, so numbers are accepted too."""
+    duration = fields.field(mapping, key, is_duration, DURATION_REQUIREMENT, default=default)
+    return None if duration is None else str(duration).strip()
+
+
+def load_config(project_dir: Path) -> Config:
+    """Read <project_dir>/plaudit.yaml. Raises ConfigError listing every problem, one
+    "plaudit.yaml:<line>: message" per line."""
+    defaults = Config(project_dir=project_dir, rules_dir=project_dir / "rules")
+    path = project_dir / CONFIG_FILE
+    if not path.exists():
+        return defaults
+    document, yaml_problems = load_yaml_file(path, CONFIG_FILE)
+    fields = Fields(CONFIG_FILE, yaml_problems)
+    if document is None:  # an empty file, or a syntax error
+        if fields.problems:
+            raise _config_error(fields)
+        return defaults
+    if not isinstance(document, LocatedDict):
+        fields.problem(1, f"expected a mapping at the top level, got {describe(document)}")
+        raise _config_error(fields)
+
+    fields.check_keys(document, CONFIG_KEYS)
+    rules = fields.text(document, "rules", default="rules")
+    schema = fields.matching(document, "schema", IDENTIFIER_PATTERN, default=defaults.schema)
+    user_id_type = fields.choice(
+        document, "user_id_type", USER_ID_TYPES, default=defaults.user_id_type
+    )
+    timezone = read_timezone(fields, document, defaults.timezone)
+    timeout = read_duration(fields, document, "statement_timeout", defaults.statement_timeout)
+    channel, max_age = _notify(fields, document, defaults)
+    events = _events(fields, document)
+    if fields.problems:
+        raise _config_error(fields)
+    return Config(
+        project_dir=project_dir,
+        rules_dir=project_dir / rules,
+        schema=schema,
+        user_id_type=user_id_type,
+        timezone=timezone or defaults.timezone,
+        statement_timeout=timeout or defaults.statement_timeout,
+        notify_channel=channel,
+        notify_max_age=max_age,
+        events=events,
+    )
+
+
+def _config_error(fields: Fields) -> ConfigError:
+    problems = sorted(fields.problems, key=lambda p: (p.line, p.message))
+    return ConfigError("\n".join(str(problem) for problem in problems))
+
+
+def _is_table(value: Any) -> bool:
+    return isinstance(value, str) and TABLE_PATTERN.fullmatch(value) is not None
+
+
+def _is_interval(value: Any) -> bool:
+    return isinstance(value, str) and INTERVAL_PATTERN.fullmatch(value.strip()) is not None
+
+
+def _notify(fields: Fields, document: LocatedDict, defaults: Config) -> tuple[str, str]:
+    notify = fields.field(document, "notify", lambda v: isinstance(v, dict), "must be a mapping")
+    if notify is None:
+        return defaults.notify_channel, defaults.notify_max_age
+    fields.check_keys(notify, NOTIFY_KEYS)
+    # LISTEN takes the channel as an identifier: it must be one that needs no quoting.
+    channel = fields.matching(
+        notify,
+        "channel",
+        IDENTIFIER_PATTERN,
+        default=defaults.notify_channel,
+        label="notify.channel",
+    )
+    requirement = "must be an interval like 2 days or 12 hours"
+    max_age = fields.field(
+        notify, "max_age", _is_interval, requirement, default=defaults.notify_max_age,
+        label="notify.max_age",
+    )  # fmt: skip
+    return channel, max_age.strip()
+
+
+def _events(fields: Fields, document: LocatedDict) -> tuple[EventSource, ...]:
+    specs = fields.field(document, "events", lambda v: isinstance(v, dict), "must be a mapping")
+    sources: list[EventSource] = []
+    for name, spec in (specs or {}).items():
+        if not is_name(name):
+            fields.problem(specs.key_line(name), f"event type '{name}' must match [a-z0-9_]+")
+            continue
+        if not isinstance(spec, LocatedDict):
+            message = f"event '{name}' must be a mapping like {{table: t, on: insert, user: c}}"
+            fields.problem(specs.value_line(name), message)
+            continue
+        fields.check_keys(spec, EVENT_KEYS)
+        requirement = "must be a table name like comments or app.comments"
+        table = fields.field(spec, "table", _is_table, requirement, required=True)
+        on = fields.choice(spec, "on", EVENT_OPERATIONS, required=True)
+        user = fields.matching(spec, "user", IDENTIFIER_PATTERN, required=True)
+        at = fields.matching(spec, "at", IDENTIFIER_PATTERN)
+        if table is not None and on is not None and user is not None:
+            sources.append(EventSource(name, table, on, user, at))
+    return tuple(sources)

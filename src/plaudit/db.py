@@ -1,0 +1,101 @@
+"""Finding and connecting to the database; psycopg errors are wrapped here, once."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import psycopg
+from psycopg.rows import dict_row
+
+from .cluster import Cluster
+from .errors import ConnectionFailed, DatabaseError
+from .sqlfiles import query
+
+# libpq reads these itself: when one is set, an empty DSN means "use the environment".
+LIBPQ_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+EMBEDDED_DIR = ".plaudit"
+
+
+def embedded_cluster(project_dir: Path) -> Cluster:
+    return Cluster(project_dir / EMBEDDED_DIR)
+
+
+def resolve_dsn(dsn: str | None, project_dir: Path) -> str:
+    """--dsn, then PLAUDIT_DSN, then the libpq variables, then the embedded local cluster."""
+    if dsn:
+        return dsn
+    if os.environ.get("PLAUDIT_DSN"):
+        return os.environ["PLAUDIT_DSN"]
+    if any(os.environ.get(name) for name in LIBPQ_VARIABLES):
+        return ""
+    return embedded_cluster(project_dir).start()
+
+
+def connect(dsn: str) -> psycopg.Connection[dict[str, Any]]:
+    """A connection with positional `$n` placeholders (RawCursor) and dict rows."""
+    try:
+        return psycopg.connect(
+            dsn, autocommit=True, row_factory=dict_row, cursor_factory=psycopg.RawCursor
+        )
+    except psycopg.OperationalError as exc:
+        where = dsn or "the server named by the PG* environment variables"
+        raise ConnectionFailed(f"cannot connect to {where}: {str(exc).strip()}") from exc
+
+
+@cache
+def _template(text: str) -> jinja2.Template:
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False).from_string(text)
+
+
+def render_sql(text: str, schema: str, **context: Any) -> str:
+    """A plaudit .sql file for the configured schema (trusted files, not analyst SQL)."""
+    return _template(text).render(schema=schema, **context)
+
+
+class Database:
+    """A connection plus the configured schema: runs plaudit's named queries."""
+
+    def __init__(self, conn: psycopg.Connection[dict[str, Any]], schema: str):
+        self.conn = conn
+        self.schema = schema
+
+    def sql(self, name: str) -> str:
+        return render_sql(query(name), self.schema)
+
+    def execute(self, name: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run the named query and return its rows; database errors name the query."""
+        try:
+            cur = self.conn.execute(self.sql(name), params)
+            return cur.fetchall() if cur.description else []
+        except psycopg.Error as exc:
+            raise DatabaseError(f"{name}: {describe(exc)}") from exc
+
+    def one(self, name: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        rows = self.execute(name, params)
+        return rows[0] if rows else None
+
+    def script(self, text: str, what: str) -> None:
+        """Run a multi-statement script (no parameters) such as a schema file."""
+        try:
+            self.conn.execute(text)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"{what}: {describe(exc)}") from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def describe(exc: psycopg.Error) -> str:
+    """The server's message, with its detail and hint when there are any."""
+    diag = exc.diag
+    parts = [(diag.message_primary or str(exc)).strip()]
+    if diag.message_detail:
+        parts.append(f"DETAIL: {diag.message_detail}")
+    if diag.message_hint:
+        parts.append(f"HINT: {diag.message_hint}")
+    return "\n".join(parts)

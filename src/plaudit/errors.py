@@ -1,0 +1,67 @@
+"""Typed errors. The CLI translates them once, at the edge, into messages and exit codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class PlauditError(Exception):
+    """Base of every error plaudit raises on purpose."""
+
+    exit_code = 2
+
+
+class ConfigError(PlauditError):
+    """plaudit.yaml or the command line is wrong (exit 2)."""
+
+
+class ConnectionFailed(PlauditError):
+    """The database cannot be reached or started (exit 2)."""
+
+
+class ClusterError(ConnectionFailed):
+    """The embedded local cluster cannot be created, started or stopped."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem in a rule file, located at file:line."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class RuleError(PlauditError):
+    """One or more rule files are invalid. Carries every problem found, not just the first."""
+
+    exit_code = 1
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.message))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ParamError(PlauditError):
+    """A --param value is unknown or does not have the rule's declared type (exit 2)."""
+
+
+class RenderError(PlauditError):
+    """A rule's template or query cannot be rendered into a single SELECT (exit 1)."""
+
+    exit_code = 1
+
+
+class RuleFailed(PlauditError):
+    """A rule run failed in the database (exit 1)."""
+
+    exit_code = 1
+
+
+class DatabaseError(PlauditError):
+    """An unexpected database error, wrapped once with what plaudit was doing."""
+
+    exit_code = 2

@@ -1,0 +1,307 @@
+"""Rendering a rule into the SQL the database executes.
+
+The analyst's query is a Jinja template rendered in a sandbox: Jinja decides the *shape* of
+the SQL, values never enter its text. `param()` and `filter()` render positional `$n`
+placeholders bound at execution (as text, cast in SQL to the declared type), so a literal
+`%` is just a character and the same text runs in PL/pgSQL `EXECUTE ... USING`.
+The rendered query must be one SELECT; the rule's kind macro (`sql/kinds/<kind>.sql`) then
+wraps it into canonical rows (user_id, scope, level, achieved_at, value, meta, is_progress).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from functools import cache
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+from pglast.parser import ParseError, parse_sql_json
+
+from .errors import ParamError, RenderError
+from .rules import Rule
+from .sqlfiles import sql_dir
+
+MODES = ("backfill", "incremental")
+# The batch of events of an incremental run: a temporary table filled by the runner.
+BATCH_TABLE = "pg_temp.plaudit_batch"
+# Columns each kind needs from the analyst's query, and the optional ones it understands.
+KIND_COLUMNS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "count": (("user_id", "occurred_at"), ("scope",)),
+    "award": (("user_id", "achieved_at"), ("level", "scope", "meta")),
+}
+_DML = ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt")
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A rule rendered for one mode: the canonical-row query and its placeholders' params."""
+
+    rule: Rule
+    mode: str
+    query: str  # the analyst's SELECT, rendered
+    sql: str  # the kind macro around it: what compiled_rule stores and run_rule executes
+
+
+def sql_string(value: str) -> str:
+    """A SQL string literal. Used only for names from rule files (level keys, event types)."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+@cache
+def environment() -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        loader=jinja2.FileSystemLoader(str(sql_dir())),
+        keep_trailing_newline=False,
+    )
+    env.filters["sqlstring"] = sql_string
+    return env
+
+
+class _Batch:
+    """`batch` in a template: the relation of this run's events, incremental mode only."""
+
+    def __init__(self, rule: Rule, mode: str):
+        self._rule, self._mode = rule, mode
+
+    def __str__(self) -> str:
+        if self._mode != "incremental":
+            raise RenderError(
+                f"{self._rule.slug}: `batch` is only defined in incremental mode; "
+                "use it inside {% if is_incremental() %}"
+            )
+        return (
+            "(SELECT event_id, type, user_id, occurred_at, payload "
+            f"FROM {BATCH_TABLE} WHERE type IN ({_trigger_list(self._rule)}))"
+        )
+
+
+def _trigger_list(rule: Rule) -> str:
+    return ", ".join(sql_string(t) for t in rule.triggers)
+
+
+def _helpers(rule: Rule, mode: str) -> dict[str, Any]:
+    def placeholder(name: str) -> str:
+        for position, p in enumerate(rule.params, start=1):
+            if p.name == name:
+                return f"${position}::{p.type}"
+        declared = ", ".join(p.name for p in rule.params) or "none"
+        raise RenderError(f"{rule.slug}: unknown param {name!r} (declared: {declared})")
+
+    def affected(column: str) -> str:
+        if mode == "backfill":
+            return "TRUE"
+        return (
+            f"{column} IN (SELECT user_id FROM {BATCH_TABLE} WHERE type IN ({_trigger_list(rule)}))"
+        )
+
+    def sql_filter(column: str, name: str) -> str:
+        value = placeholder(name)
+        return f"({value} IS NULL OR {column} = {value})"
+
+    return {
+        "mode": mode,
+        "is_incremental": lambda: mode == "incremental",
+        "param": placeholder,
+        "filter": sql_filter,
+        "affected": affected,
+        "batch": _Batch(rule, mode),
+    }
+
+
+def _template_line(exc: BaseException, name: str) -> int | None:
+    """The template line an error was raised at: Jinja keeps it in the traceback."""
+    line = None
+    tb: types.TracebackType | None = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == name:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def render_query(rule: Rule, mode: str) -> str:
+    """The analyst's query rendered for `mode`, checked to be a single SELECT."""
+    if mode not in MODES:
+        raise RenderError(f"unknown mode {mode!r} (expected backfill or incremental)")
+    if mode == "incremental" and not rule.triggers:
+        raise RenderError(f"{rule.slug}: has no triggers, so it runs in backfill mode only")
+    name = f"<rule {rule.slug}>"
+    try:
+        template = environment().from_string(rule.query)
+        template.name = template.filename = name
+        query = template.render(_helpers(rule, mode)).strip().rstrip(";")
+    except jinja2.TemplateSyntaxError as exc:
+        raise RenderError(
+            f"{rule.location(exc.lineno - 1)}: template error: {exc.message}"
+        ) from exc
+    except RenderError as exc:
+        line = _template_line(exc, name)
+        raise RenderError(f"{rule.location((line or 1) - 1)}: {exc}") from exc
+    except jinja2.TemplateError as exc:
+        line = _template_line(exc, name)
+        raise RenderError(f"{rule.location((line or 1) - 1)}: template error: {exc}") from exc
+    output_columns(rule, query)
+    return query
+
+
+def output_columns(rule: Rule, query: str) -> tuple[str, ...] | None:
+    """Check that `query` is a single SELECT and return its column names (None if `*`)."""
+    try:
+        tree = json.loads(parse_sql_json(query))
+    except ParseError as exc:
+        message, offset = exc.args
+        line = query.count("\n", 0, offset)
+        raise RenderError(
+            f"{rule.location(line)}: {rule.slug}: SQL syntax error: {message}"
+        ) from exc
+    statements = tree.get("stmts", [])
+    where = rule.location()
+    if len(statements) != 1:
+        raise RenderError(
+            f"{where}: {rule.slug}: query must be a single SELECT statement, "
+            f"found {len(statements)} statements"
+        )
+    (kind,) = statements[0]["stmt"].keys()
+    if kind != "SelectStmt":
+        raise RenderError(f"{where}: {rule.slug}: query must be a SELECT, found {_kind_name(kind)}")
+    for node_kind, node in _walk(tree):
+        if node_kind in _DML:
+            raise RenderError(
+                f"{where}: {rule.slug}: query must not modify data (found {_kind_name(node_kind)})"
+            )
+        if node_kind == "SelectStmt" and ("intoClause" in node or "lockingClause" in node):
+            raise RenderError(
+                f"{where}: {rule.slug}: query must be a plain SELECT "
+                "(no SELECT INTO, no FOR UPDATE)"
+            )
+    select = statements[0]["stmt"]["SelectStmt"]
+    while "larg" in select:  # UNION & co: the first branch names the columns
+        select = select["larg"]
+    names = []
+    for target in select.get("targetList", []):
+        res = target["ResTarget"]
+        if "name" in res:
+            names.append(res["name"])
+            continue
+        fields = res.get("val", {}).get("ColumnRef", {}).get("fields", [])
+        if fields and "A_Star" in fields[-1]:
+            return None
+        names.append(fields[-1]["String"]["sval"] if fields else "?column?")
+    return tuple(names)
+
+
+def _kind_name(node_kind: str) -> str:
+    return re.sub(r"Stmt$", "", node_kind).upper()
+
+
+def _walk(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key[:1].isupper():
+                yield key, value
+            yield from _walk(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item)
+
+
+def render(rule: Rule, mode: str) -> Rendered:
+    """The full SQL of one rule run: the kind macro around the analyst's query."""
+    query = render_query(rule, mode)
+    columns = output_columns(rule, query)
+    if rule.kind not in KIND_COLUMNS:
+        raise RenderError(
+            f"{rule.location()}: {rule.slug}: kind {rule.kind!r} is not implemented yet"
+        )
+    required, optional = KIND_COLUMNS[rule.kind]
+    if columns is None:
+        raise RenderError(
+            f"{rule.location()}: {rule.slug}: name the query's columns instead of SELECT *: "
+            f"a {rule.kind} rule reads {', '.join(required + optional)} by name"
+        )
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise RenderError(
+            f"{rule.location()}: {rule.slug}: a {rule.kind} query must return "
+            f"{', '.join(required)}; missing column {', '.join(missing)}"
+        )
+    has = {c: c in columns for c in optional}
+    macro = getattr(environment().get_template(f"kinds/{rule.kind}.sql").module, rule.kind)
+    if rule.kind == "count":
+        for level in rule.levels:
+            if level.threshold is None or level.threshold != int(level.threshold):
+                raise RenderError(
+                    f"{rule.path}:{level.line}: {rule.slug}: count thresholds must be whole numbers"
+                )
+        sql = macro(query, rule.levels, has["scope"])
+    else:
+        if len(rule.levels) > 1 and not has["level"]:
+            raise RenderError(
+                f"{rule.location()}: {rule.slug}: an award with several levels "
+                "must return a level column"
+            )
+        sql = macro(query, rule.levels[0].key, has["level"], has["scope"], has["meta"])
+    return Rendered(rule=rule, mode=mode, query=query, sql=str(sql).strip())
+
+
+def modes(rule: Rule) -> tuple[str, ...]:
+    """The modes a rule runs in: incremental only when events trigger it."""
+    return MODES if rule.triggers else ("backfill",)
+
+
+def bind_params(rule: Rule, given: Mapping[str, str]) -> list[str | None]:
+    """Values for the rule's placeholders, in order, checked against the declared types."""
+    declared = {p.name: p.type for p in rule.params}
+    for name in given:
+        if name not in declared:
+            names = ", ".join(declared) or "none"
+            raise ParamError(f"unknown param {name!r} for rule {rule.slug} (declared: {names})")
+    return [_typed(p.name, p.type, given[p.name]) if p.name in given else None for p in rule.params]
+
+
+def _typed(name: str, type_: str, raw: str) -> str:
+    """The canonical text of `raw` as `type_`, so the database cast cannot fail later."""
+    try:
+        if type_ in ("bigint", "integer"):
+            value = int(raw.strip())
+            limit = 2**63 if type_ == "bigint" else 2**31
+            if not -limit <= value < limit:
+                raise ValueError
+            return str(value)
+        if type_ == "numeric":
+            number = Decimal(raw.strip())
+            if not number.is_finite():
+                raise ValueError
+            return str(number)
+        if type_ == "boolean":
+            return {
+                "true": "true",
+                "t": "true",
+                "yes": "true",
+                "1": "true",
+                "false": "false",
+                "f": "false",
+                "no": "false",
+                "0": "false",
+            }[raw.strip().lower()]
+        if type_ == "date":
+            return date.fromisoformat(raw.strip()).isoformat()
+        if type_ == "timestamptz":
+            return datetime.fromisoformat(raw.strip()).isoformat()
+        if type_ == "uuid":
+            return str(uuid.UUID(raw.strip()))
+        return raw
+    except (ValueError, KeyError, InvalidOperation):
+        raise ParamError(
+            f"invalid value for param {name!r}: {raw!r} is not a valid {type_}"
+        ) from None

@@ -1,0 +1,77 @@
+"""Text views of results for the terminal: the backfill summary and a user's trophy case."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from .engine import TrophyCase
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain aligned table; numbers right-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    numeric = [
+        all(isinstance(row[i], int | Decimal) for row in rows) and bool(rows)
+        for i in range(len(headers))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def grant_summary(summary: Sequence[Mapping[str, Any]], new: Mapping[tuple[str, str], int]) -> str:
+    rows = [
+        (s["slug"], s["level"], s["level_name"], new.get((s["slug"], s["level"]), 0), s["grants"])
+        for s in summary
+    ]
+    return table(("badge", "level", "name", "new", "total"), rows)
+
+
+def bar(fraction: float, width: int = 20) -> str:
+    filled = max(0, min(width, round(fraction * width)))
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def _number(value: Decimal | int) -> str:
+    return f"{value.normalize():f}" if isinstance(value, Decimal) else str(value)
+
+
+def trophy_case(case: TrophyCase) -> str:
+    count = len(case.grants)
+    lines = [f"User {case.user_id}: {count} badge{'s' if count != 1 else ''}, {case.points} points"]
+    for g in case.grants:
+        scope = f" [{g['scope']}]" if g["scope"] else ""
+        title = (
+            g["badge_name"]
+            if g["level_name"] == g["badge_name"]
+            else f"{g['badge_name']} · {g['level_name']}"
+        )
+        manual = " (manual)" if g["source"] == "manual" else ""
+        lines.append(f"  {g['achieved_at']:%Y-%m-%d %H:%M}  {title}{scope}{manual}")
+    if case.progress:
+        lines.append("Progress")
+        width = max(
+            len(p["badge_name"] + (f" [{p['scope']}]" if p["scope"] else "")) for p in case.progress
+        )
+        for p in case.progress:
+            name = p["badge_name"] + (f" [{p['scope']}]" if p["scope"] else "")
+            fraction = float(p["value"] / p["next_threshold"])
+            lines.append(
+                f"  {name.ljust(width)}  {bar(fraction)}  {_number(p['value'])} / "
+                f"{_number(p['next_threshold'])} to {p['next_name']}"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,244 @@
+"""plaudit.yaml: defaults, every setting, and the exact message of every error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from plaudit.config import Config, EventSource, load_config
+from plaudit.errors import ConfigError
+
+FULL = """\
+rules: rules
+schema: plaudit
+user_id_type: bigint
+timezone: UTC
+statement_timeout: 60s
+notify: {channel: plaudit_award, max_age: 2 days}
+events:        # optional: capture app tables as events with triggers, no app code
+  comment_created: {table: comments, on: insert, user: author_id, at: created_at}
+"""
+
+
+def load(tmp_path: Path, text: str) -> Config:
+    (tmp_path / "plaudit.yaml").write_text(text, encoding="utf-8")
+    return load_config(tmp_path)
+
+
+def test_no_file_means_defaults(tmp_path: Path) -> None:
+    config = load_config(tmp_path)
+    assert config == Config(project_dir=tmp_path, rules_dir=tmp_path / "rules")
+    assert (config.schema, config.user_id_type, config.timezone) == ("plaudit", "bigint", "UTC")
+    assert (config.statement_timeout, config.notify_channel, config.notify_max_age) == (
+        "60s",
+        "plaudit_award",
+        "2 days",
+    )
+    assert config.events == ()
+
+
+@pytest.mark.parametrize("text", ["", "# nothing set yet\n"], ids=["empty", "comments-only"])
+def test_empty_file_means_defaults(tmp_path: Path, text: str) -> None:
+    assert load(tmp_path, text) == Config(project_dir=tmp_path, rules_dir=tmp_path / "rules")
+
+
+def test_design_example(tmp_path: Path) -> None:
+    config = load(tmp_path, FULL)
+    assert config == Config(
+        project_dir=tmp_path,
+        rules_dir=tmp_path / "rules",
+        events=(EventSource("comment_created", "comments", "insert", "author_id", "created_at"),),
+    )
+
+
+def test_every_setting(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        "rules: badges\n"
+        "schema: gamification\n"
+        "user_id_type: uuid\n"
+        "timezone: Europe/Paris\n"
+        "statement_timeout: 250\n"
+        "notify: {channel: badges, max_age: 1 day 12 hours}\n"
+        "events:\n"
+        "  article_read: {table: app.reads, on: insert, user: reader_id}\n"
+        "  profile_updated: {table: profiles, on: update, user: id, at: updated_at}\n",
+    )
+    assert config.rules_dir == tmp_path / "badges"
+    assert (config.schema, config.user_id_type, config.timezone) == (
+        "gamification",
+        "uuid",
+        "Europe/Paris",
+    )
+    assert config.statement_timeout == "250"  # a bare number: milliseconds, as in PostgreSQL
+    assert (config.notify_channel, config.notify_max_age) == ("badges", "1 day 12 hours")
+    assert config.events == (
+        EventSource("article_read", "app.reads", "insert", "reader_id", None),
+        EventSource("profile_updated", "profiles", "update", "id", "updated_at"),
+    )
+
+
+def test_partial_notify_keeps_the_other_default(tmp_path: Path) -> None:
+    config = load(tmp_path, "notify: {max_age: 3 hours}\n")
+    assert (config.notify_channel, config.notify_max_age) == ("plaudit_award", "3 hours")
+
+
+P = "plaudit.yaml"
+INVALID = [
+    pytest.param(
+        "- rules\n",
+        [f"{P}:1: expected a mapping at the top level, got a list"],
+        id="top-level-list",
+    ),
+    pytest.param(
+        "schema: plaudit\nrules: a: b\n",
+        [f"{P}:2: invalid YAML: mapping values are not allowed here"],
+        id="yaml-syntax-error",
+    ),
+    pytest.param(
+        "schema: a\nschema: b\n",
+        [f"{P}:2: duplicate key 'schema' (first at line 1)"],
+        id="duplicate-key",
+    ),
+    pytest.param("colour: red\n", [f"{P}:1: unknown key 'colour'"], id="unknown-key"),
+    pytest.param(
+        "shema: x\n",
+        [f"{P}:1: unknown key 'shema' (did you mean 'schema'?)"],
+        id="unknown-key-typo",
+    ),
+    pytest.param('rules: ""\n', [f"{P}:1: 'rules' must be a non-empty string"], id="rules-empty"),
+    pytest.param(
+        "schema: Plaudit\n", [f"{P}:1: 'schema' must match [a-z_][a-z0-9_]*"], id="schema-uppercase"
+    ),
+    pytest.param(
+        "schema: my-schema\n", [f"{P}:1: 'schema' must match [a-z_][a-z0-9_]*"], id="schema-dash"
+    ),
+    pytest.param(
+        "user_id_type: int8\n",
+        [f"{P}:1: 'user_id_type' must be one of bigint, integer, text, uuid"],
+        id="user-id-type",
+    ),
+    pytest.param(
+        "timezone: Mars/Olympus\n",
+        [f"{P}:1: unknown timezone 'Mars/Olympus'"],
+        id="timezone-unknown",
+    ),
+    pytest.param("timezone: 5\n", [f"{P}:1: 'timezone' must be a string"], id="timezone-number"),
+    pytest.param(
+        "statement_timeout: 1 minute\n",
+        [f"{P}:1: 'statement_timeout' must be a duration like 30s, 500ms, 5min or 1h"],
+        id="statement-timeout",
+    ),
+    pytest.param(
+        "notify: loud\n", [f"{P}:1: 'notify' must be a mapping"], id="notify-not-a-mapping"
+    ),
+    pytest.param(
+        "notify: {chanel: x}\n",
+        [f"{P}:1: unknown key 'chanel' (did you mean 'channel'?)"],
+        id="notify-typo",
+    ),
+    pytest.param(
+        "notify: {channel: Bad-Channel}\n",
+        [f"{P}:1: 'notify.channel' must match [a-z_][a-z0-9_]*"],
+        id="notify-channel",
+    ),
+    pytest.param(
+        "notify: {max_age: soon}\n",
+        [f"{P}:1: 'notify.max_age' must be an interval like 2 days or 12 hours"],
+        id="notify-max-age",
+    ),
+    pytest.param(
+        "events: [comment_created]\n",
+        [f"{P}:1: 'events' must be a mapping"],
+        id="events-not-a-mapping",
+    ),
+    pytest.param(
+        "events:\n  Comment-Created: {table: c, on: insert, user: u}\n",
+        [f"{P}:2: event type 'Comment-Created' must match [a-z0-9_]+"],
+        id="event-type",
+    ),
+    pytest.param(
+        "events:\n  x: comments\n",
+        [f"{P}:2: event 'x' must be a mapping like {{table: t, on: insert, user: c}}"],
+        id="event-not-a-mapping",
+    ),
+    pytest.param(
+        "events:\n  x: {}\n",
+        [
+            f"{P}:2: missing required key 'on'",
+            f"{P}:2: missing required key 'table'",
+            f"{P}:2: missing required key 'user'",
+        ],
+        id="event-missing-keys",
+    ),
+    pytest.param(
+        "events:\n  x: {table: c, on: insert, user: u, when: t}\n",
+        [f"{P}:2: unknown key 'when'"],
+        id="event-unknown-key",
+    ),
+    pytest.param(
+        "events:\n  x: {table: c, on: upsert, user: u}\n",
+        [f"{P}:2: 'on' must be one of insert, update, delete"],
+        id="event-on",
+    ),
+    pytest.param(
+        "events:\n  x: {table: a.b.c, on: insert, user: u}\n",
+        [f"{P}:2: 'table' must be a table name like comments or app.comments"],
+        id="event-table-three-parts",
+    ),
+    pytest.param(
+        "events:\n  x: {table: Comments, on: insert, user: u}\n",
+        [f"{P}:2: 'table' must be a table name like comments or app.comments"],
+        id="event-table-uppercase",
+    ),
+    pytest.param(
+        "events:\n  x: {table: c, on: insert, user: author-id}\n",
+        [f"{P}:2: 'user' must match [a-z_][a-z0-9_]*"],
+        id="event-user",
+    ),
+    pytest.param(
+        "events:\n  x: {table: c, on: insert, user: u, at: created at}\n",
+        [f"{P}:2: 'at' must match [a-z_][a-z0-9_]*"],
+        id="event-at",
+    ),
+    pytest.param(
+        "events:\n  x:\n    table: c\n    on: delete\n    user: 7\n",
+        [f"{P}:5: 'user' must match [a-z_][a-z0-9_]*"],
+        id="block-event-points-at-the-value-line",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), INVALID)
+def test_invalid_config(tmp_path: Path, text: str, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, text)
+    assert str(error.value) == "\n".join(expected)
+
+
+def test_every_problem_in_one_error_in_line_order(tmp_path: Path) -> None:
+    text = (
+        "schema: Bad\n"
+        "user_id_type: int8\n"
+        "colour: red\n"
+        "notify: {channel: ok, max_age: soon}\n"
+        "events:\n"
+        "  x: {table: c, on: upsert}\n"
+    )
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, text)
+    assert str(error.value).splitlines() == [
+        "plaudit.yaml:1: 'schema' must match [a-z_][a-z0-9_]*",
+        "plaudit.yaml:2: 'user_id_type' must be one of bigint, integer, text, uuid",
+        "plaudit.yaml:3: unknown key 'colour'",
+        "plaudit.yaml:4: 'notify.max_age' must be an interval like 2 days or 12 hours",
+        "plaudit.yaml:6: 'on' must be one of insert, update, delete",
+        "plaudit.yaml:6: missing required key 'user'",
+    ]
+
+
+def test_config_error_exits_with_2(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, "colour: red\n")
+    assert error.value.exit_code == 2
