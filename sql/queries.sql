@@ -69,10 +69,13 @@ SELECT table_name, row_count FROM public.demo_generate($1, $2);
 DROP SCHEMA IF EXISTS {{ schema }} CASCADE;
 
 -- name: demo_showcase_user
--- The user with the most grants, ties by points: the demo's trophy case.
+-- The demo's trophy case: the user with the most grants (ties by points) among those still
+-- on their way to a next level, so the case shows grants and progress.
 SELECT ub.user_id::text AS user_id
 FROM {{ schema }}.user_badge AS ub
 JOIN {{ schema }}.badge_level AS l ON l.badge = ub.badge AND l.key = ub.level
+WHERE EXISTS (SELECT FROM {{ schema }}.user_progress AS p
+              WHERE p.user_id = ub.user_id AND p.next_level IS NOT NULL)
 GROUP BY ub.user_id
 ORDER BY count(*) DESC, sum(l.points) DESC, ub.user_id
 LIMIT 1;

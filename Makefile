@@ -1,0 +1,33 @@
+# plaudit — the index of commands. `make help` lists them; CI runs `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test lint clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install plaudit with its test tools
+
+demo: $(STAMP) ## Run the demo on the embedded PostgreSQL in .plaudit/
+	$(BIN)/plaudit demo
+
+test: $(STAMP) ## Run the whole test suite on a real PostgreSQL
+	$(BIN)/python -m pytest
+
+lint: $(STAMP) ## ruff and mypy on the code
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
+
+clean: ## Stop the embedded clusters and remove .venv and .plaudit*
+	-$(BIN)/plaudit db stop
+	rm -rf $(VENV) .plaudit .plaudit-test

@@ -1,0 +1,175 @@
+"""Rendering offline: helpers, placeholders, the single-SELECT check, errors with file:line."""
+
+from __future__ import annotations
+
+import pytest
+
+from plaudit.errors import ParamError, RenderError
+from plaudit.render import bind_params, render, render_query
+
+RULE = """
+    slug: {slug}
+    name: Test
+    kind: {kind}
+    triggers: [comment_created]
+    params:
+      challenge_id: {{type: bigint}}
+      title: {{type: text}}
+    levels:
+      - {{key: bronze, name: Bronze, threshold: 2}}
+    query: |
+{query}
+"""
+
+
+def make_rule(project, query, kind="count", slug="probe"):
+    body = "\n".join("      " + line for line in query.strip("\n").splitlines())
+    project.write(f"rules/{slug}.yaml", RULE.format(slug=slug, kind=kind, query=body))
+    [rule] = project.rules()
+    return rule
+
+
+def test_helpers_render_shape_not_values(project):
+    rule = make_rule(project, """
+        SELECT c.author_id AS user_id, c.created_at AS occurred_at
+        FROM comments c
+        WHERE {{ affected('c.author_id') }}
+          AND {{ filter('c.post_id', 'challenge_id') }}
+          AND c.body LIKE '100%' || {{ param('title') }}
+          {% if is_incremental() %}AND c.id IN (SELECT (payload->>'id')::bigint FROM {{ batch }} b){% endif %}
+          -- mode: {{ mode }}
+    """)
+    assert render_query(rule, "backfill").splitlines() == [
+        "SELECT c.author_id AS user_id, c.created_at AS occurred_at",
+        "FROM comments c",
+        "WHERE TRUE",
+        "  AND ($1::bigint IS NULL OR c.post_id = $1::bigint)",
+        "  AND c.body LIKE '100%' || $2::text",
+        "  ",
+        "  -- mode: backfill",
+    ]
+    incremental = render_query(rule, "incremental").splitlines()
+    assert incremental[2] == ("WHERE c.author_id IN (SELECT user_id FROM pg_temp.plaudit_batch "
+                              "WHERE type IN ('comment_created'))")
+    assert incremental[5] == (
+        "  AND c.id IN (SELECT (payload->>'id')::bigint FROM (SELECT event_id, type, user_id, "
+        "occurred_at, payload FROM pg_temp.plaudit_batch WHERE type IN ('comment_created')) b)")
+
+
+def test_render_is_deterministic(demo_project):
+    for rule in demo_project.rules():
+        assert render(rule, "backfill").sql == render(rule, "backfill").sql
+
+
+def test_batch_outside_incremental_is_an_error_at_its_line(project):
+    rule = make_rule(project, """
+        SELECT b.user_id, b.occurred_at
+        FROM {{ batch }} b
+    """)
+    with pytest.raises(RenderError) as err:
+        render_query(rule, "backfill")
+    assert str(err.value) == ("rules/probe.yaml:12: probe: `batch` is only defined in "
+                              "incremental mode; use it inside {% if is_incremental() %}")
+
+
+def test_undefined_names_are_errors_with_file_and_line(project):
+    rule = make_rule(project, """
+        SELECT user_id, occurred_at
+        FROM t WHERE {{ challenge }}
+    """)
+    with pytest.raises(RenderError) as err:
+        render_query(rule, "backfill")
+    assert str(err.value) == "rules/probe.yaml:12: template error: 'challenge' is undefined"
+
+
+def test_template_syntax_errors_point_into_the_yaml_file(project):
+    rule = make_rule(project, """
+        SELECT user_id, occurred_at
+        FROM t
+        WHERE {% if x %}
+    """)
+    with pytest.raises(RenderError) as err:
+        render_query(rule, "backfill")
+    assert str(err.value).startswith("rules/probe.yaml:")
+    assert "template error: Unexpected end of template" in str(err.value)
+
+
+def test_unknown_param_in_template(project):
+    rule = make_rule(project, "SELECT user_id, occurred_at FROM t WHERE {{ param('nope') }}")
+    with pytest.raises(RenderError) as err:
+        render_query(rule, "backfill")
+    assert str(err.value) == ("rules/probe.yaml:11: probe: unknown param 'nope' "
+                              "(declared: challenge_id, title)")
+
+
+def test_sandbox_blocks_python_internals(project):
+    rule = make_rule(project, "SELECT {{ ''.__class__.__mro__ }} AS user_id, 1 AS occurred_at")
+    with pytest.raises(RenderError) as err:
+        render_query(rule, "backfill")
+    assert "template error" in str(err.value)
+
+
+@pytest.mark.parametrize("query, message", [
+    ("DELETE FROM comments", "query must be a SELECT, found DELETE"),
+    ("UPDATE users SET name = 'x'", "query must be a SELECT, found UPDATE"),
+    ("DROP TABLE users", "query must be a SELECT, found DROP"),
+    ("SELECT 1 AS user_id, now() AS occurred_at; SELECT 2",
+     "query must be a single SELECT statement, found 2 statements"),
+    ("WITH d AS (DELETE FROM comments RETURNING author_id) SELECT author_id AS user_id, "
+     "now() AS occurred_at FROM d", "query must not modify data (found DELETE)"),
+    ("SELECT 1 AS user_id, now() AS occurred_at INTO copy",
+     "query must be a plain SELECT (no SELECT INTO, no FOR UPDATE)"),
+    ("SELECT author_id AS user_id, created_at AS occurred_at FROM comments FOR UPDATE",
+     "query must be a plain SELECT (no SELECT INTO, no FOR UPDATE)"),
+], ids=["delete", "update", "ddl", "two-statements", "dml-cte", "select-into", "for-update"])
+def test_only_a_single_select_is_accepted(project, query, message):
+    rule = make_rule(project, query)
+    with pytest.raises(RenderError) as err:
+        render(rule, "backfill")
+    assert str(err.value) == f"rules/probe.yaml:11: probe: {message}"
+
+
+def test_syntax_errors_name_the_rule_and_line(project):
+    rule = make_rule(project, "SELECT author_id AS user_id, created_at AS occurred_at\nFROM\nWHERE x")
+    with pytest.raises(RenderError) as err:
+        render(rule, "backfill")
+    assert str(err.value) == 'rules/probe.yaml:13: probe: SQL syntax error: syntax error at or near "WHERE"'
+
+
+@pytest.mark.parametrize("query, kind, message", [
+    ("SELECT author_id AS user_id FROM comments", "count",
+     "a count query must return user_id, occurred_at; missing column occurred_at"),
+    ("SELECT * FROM comments", "count",
+     "name the query's columns instead of SELECT *: a count rule reads user_id, occurred_at, scope by name"),
+    ("SELECT author_id AS user_id, created_at FROM comments", "award",
+     "a award query must return user_id, achieved_at; missing column achieved_at"),
+], ids=["count-missing", "star", "award-missing"])
+def test_kind_columns_are_checked(project, query, kind, message):
+    rule = make_rule(project, query, kind=kind)
+    with pytest.raises(RenderError) as err:
+        render(rule, "backfill")
+    assert str(err.value) == f"rules/probe.yaml:11: probe: {message}"
+
+
+def test_a_rule_without_triggers_has_no_incremental_rendering(demo_project):
+    rule = next(r for r in demo_project.rules() if r.slug == "top5_challenge")
+    with pytest.raises(RenderError) as err:
+        render(rule, "incremental")
+    assert str(err.value) == "top5_challenge: has no triggers, so it runs in backfill mode only"
+
+
+def test_params_are_typed_before_binding(project):
+    rule = make_rule(project, "SELECT author_id AS user_id, created_at AS occurred_at FROM c")
+    assert bind_params(rule, {"challenge_id": " 42 ", "title": "O'Brien 100%"}) == [
+        "42", "O'Brien 100%"]
+    assert bind_params(rule, {}) == [None, None]
+    with pytest.raises(ParamError) as err:
+        bind_params(rule, {"challenge_id": "1; DROP TABLE users"})
+    assert str(err.value) == ("invalid value for param 'challenge_id': '1; DROP TABLE users' "
+                              "is not a valid bigint")
+    with pytest.raises(ParamError) as err:
+        bind_params(rule, {"challenge_id": str(2**63)})
+    assert "is not a valid bigint" in str(err.value)
+    with pytest.raises(ParamError) as err:
+        bind_params(rule, {"nope": "1"})
+    assert str(err.value) == "unknown param 'nope' for rule probe (declared: challenge_id, title)"
