@@ -8,7 +8,11 @@ is traded for speed (fsync off and friends).
 from __future__ import annotations
 
 import fcntl
+import grp
+import hashlib
 import os
+import pwd
+import stat
 import re
 import shutil
 import socket
@@ -22,6 +26,7 @@ from psycopg import sql
 
 from plaudit.errors import ClusterError
 
+SERVER_ROOT = Path("/var/tmp/plaudit-clusters")
 PG_USER = "postgres"  # OS user when we are root, and the database superuser in every case
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes including the trailing NUL
 
@@ -65,6 +70,29 @@ def find_pg_bin() -> Path:
     )
 
 
+def _reachable_by(user: str, directory: Path) -> bool:
+    """Whether `user` may search every existing ancestor of `directory` (mode bits only)."""
+    try:
+        account = pwd.getpwnam(user)
+    except KeyError:
+        return False
+    groups = {account.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    for path in [directory, *directory.parents]:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        if st.st_uid == account.pw_uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in groups:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if not allowed:
+            return False
+    return True
+
+
 def _free_port() -> int:
     """Ask the kernel for an unused port; racy in theory, fine for a local dev cluster."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -79,11 +107,22 @@ class Cluster:
         self.directory = Path(directory).absolute()
         self.port = port
         self.dbname = dbname
-        self.data = self.directory / "data"
-        self.log = self.directory / "postgres.log"
-        self.run_dir = self.directory / "run"
-        self.port_file = self.directory / "port"
         self._as_root = os.geteuid() == 0
+        self.server_dir = self._server_dir()
+        self.data = self.server_dir / "data"
+        self.log = self.server_dir / "postgres.log"
+        self.run_dir = self.server_dir / "run"
+        self.port_file = self.directory / "port"
+
+    def _server_dir(self) -> Path:
+        """Where the server's own files go: the cluster directory itself, unless we are root
+        and the postgres user cannot reach it (a project under /root or a 0700 temp dir).
+        Then they live in a directory of their own under /var/tmp, named after the project
+        directory, while the port and the lock stay in the project."""
+        if not self._as_root or _reachable_by(PG_USER, self.directory):
+            return self.directory
+        digest = hashlib.sha256(str(self.directory).encode()).hexdigest()[:16]
+        return SERVER_ROOT / digest
 
     # -- state -------------------------------------------------------------------------
     def is_initialized(self) -> bool:
@@ -114,6 +153,9 @@ class Cluster:
     def start(self) -> str:
         """Bring the cluster up, creating it on first use; safe to call repeatedly/concurrently."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.server_dir != self.directory:
+            SERVER_ROOT.mkdir(mode=0o755, exist_ok=True)
+            self.server_dir.mkdir(mode=0o755, exist_ok=True)
         with self._locked():
             bindir = find_pg_bin()
             if not self.is_initialized():
@@ -157,7 +199,7 @@ class Cluster:
         if self._as_root:
             cmd = ["runuser", "-u", PG_USER, "--", *cmd]
         return subprocess.run(
-            cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=self.directory
+            cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, cwd=self.server_dir
         )
 
     def _owned_dir(self, path: Path) -> None:
@@ -172,9 +214,9 @@ class Cluster:
             return
         if shutil.which("runuser") is None:
             raise ClusterError("running as root needs `runuser` (util-linux) to drop to postgres")
-        if self._run(["test", "-x", str(self.directory)]).returncode != 0:
+        if self._run(["test", "-x", str(self.server_dir)]).returncode != 0:
             raise ClusterError(
-                f"the {PG_USER} OS user cannot enter {self.directory}; PostgreSQL refuses to run "
+                f"the {PG_USER} OS user cannot enter {self.server_dir}; PostgreSQL refuses to run "
                 f"as root, so every parent directory must be searchable by {PG_USER} (e.g. "
                 f"`chmod o+x` on them), or put the project elsewhere, or pass --dsn"
             )
@@ -182,7 +224,7 @@ class Cluster:
     def _initdb(self, bindir: Path) -> None:
         """initdb into a scratch dir and rename it, so a crash never leaves a half-made cluster."""
         self._check_access()
-        scratch = self.directory / "data.init"
+        scratch = self.server_dir / "data.init"
         shutil.rmtree(scratch, ignore_errors=True)
         shutil.rmtree(self.data, ignore_errors=True)
         self._owned_dir(scratch)
