@@ -126,7 +126,8 @@ def run_cli(dsn: str) -> Callable[..., Result]:
     def invoke(project: Project, *args: str, dsn_: str | None = None) -> Result:
         runner = CliRunner()
         return runner.invoke(
-            cli, ["--dsn", dsn_ or dsn, "--project", str(project.path), *args],
+            cli,
+            ["--dsn", dsn_ or dsn, "--project", str(project.path), *args],
             catch_exceptions=False,
         )
 

@@ -27,19 +27,28 @@ COUNT_RULE = """
 def seed_comments(sql, rows):
     """rows: (author_id, created_at); users and one post are created as needed."""
     authors = sorted({a for a, _ in rows} | {1})
-    sql("INSERT INTO users (id, name, created_at) SELECT u, 'u' || u, '2020-01-01' "
-        "FROM unnest(%s::bigint[]) AS u ON CONFLICT DO NOTHING", [authors])
-    sql("INSERT INTO posts (id, author_id, kind, title, created_at) "
-        "VALUES (1, 1, 'article', 'hello', '2020-01-01') ON CONFLICT DO NOTHING")
+    sql(
+        "INSERT INTO users (id, name, created_at) SELECT u, 'u' || u, '2020-01-01' "
+        "FROM unnest(%s::bigint[]) AS u ON CONFLICT DO NOTHING",
+        [authors],
+    )
+    sql(
+        "INSERT INTO posts (id, author_id, kind, title, created_at) "
+        "VALUES (1, 1, 'article', 'hello', '2020-01-01') ON CONFLICT DO NOTHING"
+    )
     for author, at in rows:
-        sql("INSERT INTO comments (post_id, author_id, body, created_at) "
-            "VALUES (1, %s, 'x', %s)", [author, at])
+        sql(
+            "INSERT INTO comments (post_id, author_id, body, created_at) VALUES (1, %s, 'x', %s)",
+            [author, at],
+        )
 
 
 def grants(sql, badge=None):
     return sql(
         "SELECT user_id, badge, level, scope, achieved_at::text FROM plaudit.user_badge "
-        "WHERE %s::text IS NULL OR badge = %s ORDER BY 1, 2, 3, 4", [badge, badge])
+        "WHERE %s::text IS NULL OR badge = %s ORDER BY 1, 2, 3, 4",
+        [badge, badge],
+    )
 
 
 @pytest.fixture
@@ -52,19 +61,32 @@ def count_project(project, engine_for):
 
 def test_count_grants_every_level_crossed_with_the_date_of_the_nth_row(count_project, sql):
     project, engine = count_project
-    seed_comments(sql, [
-        (7, "2024-01-05 10:00+00"), (7, "2024-01-01 10:00+00"), (7, "2024-01-03 10:00+00"),
-        (7, "2024-01-04 10:00+00"), (7, "2024-01-02 10:00+00"),  # 5 rows, out of order
-        (8, "2024-02-01 00:00+00"), (8, "2024-02-02 00:00+00"),  # 2: below bronze
-    ])
+    seed_comments(
+        sql,
+        [
+            (7, "2024-01-05 10:00+00"),
+            (7, "2024-01-01 10:00+00"),
+            (7, "2024-01-03 10:00+00"),
+            (7, "2024-01-04 10:00+00"),
+            (7, "2024-01-02 10:00+00"),  # 5 rows, out of order
+            (8, "2024-02-01 00:00+00"),
+            (8, "2024-02-02 00:00+00"),  # 2: below bronze
+        ],
+    )
     [result] = engine.backfill(project.rules())
-    assert (result.status, result.granted, dict(result.levels)) == ("ok", 2, {"bronze": 1, "silver": 1})
+    assert (result.status, result.granted, dict(result.levels)) == (
+        "ok",
+        2,
+        {"bronze": 1, "silver": 1},
+    )
     assert grants(sql) == [
         (7, "commentator", "bronze", "", "2024-01-03 10:00:00+00"),
         (7, "commentator", "silver", "", "2024-01-05 10:00:00+00"),
     ]
     assert sql("SELECT user_id, value, next_level FROM plaudit.user_progress ORDER BY 1") == [
-        (7, 5, None), (8, 2, "bronze")]
+        (7, 5, None),
+        (8, 2, "bronze"),
+    ]
 
 
 def test_ties_in_occurred_at_give_the_tied_date(count_project, sql):
@@ -91,8 +113,10 @@ def test_backfill_matches_an_independent_count_on_demo_data(demo_project, engine
         ORDER BY 1, 2, 3""")
     assert len(expected) > 100
     assert grants(sql, "commentator") == expected
-    ties = sql("SELECT count(*) FROM (SELECT author_id, created_at FROM comments "
-               "GROUP BY 1, 2 HAVING count(*) > 1) AS t")[0][0]
+    ties = sql(
+        "SELECT count(*) FROM (SELECT author_id, created_at FROM comments "
+        "GROUP BY 1, 2 HAVING count(*) > 1) AS t"
+    )[0][0]
     assert ties > 0, "the demo data must exercise ties"
 
 
@@ -109,17 +133,22 @@ def test_second_backfill_grants_nothing_and_changes_nothing(demo_project, engine
     assert sql("SELECT * FROM plaudit.user_badge ORDER BY 1, 2, 3, 4") == before
     assert sql("SELECT * FROM plaudit.user_progress ORDER BY 1, 2, 3") == progress
     assert sql("SELECT badge, status, granted FROM plaudit.run ORDER BY run_id") == [
-        ("commentator", "ok", first[0].granted), ("first_post", "ok", first[1].granted),
+        ("commentator", "ok", first[0].granted),
+        ("first_post", "ok", first[1].granted),
         ("top5_challenge", "ok", first[2].granted),
-        ("commentator", "ok", 0), ("first_post", "ok", 0), ("top5_challenge", "ok", 0)]
+        ("commentator", "ok", 0),
+        ("first_post", "ok", 0),
+        ("top5_challenge", "ok", 0),
+    ]
 
 
 def test_backfill_is_quiet_and_records_the_run(count_project, sql):
     project, engine = count_project
     seed_comments(sql, [(7, f"2024-01-0{d} 00:00+00") for d in range(1, 4)])
     [result] = engine.backfill(project.rules())
-    assert sql("SELECT source, run_id = %s, seen_at IS NOT NULL FROM plaudit.user_badge",
-               [result.run_id]) == [("rule", True, True)]
+    assert sql(
+        "SELECT source, run_id = %s, seen_at IS NOT NULL FROM plaudit.user_badge", [result.run_id]
+    ) == [("rule", True, True)]
     [announced] = engine.backfill(project.rules(), announce=True)
     assert announced.granted == 0
 
@@ -176,30 +205,40 @@ def test_init_twice_changes_nothing(dsn, demo_project, engine_for, sql):
     before = snapshot()
     engine.init()
     assert engine.deploy(demo_project.rules()) == {
-        "commentator": "unchanged", "first_post": "unchanged", "top5_challenge": "unchanged"}
+        "commentator": "unchanged",
+        "first_post": "unchanged",
+        "top5_challenge": "unchanged",
+    }
     assert snapshot() == before
     assert len(before) > 30
 
 
-@pytest.mark.parametrize("user_id_type, user_id", [("text", "alice"), ("uuid", "4f0c1b6e-0d1e-4f55-9d8b-2a7c1f0e9a11"), ("integer", "7")])
+@pytest.mark.parametrize(
+    "user_id_type, user_id",
+    [("text", "alice"), ("uuid", "4f0c1b6e-0d1e-4f55-9d8b-2a7c1f0e9a11"), ("integer", "7")],
+)
 def test_user_id_types(project, engine_for, sql, user_id_type, user_id):
     project.write("plaudit.yaml", f"schema: badges\nuser_id_type: {user_id_type}\n")
-    project.write("rules/hello.yaml", f"""
+    project.write(
+        "rules/hello.yaml",
+        f"""
         slug: hello
         name: Hello
         kind: award
         query: |
           SELECT '{user_id}'::{user_id_type} AS user_id, timestamptz '2024-01-01' AS achieved_at
-    """)
+    """,
+    )
     engine = engine_for(project)
     engine.init()
     engine.deploy(project.rules())
     [result] = engine.backfill(project.rules())
     assert result.status == "ok", result.message
     assert sql("SELECT user_id::text, level FROM badges.user_badge") == [(user_id, "default")]
-    assert sql("SELECT data_type FROM information_schema.columns WHERE table_schema = 'badges' "
-               "AND table_name = 'user_badge' AND column_name = 'user_id'") == [
-        ({"text": "text", "uuid": "uuid", "integer": "integer"}[user_id_type],)]
+    assert sql(
+        "SELECT data_type FROM information_schema.columns WHERE table_schema = 'badges' "
+        "AND table_name = 'user_badge' AND column_name = 'user_id'"
+    ) == [({"text": "text", "uuid": "uuid", "integer": "integer"}[user_id_type],)]
 
 
 def test_changing_the_user_id_type_of_an_existing_schema_is_refused(project, engine_for):
@@ -209,11 +248,14 @@ def test_changing_the_user_id_type_of_an_existing_schema_is_refused(project, eng
     assert str(err.value) == (
         "applying 001_tables.sql: plaudit.yaml says user_id_type: text, but schema plaudit "
         "was created with bigint\nHINT: changing the user id type needs a data migration; set "
-        "user_id_type back to bigint")
+        "user_id_type back to bigint"
+    )
 
 
 def test_award_rows_for_the_same_grant_keep_the_earliest_date(project, engine_for, sql):
-    project.write("rules/early.yaml", """
+    project.write(
+        "rules/early.yaml",
+        """
         slug: early
         name: Early Bird
         kind: award
@@ -221,51 +263,68 @@ def test_award_rows_for_the_same_grant_keep_the_earliest_date(project, engine_fo
           SELECT v.user_id, v.achieved_at, v.meta FROM (VALUES (1::bigint, timestamptz '2024-03-01', '{"n": 2}'::jsonb),
                                 (1, timestamptz '2024-01-01', '{"n": 1}'),
                                 (1, timestamptz '2024-02-01', '{"n": 3}')) AS v (user_id, achieved_at, meta)
-    """)
+    """,
+    )
     engine = engine_for(project)
     engine.deploy(project.rules())
     engine.backfill(project.rules())
     assert sql("SELECT achieved_at::date::text, meta FROM plaudit.user_badge") == [
-        ("2024-01-01", {"n": 1})]
+        ("2024-01-01", {"n": 1})
+    ]
 
 
 def test_a_failing_rule_is_recorded_marked_dirty_and_does_not_stop_the_others(
-        count_project, sql, engine_for):
+    count_project, sql, engine_for
+):
     project, _ = count_project
-    project.write("rules/broken.yaml", """
+    project.write(
+        "rules/broken.yaml",
+        """
         slug: broken
         name: Broken
         kind: award
         query: |
           SELECT 1::bigint AS user_id, now() AS achieved_at FROM missing_table
-    """)
+    """,
+    )
     seed_comments(sql, [(7, f"2024-01-0{d} 00:00+00") for d in range(1, 4)])
     engine = engine_for(project)
     engine.deploy(project.rules())
     broken, commentator = engine.backfill(project.rules())
     assert (broken.status, broken.message) == (
-        "failed", 'broken: relation "missing_table" does not exist (SQLSTATE 42P01)')
+        "failed",
+        'broken: relation "missing_table" does not exist (SQLSTATE 42P01)',
+    )
     assert commentator.status == "ok" and commentator.granted == 1
     assert sql("SELECT badge, status, message FROM plaudit.run ORDER BY run_id") == [
-        ("broken", "failed", broken.message), ("commentator", "ok", None)]
+        ("broken", "failed", broken.message),
+        ("commentator", "ok", None),
+    ]
     assert sql("SELECT slug, dirty FROM plaudit.badge ORDER BY 1") == [
-        ("broken", True), ("commentator", False)]
+        ("broken", True),
+        ("commentator", False),
+    ]
 
 
 def test_a_rule_past_its_timeout_fails_alone(project, engine_for, sql):
-    project.write("rules/slow.yaml", """
+    project.write(
+        "rules/slow.yaml",
+        """
         slug: slow
         name: Slow
         kind: award
         timeout: 200ms
         query: |
           SELECT 1::bigint AS user_id, now() AS achieved_at FROM pg_sleep(5)
-    """)
+    """,
+    )
     engine = engine_for(project)
     engine.deploy(project.rules())
     [result] = engine.backfill(project.rules())
     assert (result.status, result.message) == (
-        "failed", "slow: canceling statement due to statement timeout (SQLSTATE 57014)")
+        "failed",
+        "slow: canceling statement due to statement timeout (SQLSTATE 57014)",
+    )
     assert result.seconds < 3
     assert sql("SELECT status FROM plaudit.run") == [("failed",)]
 
@@ -280,13 +339,16 @@ def test_a_busy_rule_is_skipped_not_queued(count_project, dsn, sql):
         holder.rollback()
         holder.close()
     assert (result.status, result.message) == (
-        "skipped", "commentator: busy (another run holds its lock); skipped")
+        "skipped",
+        "commentator: busy (another run holds its lock); skipped",
+    )
     assert sql("SELECT status FROM plaudit.run") == [("skipped",)]
 
 
 def test_concurrent_backfills_never_grant_twice(demo_project, dsn, sql):
     sql("SELECT * FROM demo_generate(300, 20000)")
     from plaudit.config import load_config
+
     config = load_config(demo_project.path)
     with Engine.connect(config, dsn) as engine:
         engine.deploy(demo_project.rules())

@@ -37,46 +37,77 @@ def test_init_creates_the_schema_and_deploys(run_cli, demo_project):
     result = run_cli(demo_project, "init")
     assert result.exit_code == 0, result.output
     assert result.stdout == "commentator: created\nfirst_post: created\ntop5_challenge: created\n"
-    assert result.stderr == ("schema plaudit is up to date\n"
-                             "deployed 3 rules (3 created, 0 changed)\n")
+    assert result.stderr == (
+        "schema plaudit is up to date\ndeployed 3 rules (3 created, 0 changed)\n"
+    )
     again = run_cli(demo_project, "init")
-    assert again.stdout == ("commentator: unchanged\nfirst_post: unchanged\n"
-                            "top5_challenge: unchanged\n")
+    assert again.stdout == (
+        "commentator: unchanged\nfirst_post: unchanged\ntop5_challenge: unchanged\n"
+    )
 
 
 def test_render_prints_the_sql_and_bound_values_offline(demo_project):
-    result = CliRunner().invoke(cli, ["--dsn", "postgresql://nobody@127.0.0.1:1/none", "--project",
-                                      str(demo_project.path), "render", "top5_challenge",
-                                      "--param", "challenge_id=42"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--dsn",
+            "postgresql://nobody@127.0.0.1:1/none",
+            "--project",
+            str(demo_project.path),
+            "render",
+            "top5_challenge",
+            "--param",
+            "challenge_id=42",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[:2] == ["-- top5_challenge (award), backfill mode",
-                         "-- $1 = '42'  (challenge_id bigint)"]
+    assert lines[:2] == [
+        "-- top5_challenge (award), backfill mode",
+        "-- $1 = '42'  (challenge_id bigint)",
+    ]
     assert "  AND ($1::bigint IS NULL OR e.challenge_id = $1::bigint)" in lines
 
 
 def test_render_rejects_a_badly_typed_param_with_exit_2(demo_project):
-    result = CliRunner().invoke(cli, ["--project", str(demo_project.path), "render",
-                                      "top5_challenge", "--param", "challenge_id=1; DROP TABLE users"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--project",
+            str(demo_project.path),
+            "render",
+            "top5_challenge",
+            "--param",
+            "challenge_id=1; DROP TABLE users",
+        ],
+    )
     assert result.exit_code == 2
-    assert result.stderr == ("Error: invalid value for param 'challenge_id': "
-                             "'1; DROP TABLE users' is not a valid bigint\n")
+    assert result.stderr == (
+        "Error: invalid value for param 'challenge_id': "
+        "'1; DROP TABLE users' is not a valid bigint\n"
+    )
 
 
 def test_render_unknown_rule_and_malformed_param(demo_project):
     runner = CliRunner()
     result = runner.invoke(cli, ["--project", str(demo_project.path), "render", "nope"])
     assert (result.exit_code, result.stderr) == (
-        2, f"Error: no rule 'nope' in {demo_project.path / 'rules'}\n")
-    result = runner.invoke(cli, ["--project", str(demo_project.path), "render", "commentator",
-                                 "--param", "oops"])
+        2,
+        f"Error: no rule 'nope' in {demo_project.path / 'rules'}\n",
+    )
+    result = runner.invoke(
+        cli, ["--project", str(demo_project.path), "render", "commentator", "--param", "oops"]
+    )
     assert result.exit_code == 2
     assert "Error: Invalid value for --param: 'oops' is not of the form name=value" in result.stderr
 
 
 def test_invalid_rule_files_are_all_reported_with_exit_1(project):
-    project.write("rules/a.yaml", "slug: a\nname: A\nkind: count\ncolour: red\nquery: SELECT 1\n"
-                  "levels:\n  - {key: x, name: X, threshold: 5}\n  - {key: y, name: Y, threshold: 5}\n")
+    project.write(
+        "rules/a.yaml",
+        "slug: a\nname: A\nkind: count\ncolour: red\nquery: SELECT 1\n"
+        "levels:\n  - {key: x, name: X, threshold: 5}\n  - {key: y, name: Y, threshold: 5}\n",
+    )
     project.write("rules/b.yaml", "slug: c\nname: B\nkind: tally\nquery: SELECT 1\n")
     result = CliRunner().invoke(cli, ["--project", str(project.path), "render", "a"])
     assert result.exit_code == 1
@@ -86,7 +117,8 @@ def test_invalid_rule_files_are_all_reported_with_exit_1(project):
         "rules/b.yaml:1: slug 'c' does not match file name 'b.yaml'\n"
         "rules/b.yaml:3: unknown kind 'tally' (expected one of count, sum, streak, gauge, "
         "growth, award)\n"
-        "Error: 4 problems in rule files\n")
+        "Error: 4 problems in rule files\n"
+    )
 
 
 def test_backfill_summary_and_trophy_case(run_cli, demo_project, sql):
@@ -94,24 +126,38 @@ def test_backfill_summary_and_trophy_case(run_cli, demo_project, sql):
     assert run_cli(demo_project, "deploy").exit_code == 0
     result = run_cli(demo_project, "backfill")
     assert result.exit_code == 0, result.output
-    counts = dict(((b, lv), n) for b, lv, n in sql(
-        "SELECT badge, level, count(*)::int FROM plaudit.user_badge GROUP BY 1, 2"))
+    counts = dict(
+        ((b, lv), n)
+        for b, lv, n in sql(
+            "SELECT badge, level, count(*)::int FROM plaudit.user_badge GROUP BY 1, 2"
+        )
+    )
     header, rule, *rows = result.stdout.splitlines()
     assert header.split() == ["badge", "level", "name", "new", "total"]
-    assert [r.split()[:2] for r in rows] == [["commentator", "bronze"], ["commentator", "silver"],
-                                             ["commentator", "gold"], ["first_post", "first"],
-                                             ["top5_challenge", "top5"]]
+    assert [r.split()[:2] for r in rows] == [
+        ["commentator", "bronze"],
+        ["commentator", "silver"],
+        ["commentator", "gold"],
+        ["first_post", "first"],
+        ["top5_challenge", "top5"],
+    ]
     for row in rows:
         badge, level, *_, new, total = row.split()
-        assert int(new.replace(",", "")) == int(total.replace(",", "")) == counts.get((badge, level), 0)
+        assert (
+            int(new.replace(",", ""))
+            == int(total.replace(",", ""))
+            == counts.get((badge, level), 0)
+        )
     assert re.fullmatch(r"  commentator +[\d,]+ granted  \d+\.\ds", result.stderr.splitlines()[0])
 
     again = run_cli(demo_project, "backfill", "--select", "commentator")
     assert again.exit_code == 0
     assert [r.split()[-2] for r in again.stdout.splitlines()[2:]] == ["0", "0", "0"]
 
-    user_id = sql("SELECT user_id FROM plaudit.user_progress WHERE badge = 'commentator' "
-                  "AND next_level = 'silver' ORDER BY user_id LIMIT 1")[0][0]
+    user_id = sql(
+        "SELECT user_id FROM plaudit.user_progress WHERE badge = 'commentator' "
+        "AND next_level = 'silver' ORDER BY user_id LIMIT 1"
+    )[0][0]
     value = sql("SELECT count(*) FROM comments WHERE author_id = %s", [user_id])[0][0]
     case = run_cli(demo_project, "user", str(user_id))
     assert case.exit_code == 0
@@ -129,15 +175,21 @@ def test_backfill_one_challenge_with_a_param(run_cli, demo_project, sql):
     assert sql("SELECT count(*) FROM plaudit.user_badge")[0][0] == 5
     run_cli(demo_project, "backfill", "--param", "challenge_id=4")
     assert sql("SELECT scope, count(*) FROM plaudit.user_badge GROUP BY 1 ORDER BY 1") == [
-        ("3", 5), ("4", 5)]
+        ("3", 5),
+        ("4", 5),
+    ]
 
 
 def test_backfill_param_errors_exit_2_before_anything_runs(run_cli, demo_project, sql):
     run_cli(demo_project, "deploy")
     result = run_cli(demo_project, "backfill", "--param", "challenge_id=1; DROP TABLE users")
-    assert (result.exit_code, result.stderr) == (2, (
-        "Error: invalid value for param 'challenge_id': '1; DROP TABLE users' "
-        "is not a valid bigint\n"))
+    assert (result.exit_code, result.stderr) == (
+        2,
+        (
+            "Error: invalid value for param 'challenge_id': '1; DROP TABLE users' "
+            "is not a valid bigint\n"
+        ),
+    )
     result = run_cli(demo_project, "backfill", "--param", "nope=1")
     assert (result.exit_code, result.stderr) == (2, "Error: no selected rule declares param nope\n")
     assert sql("SELECT count(*) FROM plaudit.run") == [(0,)]
@@ -145,7 +197,9 @@ def test_backfill_param_errors_exit_2_before_anything_runs(run_cli, demo_project
 
 
 def test_a_text_param_with_quotes_and_percent_is_bound_harmlessly(run_cli, project, sql):
-    project.write("rules/titled.yaml", """
+    project.write(
+        "rules/titled.yaml",
+        """
         slug: titled
         name: Titled
         kind: award
@@ -155,10 +209,15 @@ def test_a_text_param_with_quotes_and_percent_is_bound_harmlessly(run_cli, proje
           SELECT p.author_id AS user_id, p.created_at AS achieved_at
           FROM posts AS p
           WHERE p.title LIKE '%' || {{ param('title') }} || '%'
-    """)
-    sql("INSERT INTO users (id, name, created_at) VALUES (1, 'a', '2020-01-01'), (2, 'b', '2020-01-01')")
-    sql("INSERT INTO posts (author_id, kind, title, created_at) VALUES "
-        "(1, 'article', 'Why O''Brien 100% rocks', '2024-01-01'), (2, 'article', 'Other', '2024-01-01')")
+    """,
+    )
+    sql(
+        "INSERT INTO users (id, name, created_at) VALUES (1, 'a', '2020-01-01'), (2, 'b', '2020-01-01')"
+    )
+    sql(
+        "INSERT INTO posts (author_id, kind, title, created_at) VALUES "
+        "(1, 'article', 'Why O''Brien 100% rocks', '2024-01-01'), (2, 'article', 'Other', '2024-01-01')"
+    )
     run_cli(project, "deploy")
     result = run_cli(project, "backfill", "--param", "title=O'Brien 100%")
     assert result.exit_code == 0, result.output
@@ -171,25 +230,33 @@ def test_backfill_of_an_undeployed_change_is_refused(run_cli, demo_project):
     path = demo_project.path / "rules" / "commentator.yaml"
     path.write_text(path.read_text().replace("threshold: 10,", "threshold: 20,"))
     result = run_cli(demo_project, "backfill")
-    assert (result.exit_code, result.stderr) == (2, (
-        "Error: rules changed since the last deploy: commentator; run `plaudit deploy` first\n"))
+    assert (result.exit_code, result.stderr) == (
+        2,
+        ("Error: rules changed since the last deploy: commentator; run `plaudit deploy` first\n"),
+    )
 
 
 def test_a_failing_rule_makes_backfill_exit_1(run_cli, project):
-    project.write("rules/broken.yaml", """
+    project.write(
+        "rules/broken.yaml",
+        """
         slug: broken
         name: Broken
         kind: award
         query: |
           SELECT 1::bigint AS user_id, now() + (1 / 0) * interval '1 day' AS achieved_at
-    """)
+    """,
+    )
     run_cli(project, "deploy")
     result = run_cli(project, "backfill")
     assert result.exit_code == 1
-    assert re.fullmatch(r"  broken +failed: broken: division by zero \(SQLSTATE 22012\)  \d+\.\ds",
-                        result.stderr.splitlines()[0])
+    assert re.fullmatch(
+        r"  broken +failed: broken: division by zero \(SQLSTATE 22012\)  \d+\.\ds",
+        result.stderr.splitlines()[0],
+    )
     assert result.stderr.splitlines()[-1] == (
-        "Error: 1 of 1 rules failed; they are marked for backfill")
+        "Error: 1 of 1 rules failed; they are marked for backfill"
+    )
 
 
 def test_select_matching_nothing_is_an_error(run_cli, demo_project):
@@ -198,10 +265,20 @@ def test_select_matching_nothing_is_an_error(run_cli, demo_project):
 
 
 def test_connection_failure_exits_2(demo_project):
-    result = CliRunner().invoke(cli, ["--dsn", "postgresql://postgres@127.0.0.1:1/none",
-                                      "--project", str(demo_project.path), "init"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "--dsn",
+            "postgresql://postgres@127.0.0.1:1/none",
+            "--project",
+            str(demo_project.path),
+            "init",
+        ],
+    )
     assert result.exit_code == 2
-    assert result.stderr.startswith("Error: cannot connect to postgresql://postgres@127.0.0.1:1/none: ")
+    assert result.stderr.startswith(
+        "Error: cannot connect to postgresql://postgres@127.0.0.1:1/none: "
+    )
 
 
 def test_db_url_without_a_cluster_explains(project):

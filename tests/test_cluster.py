@@ -132,3 +132,16 @@ def test_url_of_uninitialized_cluster_raises(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match="no local cluster in"):
         cluster.url()
     cluster.stop()  # stopping a cluster that never existed is a no-op
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root must hand the server to postgres")
+def test_a_project_the_postgres_user_cannot_reach_still_gets_a_cluster(tmp_path: Path) -> None:
+    # pytest's tmp_path is 0700 root: exactly a project cloned under /root
+    cluster = Cluster(tmp_path / ".plaudit")
+    try:
+        assert cluster.server_dir.parent == Path("/var/tmp/plaudit-clusters")
+        assert _select_one(cluster.start()) == 1
+        assert (tmp_path / ".plaudit" / "port").is_file()
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.server_dir, ignore_errors=True)

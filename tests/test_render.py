@@ -30,7 +30,9 @@ def make_rule(project, query, kind="count", slug="probe"):
 
 
 def test_helpers_render_shape_not_values(project):
-    rule = make_rule(project, """
+    rule = make_rule(
+        project,
+        """
         SELECT c.author_id AS user_id, c.created_at AS occurred_at
         FROM comments c
         WHERE {{ affected('c.author_id') }}
@@ -38,7 +40,8 @@ def test_helpers_render_shape_not_values(project):
           AND c.body LIKE '100%' || {{ param('title') }}
           {% if is_incremental() %}AND c.id IN (SELECT (payload->>'id')::bigint FROM {{ batch }} b){% endif %}
           -- mode: {{ mode }}
-    """)
+    """,
+    )
     assert render_query(rule, "backfill").splitlines() == [
         "SELECT c.author_id AS user_id, c.created_at AS occurred_at",
         "FROM comments c",
@@ -49,11 +52,14 @@ def test_helpers_render_shape_not_values(project):
         "  -- mode: backfill",
     ]
     incremental = render_query(rule, "incremental").splitlines()
-    assert incremental[2] == ("WHERE c.author_id IN (SELECT user_id FROM pg_temp.plaudit_batch "
-                              "WHERE type IN ('comment_created'))")
+    assert incremental[2] == (
+        "WHERE c.author_id IN (SELECT user_id FROM pg_temp.plaudit_batch "
+        "WHERE type IN ('comment_created'))"
+    )
     assert incremental[5] == (
         "  AND c.id IN (SELECT (payload->>'id')::bigint FROM (SELECT event_id, type, user_id, "
-        "occurred_at, payload FROM pg_temp.plaudit_batch WHERE type IN ('comment_created')) b)")
+        "occurred_at, payload FROM pg_temp.plaudit_batch WHERE type IN ('comment_created')) b)"
+    )
 
 
 def test_render_is_deterministic(demo_project):
@@ -62,32 +68,43 @@ def test_render_is_deterministic(demo_project):
 
 
 def test_batch_outside_incremental_is_an_error_at_its_line(project):
-    rule = make_rule(project, """
+    rule = make_rule(
+        project,
+        """
         SELECT b.user_id, b.occurred_at
         FROM {{ batch }} b
-    """)
+    """,
+    )
     with pytest.raises(RenderError) as err:
         render_query(rule, "backfill")
-    assert str(err.value) == ("rules/probe.yaml:12: probe: `batch` is only defined in "
-                              "incremental mode; use it inside {% if is_incremental() %}")
+    assert str(err.value) == (
+        "rules/probe.yaml:12: probe: `batch` is only defined in "
+        "incremental mode; use it inside {% if is_incremental() %}"
+    )
 
 
 def test_undefined_names_are_errors_with_file_and_line(project):
-    rule = make_rule(project, """
+    rule = make_rule(
+        project,
+        """
         SELECT user_id, occurred_at
         FROM t WHERE {{ challenge }}
-    """)
+    """,
+    )
     with pytest.raises(RenderError) as err:
         render_query(rule, "backfill")
     assert str(err.value) == "rules/probe.yaml:12: template error: 'challenge' is undefined"
 
 
 def test_template_syntax_errors_point_into_the_yaml_file(project):
-    rule = make_rule(project, """
+    rule = make_rule(
+        project,
+        """
         SELECT user_id, occurred_at
         FROM t
         WHERE {% if x %}
-    """)
+    """,
+    )
     with pytest.raises(RenderError) as err:
         render_query(rule, "backfill")
     assert str(err.value).startswith("rules/probe.yaml:")
@@ -98,8 +115,9 @@ def test_unknown_param_in_template(project):
     rule = make_rule(project, "SELECT user_id, occurred_at FROM t WHERE {{ param('nope') }}")
     with pytest.raises(RenderError) as err:
         render_query(rule, "backfill")
-    assert str(err.value) == ("rules/probe.yaml:11: probe: unknown param 'nope' "
-                              "(declared: challenge_id, title)")
+    assert str(err.value) == (
+        "rules/probe.yaml:11: probe: unknown param 'nope' (declared: challenge_id, title)"
+    )
 
 
 def test_sandbox_blocks_python_internals(project):
@@ -109,19 +127,32 @@ def test_sandbox_blocks_python_internals(project):
     assert "template error" in str(err.value)
 
 
-@pytest.mark.parametrize("query, message", [
-    ("DELETE FROM comments", "query must be a SELECT, found DELETE"),
-    ("UPDATE users SET name = 'x'", "query must be a SELECT, found UPDATE"),
-    ("DROP TABLE users", "query must be a SELECT, found DROP"),
-    ("SELECT 1 AS user_id, now() AS occurred_at; SELECT 2",
-     "query must be a single SELECT statement, found 2 statements"),
-    ("WITH d AS (DELETE FROM comments RETURNING author_id) SELECT author_id AS user_id, "
-     "now() AS occurred_at FROM d", "query must not modify data (found DELETE)"),
-    ("SELECT 1 AS user_id, now() AS occurred_at INTO copy",
-     "query must be a plain SELECT (no SELECT INTO, no FOR UPDATE)"),
-    ("SELECT author_id AS user_id, created_at AS occurred_at FROM comments FOR UPDATE",
-     "query must be a plain SELECT (no SELECT INTO, no FOR UPDATE)"),
-], ids=["delete", "update", "ddl", "two-statements", "dml-cte", "select-into", "for-update"])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("DELETE FROM comments", "query must be a SELECT, found DELETE"),
+        ("UPDATE users SET name = 'x'", "query must be a SELECT, found UPDATE"),
+        ("DROP TABLE users", "query must be a SELECT, found DROP"),
+        (
+            "SELECT 1 AS user_id, now() AS occurred_at; SELECT 2",
+            "query must be a single SELECT statement, found 2 statements",
+        ),
+        (
+            "WITH d AS (DELETE FROM comments RETURNING author_id) SELECT author_id AS user_id, "
+            "now() AS occurred_at FROM d",
+            "query must not modify data (found DELETE)",
+        ),
+        (
+            "SELECT 1 AS user_id, now() AS occurred_at INTO copy",
+            "query must be a plain SELECT (no SELECT INTO, no FOR UPDATE)",
+        ),
+        (
+            "SELECT author_id AS user_id, created_at AS occurred_at FROM comments FOR UPDATE",
+            "query must be a plain SELECT (no SELECT INTO, no FOR UPDATE)",
+        ),
+    ],
+    ids=["delete", "update", "ddl", "two-statements", "dml-cte", "select-into", "for-update"],
+)
 def test_only_a_single_select_is_accepted(project, query, message):
     rule = make_rule(project, query)
     with pytest.raises(RenderError) as err:
@@ -130,20 +161,38 @@ def test_only_a_single_select_is_accepted(project, query, message):
 
 
 def test_syntax_errors_name_the_rule_and_line(project):
-    rule = make_rule(project, "SELECT author_id AS user_id, created_at AS occurred_at\nFROM\nWHERE x")
+    rule = make_rule(
+        project, "SELECT author_id AS user_id, created_at AS occurred_at\nFROM\nWHERE x"
+    )
     with pytest.raises(RenderError) as err:
         render(rule, "backfill")
-    assert str(err.value) == 'rules/probe.yaml:13: probe: SQL syntax error: syntax error at or near "WHERE"'
+    assert (
+        str(err.value)
+        == 'rules/probe.yaml:13: probe: SQL syntax error: syntax error at or near "WHERE"'
+    )
 
 
-@pytest.mark.parametrize("query, kind, message", [
-    ("SELECT author_id AS user_id FROM comments", "count",
-     "a count query must return user_id, occurred_at; missing column occurred_at"),
-    ("SELECT * FROM comments", "count",
-     "name the query's columns instead of SELECT *: a count rule reads user_id, occurred_at, scope by name"),
-    ("SELECT author_id AS user_id, created_at FROM comments", "award",
-     "a award query must return user_id, achieved_at; missing column achieved_at"),
-], ids=["count-missing", "star", "award-missing"])
+@pytest.mark.parametrize(
+    "query, kind, message",
+    [
+        (
+            "SELECT author_id AS user_id FROM comments",
+            "count",
+            "a count query must return user_id, occurred_at; missing column occurred_at",
+        ),
+        (
+            "SELECT * FROM comments",
+            "count",
+            "name the query's columns instead of SELECT *: a count rule reads user_id, occurred_at, scope by name",
+        ),
+        (
+            "SELECT author_id AS user_id, created_at FROM comments",
+            "award",
+            "a award query must return user_id, achieved_at; missing column achieved_at",
+        ),
+    ],
+    ids=["count-missing", "star", "award-missing"],
+)
 def test_kind_columns_are_checked(project, query, kind, message):
     rule = make_rule(project, query, kind=kind)
     with pytest.raises(RenderError) as err:
@@ -161,12 +210,15 @@ def test_a_rule_without_triggers_has_no_incremental_rendering(demo_project):
 def test_params_are_typed_before_binding(project):
     rule = make_rule(project, "SELECT author_id AS user_id, created_at AS occurred_at FROM c")
     assert bind_params(rule, {"challenge_id": " 42 ", "title": "O'Brien 100%"}) == [
-        "42", "O'Brien 100%"]
+        "42",
+        "O'Brien 100%",
+    ]
     assert bind_params(rule, {}) == [None, None]
     with pytest.raises(ParamError) as err:
         bind_params(rule, {"challenge_id": "1; DROP TABLE users"})
-    assert str(err.value) == ("invalid value for param 'challenge_id': '1; DROP TABLE users' "
-                              "is not a valid bigint")
+    assert str(err.value) == (
+        "invalid value for param 'challenge_id': '1; DROP TABLE users' is not a valid bigint"
+    )
     with pytest.raises(ParamError) as err:
         bind_params(rule, {"challenge_id": str(2**63)})
     assert "is not a valid bigint" in str(err.value)

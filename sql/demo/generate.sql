@@ -25,16 +25,21 @@
 --   * ties: 1 in 10 comment/post timestamps is truncated to the minute, and 2 in 100 comments are
 --     double submits (same author, post, body and created_at; consecutive ids), so
 --     comments(author_id, created_at) has duplicates for heavy and light users alike.
---   * max(20, n_users / 500) challenges, ids in time order; the last two are still running
---     (ends_at after the anchor, final_rank NULL). For ended challenges final_rank is 1..n without
+--   * max(20, n_users / 500) challenges, ids in ends_at order; the last two are still running
+--     (ends_at after the anchor, final_rank NULL).
+--     Entries: users skewed (random()^2), score 0.0..100.0 in steps of 0.1 (many ties). For ended challenges final_rank is 1..n without
 --     gaps or repeats: score DESC (higher is better), then submitted_at, then user_id.
 --     A user enters a challenge at most once, and only challenges that end after they joined.
 --
 -- Bulk load: the foreign keys between the demo tables and their non-constraint indexes are
 -- dropped first and recreated afterwards from their catalog definitions (pg_get_constraintdef /
 -- pg_get_indexdef), which is several times faster than maintaining them row by row. All of this
--- runs inside the caller's transaction, so a failure leaves the schema as it was. A foreign key
--- from some other table into the demo tables makes the TRUNCATE fail (no CASCADE, on purpose).
+-- runs inside the caller's transaction, so a failure leaves the schema as it was. The caller
+-- must own the demo tables. A foreign key from some other table into the demo tables makes the
+-- TRUNCATE fail (no CASCADE, on purpose).
+--
+-- Timing (2 vCPU, fsync=off, logged tables): 10k users / 500k activities about 3.5 s;
+-- 100k / 2M about 16-18 s; 1M / 10M about 90 s.
 
 CREATE OR REPLACE FUNCTION public.demo_generate(
     n_users int DEFAULT 10000,

@@ -294,8 +294,12 @@ def db_url(app: App) -> None:
 
 @cli.command("demo")
 @click.option("--users", default=10_000, show_default=True, help="Demo users to generate.")
-@click.option("--activities", default=500_000, show_default=True,
-              help="Posts, comments, reads and challenge entries to generate.")
+@click.option(
+    "--activities",
+    default=500_000,
+    show_default=True,
+    help="Posts, comments, reads and challenge entries to generate.",
+)
 @click.pass_obj
 def demo_command(app: App, users: int, activities: int) -> None:
     """Run the demo: embedded PostgreSQL, demo data, init, backfill, a trophy case."""
@@ -306,8 +310,11 @@ def demo_command(app: App, users: int, activities: int) -> None:
     with app.engine() as engine:
         started = time.monotonic()
         counts = load_demo_data(engine.db, users, activities)
-        click.echo(f"demo data: {', '.join(f'{n:,} {t}' for t, n in counts.items())} "
-                   f"in {time.monotonic() - started:.1f}s", err=True)
+        click.echo(
+            f"demo data: {', '.join(f'{n:,} {t}' for t, n in counts.items())} "
+            f"in {time.monotonic() - started:.1f}s",
+            err=True,
+        )
         engine.db.execute("demo_reset_schema")
         engine.init()
         engine.deploy(app.rules)

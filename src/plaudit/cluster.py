@@ -12,10 +12,10 @@ import grp
 import hashlib
 import os
 import pwd
-import stat
 import re
 import shutil
 import socket
+import stat
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager

@@ -25,7 +25,7 @@ def sql_dir() -> Path:
 
 
 def parse_queries(text: str) -> dict[str, str]:
-    """Split a file into {name: sql} at `-- name: x` lines; text before the first name is a header."""
+    """Split a file into {name: sql} at `-- name: x` lines; text before the first is a header."""
     parts = _NAME.split(text)
     queries: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
