@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint clean
+.PHONY: help install demo test lint bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,9 +25,16 @@ test: $(STAMP) ## Run the whole test suite on a real PostgreSQL
 	$(BIN)/python -m pytest
 
 lint: $(STAMP) ## ruff and mypy on the code
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+
+# Sizes in users (10 activities each): 1m is 1M users and 10M activities. Not part of `test`
+# (CI runs a tiny size through tests/test_bench.py). Extra options: BENCH_ARGS='--reps 3'.
+SIZES ?= 10k,100k,1m
+bench: $(STAMP) ## Benchmarks at SIZES (10k,100k,1m), appended to BENCHMARKS.md
+	$(BIN)/python -m bench.run --sizes $(SIZES) $(BENCH_ARGS)
 
 clean: ## Stop the embedded clusters and remove .venv and .plaudit*
 	-$(BIN)/plaudit db stop
-	rm -rf $(VENV) .plaudit .plaudit-test
+	-$(BIN)/python -m bench.run --stop-cluster
+	rm -rf $(VENV) .plaudit .plaudit-test .plaudit-bench

@@ -33,8 +33,8 @@ ORDER BY ub.achieved_at, b.name, l.position, ub.scope;
 
 -- name: user_progress
 SELECT b.name AS badge_name, p.badge, p.scope, p.value, l.name AS next_name,
-       l.threshold AS next_threshold
-FROM {{ schema }}.user_progress AS p
+       l.threshold AS next_threshold, b.kind, b.definition ->> 'period' AS period
+FROM {{ schema }}.current_progress AS p  -- a lapsed streak reads 0
 JOIN {{ schema }}.badge AS b ON b.slug = p.badge
 JOIN {{ schema }}.badge_level AS l ON l.badge = p.badge AND l.key = p.next_level
 WHERE p.user_id = $1 AND b.enabled
@@ -79,3 +79,288 @@ WHERE EXISTS (SELECT FROM {{ schema }}.user_progress AS p
 GROUP BY ub.user_id
 ORDER BY count(*) DESC, sum(l.points) DESC, ub.user_id
 LIMIT 1;
+
+-- Events and incremental runs (sql/schema/004_events.sql) -------------------------------
+
+-- name: configure
+SELECT event, table_name, change FROM {{ schema }}.configure($1::jsonb);
+
+-- name: track
+SELECT {{ schema }}.track($1, $2, coalesce($3::timestamptz, now()), coalesce($4::jsonb, '{}'))
+    AS event_id;
+
+-- name: take_events
+-- Starts a batch: consumes up to $1 pending events in the current transaction.
+SELECT {{ schema }}.take_events($1::int) AS events;
+
+-- name: batch_rules
+SELECT slug FROM {{ schema }}.batch_rules() AS slug;
+
+-- name: run_batch_rule
+SELECT run_id, status, granted, progressed, levels, message
+FROM {{ schema }}.run_batch_rule($1);
+
+-- name: run_grants
+SELECT user_id, badge, level, scope, badge_name, level_name, points, achieved_at
+FROM {{ schema }}.run_grants($1::bigint[]);
+
+-- name: check
+SELECT user_id, badge, level, scope, badge_name, level_name, points, achieved_at
+FROM {{ schema }}.check($1::jsonb);
+
+-- name: unseen
+SELECT badge, level, scope, badge_name, level_name, points, achieved_at, awarded_at
+FROM {{ schema }}.unseen($1);
+
+-- name: mark_seen
+SELECT {{ schema }}.mark_seen($1, $2, $3, $4);
+
+-- name: listen_events
+-- `plaudit run --follow` wakes up on this channel when events are inserted.
+LISTEN {{ schema }}_event;
+
+-- Manual grants and revocation (sql/schema/005_grants.sql) --------------------------------
+
+-- name: run_revoked
+-- Grants a `revoke: true` backfill removed (a separate statement: the one calling run_rule
+-- cannot see the run row that the call writes).
+SELECT revoked FROM {{ schema }}.run WHERE run_id = $1;
+
+-- name: award_badge
+SELECT level, scope, outcome, source, achieved_at
+FROM {{ schema }}.award_badge($1, $2, $3, $4, $5, $6::timestamptz);
+
+-- name: revoke_badge
+SELECT level, scope, source, achieved_at
+FROM {{ schema }}.revoke_badge($1, $2, $3, $4, $5);
+
+-- Authoring tools: contract checks, preview, rule tests (sql/schema/006_authoring.sql) ----
+
+-- name: authoring_batch_table
+-- The (empty) batch table, so that incremental renderings can be described.
+SELECT {{ schema }}.batch_reset();
+
+-- name: type_names
+SELECT t.oid::bigint AS oid, format_type(t.oid, NULL) AS name
+FROM pg_type AS t
+WHERE t.oid = ANY($1::bigint[]::oid[]);
+
+-- name: read_only
+-- preview: whatever the rule's query calls, this transaction cannot write
+SET TRANSACTION READ ONLY;
+
+-- name: preview_rule
+SELECT {{ schema }}.preview_rule($1, $2, $3::text[], $4) AS preview;
+
+-- name: explain_rule
+SELECT line FROM {{ schema }}.explain_rule($1, $2::text[]) AS line;
+
+-- name: badge_level_grants
+-- Grants per level of the given badges (safe redeploys, preview).
+SELECT badge, level, count(*) AS grants
+FROM {{ schema }}.user_badge
+WHERE badge = ANY($1::text[])
+GROUP BY badge, level;
+
+-- name: deployed_definitions
+SELECT b.slug, b.definition, b.enabled,
+       coalesce((SELECT jsonb_object_agg(c.mode, c.sql)
+                 FROM {{ schema }}.compiled_rule AS c WHERE c.badge = b.slug), '{}') AS compiled
+FROM {{ schema }}.badge AS b
+ORDER BY b.slug;
+
+-- name: delete_level_grants
+-- deploy --force: a level that leaves the rule file takes its grants with it
+WITH deleted AS (
+    DELETE FROM {{ schema }}.user_badge WHERE badge = $1 AND level = $2 RETURNING 1
+)
+SELECT count(*) AS deleted FROM deleted;
+
+-- name: remove_badge
+-- deploy: a badge whose rule file is gone (with its grants only under --force)
+WITH grants AS (
+    DELETE FROM {{ schema }}.user_badge WHERE badge = $1 RETURNING 1
+), removed AS (
+    DELETE FROM {{ schema }}.badge WHERE slug = $1 RETURNING 1
+)
+SELECT (SELECT count(*) FROM grants) AS grants, (SELECT count(*) FROM removed) AS removed;
+
+-- name: set_timezone
+SELECT set_config('TimeZone', $1, true);
+
+-- name: test_table
+SELECT {{ schema }}.test_table($1, $2::jsonb, $3) AS row_count;
+
+-- name: test_batch
+SELECT {{ schema }}.batch_fill($1::jsonb) AS events;
+
+-- name: test_grants
+SELECT user_id::text AS user_id, level, scope, achieved_at
+FROM {{ schema }}.user_badge
+WHERE badge = $1
+ORDER BY user_id::text, level, scope;
+
+-- name: demo_live_activity
+-- One round of live app writes for the demo (sql/demo/live.sql).
+SELECT table_name, row_count FROM public.demo_live_activity();
+
+-- Running as database jobs: pg_cron, status, the runner role (sql/schema/007_jobs.sql) ------
+
+-- name: cron_probe
+-- Whether this server has pg_cron, and where: the settings are readable only by superusers
+-- and pg_read_all_settings (NULL here otherwise; '' when pg_cron is not preloaded: a
+-- cron.database_name in postgresql.conf alone is no sign that it is).
+SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'pg_cron') AS installed,
+       (SELECT extversion FROM pg_extension WHERE extname = 'pg_cron') AS version_here,
+       CASE WHEN NOT ((SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+                      OR pg_has_role(current_user, 'pg_read_all_settings', 'USAGE'))
+            THEN NULL
+            WHEN current_setting('shared_preload_libraries') ~ '(^|[\s,"])pg_cron($|[\s,"])'
+            THEN coalesce(current_setting('cron.database_name', true), 'postgres')
+            ELSE '' END AS cron_database,
+       current_database() AS database,
+       current_user AS username,
+       current_setting('server_version_num')::int / 10000 AS major;
+
+-- name: cron_version
+SELECT extversion AS version FROM pg_extension WHERE extname = 'pg_cron';
+
+-- name: cron_create_extension
+CREATE EXTENSION IF NOT EXISTS pg_cron;
+
+-- name: job_definitions
+-- The jobs `plaudit schedule` installs. Commands are written by format(), so every value in
+-- them is quoted by PostgreSQL. $1 events schedule, $2 nightly schedule, $3 batch size,
+-- $4 default rule timeout, $5 run retention, $6 job history retention, $7 the pg_cron
+-- database (where the history job runs).
+WITH job (position, job, schedule, command, database) AS (
+    VALUES
+        (1, 'events', $1::text,
+         format('CALL %I.job_events(%s, %L)', '{{ schema }}', $3::int, $4::text),
+         current_database()),
+        (2, 'watchdog', '* * * * *',
+         format('SELECT %I.job_watchdog()', '{{ schema }}'),
+         current_database()),
+        (3, 'nightly', $2::text,
+         format('CALL %I.job_nightly(%L, %L)', '{{ schema }}', $4::text, $5::interval),
+         current_database()),
+        (4, 'history', $2::text, NULL, $7::text)
+),
+named AS (
+    SELECT j.*, format('plaudit:%s.%s:%s', current_database(), '{{ schema }}', j.job) AS jobname
+    FROM job AS j
+)
+SELECT n.job, n.jobname, n.schedule, n.database,
+       -- pg_cron's history of these jobs, older than the retention
+       coalesce(n.command, format(
+           'DELETE FROM cron.job_run_details WHERE end_time < now() - %L::interval '
+           'AND jobid IN (SELECT jobid FROM cron.job WHERE starts_with(jobname, %L))',
+           $6::interval, format('plaudit:%s.%s:', current_database(), '{{ schema }}')))
+           AS command
+FROM named AS n
+ORDER BY n.position;
+
+-- name: cron_jobs
+SELECT jobid, jobname::text AS jobname, schedule, command, database, username, active
+FROM cron.job
+WHERE jobname = ANY ($1::text[]) AND username = current_user
+ORDER BY jobname;
+
+-- name: cron_schedule
+SELECT cron.schedule($1, $2, $3) AS jobid;
+
+-- name: cron_schedule_in_database
+SELECT cron.schedule_in_database($1, $2, $3, $4) AS jobid;
+
+-- name: cron_unschedule
+SELECT cron.unschedule($1::bigint) AS removed;
+
+-- name: cron_job_runs
+-- Each of the given jobs with its last finished run, whether a run is under way, and its
+-- failures of the last day.
+SELECT j.jobname::text AS jobname, j.schedule, j.active, j.database, d.status, d.start_time,
+       d.end_time, d.return_message,
+       EXISTS (SELECT FROM cron.job_run_details AS r
+               WHERE r.jobid = j.jobid AND r.end_time IS NULL
+                 AND r.status IN ('starting', 'connecting', 'sending', 'running')) AS running,
+       (SELECT count(*) FROM cron.job_run_details AS f
+        WHERE f.jobid = j.jobid AND f.status = 'failed'
+          AND f.start_time > now() - interval '1 day') AS failed_last_day
+FROM cron.job AS j
+LEFT JOIN LATERAL (
+    SELECT r.status, r.start_time, r.end_time, r.return_message
+    FROM cron.job_run_details AS r
+    WHERE r.jobid = j.jobid AND r.status IN ('succeeded', 'failed')
+    ORDER BY r.runid DESC
+    LIMIT 1
+) AS d ON true
+WHERE j.jobname = ANY ($1::text[]) AND j.username = current_user
+ORDER BY j.jobname;
+
+-- name: job_rule_runs
+-- plaudit's side of `schedule --status`: rule runs of the last day, per mode and status.
+SELECT r.mode, r.status, count(*) AS runs, coalesce(sum(r.granted), 0) AS granted,
+       max(r.started_at) AS last_started_at
+FROM {{ schema }}.run AS r
+WHERE r.started_at > now() - interval '1 day'
+GROUP BY r.mode, r.status
+ORDER BY r.mode, r.status;
+
+-- name: status_events
+SELECT count(*) AS pending,
+       extract(epoch FROM now() - min(e.tracked_at))::float8 AS oldest_seconds
+FROM {{ schema }}.event AS e;
+
+-- name: status_rules
+-- Every deployed rule with its last run.
+SELECT b.slug, b.enabled, b.dirty, b.triggers = '{}' AS no_triggers,
+       r.mode, r.status, r.started_at,
+       extract(epoch FROM r.finished_at - r.started_at)::float8 AS seconds,
+       r.granted, r.message
+FROM {{ schema }}.badge AS b
+LEFT JOIN LATERAL (
+    SELECT l.mode, l.status, l.started_at, l.finished_at, l.granted, l.message
+    FROM {{ schema }}.run AS l
+    WHERE l.badge = b.slug
+    ORDER BY l.started_at DESC, l.run_id DESC
+    LIMIT 1
+) AS r ON true
+ORDER BY b.slug;
+
+-- name: status_failures
+-- Failed runs of the last day, per rule.
+SELECT r.badge AS slug, count(*) AS failures, max(r.started_at) AS last_failed_at,
+       (array_agg(r.message ORDER BY r.started_at DESC, r.run_id DESC))[1] AS last_message
+FROM {{ schema }}.run AS r
+WHERE r.status = 'failed' AND r.started_at > now() - interval '1 day'
+GROUP BY r.badge
+ORDER BY r.badge;
+
+-- name: due_rules
+SELECT slug, reason FROM {{ schema }}.due_rules();
+
+-- name: setup_runner_role
+SELECT step FROM {{ schema }}.setup_runner_role($1) AS step;
+
+-- name: rule_role
+SELECT value AS role FROM {{ schema }}.meta WHERE key = 'rule_role';
+
+-- name: missing_grants
+-- The GRANTs role $1 lacks to read the tables $2 (as the rules name them): schemas first.
+WITH t AS (
+    SELECT DISTINCT c.oid, c.relnamespace
+    FROM unnest($2::text[]) AS n (name)
+    JOIN pg_class AS c ON c.oid = to_regclass(n.name)
+)
+SELECT g.statement
+FROM (
+    SELECT DISTINCT 1 AS step, format('GRANT USAGE ON SCHEMA %s TO %I;',
+                                      t.relnamespace::regnamespace, $1::text) AS statement
+    FROM t
+    WHERE NOT has_schema_privilege($1::text, t.relnamespace, 'USAGE')
+    UNION ALL
+    SELECT 2, format('GRANT SELECT ON %s TO %I;', t.oid::regclass, $1::text)
+    FROM t
+    WHERE NOT has_table_privilege($1::text, t.oid, 'SELECT')
+) AS g
+ORDER BY g.step, g.statement;

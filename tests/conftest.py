@@ -7,6 +7,7 @@ each test gets a fresh database cloned from it.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import textwrap
@@ -21,7 +22,7 @@ from click.testing import CliRunner, Result
 from pytest_postgresql import factories
 
 from plaudit.cli import cli
-from plaudit.cluster import Cluster
+from plaudit.cluster import Cluster, has_pg_cron
 from plaudit.config import load_config
 from plaudit.db import Database, connect
 from plaudit.engine import Engine
@@ -33,6 +34,11 @@ REPO = Path(__file__).resolve().parents[1]
 # (the server runs as postgres when the tests run as root) cannot enter.
 CLUSTER_DIR = REPO / ".plaudit-test"
 _STARTED = pytest.StashKey[bool]()
+# Every session holds this shared lock while it runs, so that one session can tell that it is
+# alone (the exclusive lock is free) before restarting the cluster.
+_SESSION_LOCK = pytest.StashKey[Any]()
+# CI sets it: pg_cron tests must run there, so a missing pg_cron fails them instead of skipping.
+REQUIRE_PG_CRON = "PLAUDIT_REQUIRE_PG_CRON"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,6 +49,13 @@ def pytest_configure(config: pytest.Config) -> None:
     # started it stops it
     config.stash[_STARTED] = not cluster.is_running()
     url = cluster.start()
+    config.stash[_SESSION_LOCK] = lock = open(CLUSTER_DIR / "sessions.lock", "a")  # noqa: SIM115
+    # a cluster started before pg_cron was installed loads it at its next start (its settings
+    # are rewritten at every start): restart it now if no other session is using it
+    if has_pg_cron() and not _cron_loaded(url) and _alone(lock, url):
+        url = cluster.restart()
+        config.stash[_STARTED] = True
+    fcntl.flock(lock, fcntl.LOCK_SH)
     config.option.postgresql_host = "127.0.0.1"
     config.option.postgresql_port = url.rsplit(":", 1)[1].split("/")[0]
     config.option.postgresql_user = "postgres"
@@ -51,6 +64,35 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if config.stash.get(_STARTED, False) and not os.environ.get("PLAUDIT_TEST_KEEP_CLUSTER"):
         Cluster(CLUSTER_DIR, dbname="postgres").stop()
+
+
+# The database pg_cron keeps its jobs in, when the server preloads pg_cron (a
+# cron.database_name in the configuration alone is no sign that it does).
+CRON_DATABASE = (
+    "SELECT CASE WHEN current_setting('shared_preload_libraries') ~ '(^|[\\s,\"])pg_cron($|[\\s,\"])'"
+    " THEN coalesce(current_setting('cron.database_name', true), 'postgres') END"
+)
+
+
+def _cron_loaded(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(CRON_DATABASE).fetchone()
+    return row is not None and row[0] is not None
+
+
+def _alone(lock: Any, url: str) -> bool:
+    """No other session holds the lock, and no client is connected (sessions that predate the
+    lock included)."""
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return row is not None and row[0] == 0
 
 
 def _dsn(host: str, port: int | str, user: str, dbname: str, password: str | None = None) -> str:
@@ -146,3 +188,64 @@ def engine_for(dsn: str) -> Iterator[Callable[[Project], Engine]]:
     yield make
     for engine in engines:
         engine.close()
+
+
+@dataclass
+class CronServer:
+    """pg_cron on the test server: its database, where jobs are kept (cron.database_name)."""
+
+    dsn: str
+
+    def sql(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+
+def _no_pg_cron(reason: str) -> None:
+    if os.environ.get(REQUIRE_PG_CRON):
+        pytest.fail(f"{REQUIRE_PG_CRON} is set but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def cron_server(postgresql_noproc: Any) -> CronServer:
+    """pg_cron, loaded and created in its database; skips (fails in CI) when it is absent.
+
+    pg_cron keeps jobs in one database, not in each test's: tests schedule jobs there with
+    cron.schedule_in_database (which `plaudit schedule` does by itself), to run in their own.
+    """
+    proc = postgresql_noproc
+    maintenance = _dsn(proc.host, proc.port, proc.user, "postgres")
+    with psycopg.connect(maintenance, autocommit=True) as conn:
+        installed, database = conn.execute(
+            "SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'pg_cron'), "
+            f"({CRON_DATABASE})"
+        ).fetchone() or (False, None)
+    if not installed:
+        _no_pg_cron("pg_cron is not installed on the test server (apt-get install postgresql-15-cron)")
+    if database is None:
+        _no_pg_cron(
+            "the test server does not load pg_cron: it was started before pg_cron was installed "
+            "and another session is using it; it loads pg_cron at its next start"
+        )
+    server = CronServer(_dsn(proc.host, proc.port, proc.user, database))
+    # concurrent sessions: CREATE EXTENSION IF NOT EXISTS is not safe against itself
+    server.sql(
+        "SELECT pg_advisory_lock(42, 7); CREATE EXTENSION IF NOT EXISTS pg_cron; "
+        "SELECT pg_advisory_unlock(42, 7)"
+    )
+    return server
+
+
+@pytest.fixture
+def cron(cron_server: CronServer, dsn: str) -> Iterator[CronServer]:
+    """pg_cron for one test; the test's jobs (those that run in its database, and plaudit's
+    jobs for it) are removed afterwards."""
+    yield cron_server
+    dbname = dsn.rsplit("/", 1)[1]
+    cron_server.sql(
+        "SELECT cron.unschedule(jobid) FROM cron.job "
+        "WHERE database = %s OR starts_with(jobname, %s)",
+        [dbname, f"plaudit:{dbname}."],
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from plaudit.cluster import Cluster, find_pg_bin
+from plaudit.cluster import Cluster, find_pg_bin, has_pg_cron
 from plaudit.errors import ClusterError
 
 pytestmark = pytest.mark.slow
@@ -106,6 +106,23 @@ def test_concurrent_starts_initdb_once(other_cluster: Cluster) -> None:
     assert errors == []
     assert len(urls) == 2 and urls[0] == urls[1]
     assert _select_one(urls[0]) == 1
+
+
+def test_settings_are_rewritten_at_every_start(cluster: Cluster) -> None:
+    """An existing cluster takes plaudit's current settings at its next start (pg_cron
+    installed after initdb, say): they live in data/plaudit.conf, rewritten at every start and
+    included at the end of postgresql.conf."""
+    url = cluster.start()
+    cluster.stop()
+    (cluster.data / "plaudit.conf").write_text("fsync = on\n")
+    main = cluster.data / "postgresql.conf"
+    main.write_text(main.read_text().replace("include_if_exists = 'plaudit.conf'", ""))
+    assert cluster.start() == url
+    assert main.read_text().count("include_if_exists = 'plaudit.conf'") == 1
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SHOW fsync").fetchone() == ("off",)
+        preload = conn.execute("SHOW shared_preload_libraries").fetchone()
+    assert preload == (("pg_cron",) if has_pg_cron() else ("",))
 
 
 def test_find_pg_bin_with_bad_override_names_the_fix(

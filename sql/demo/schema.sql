@@ -70,6 +70,16 @@ CREATE INDEX IF NOT EXISTS posts_author_created_idx
 CREATE INDEX IF NOT EXISTS article_reads_post_read_idx
     ON public.article_reads (post_id, read_at);
 
+-- Per-reader rules (articles read, distinct articles read, reading streaks): one reader's
+-- reads in read_at order.
+CREATE INDEX IF NOT EXISTS article_reads_reader_read_idx
+    ON public.article_reads (reader_id, read_at);
+
+-- The comments of one post (the foreign key's index): rules about the comments an author's
+-- posts receive look them up post by post.
+CREATE INDEX IF NOT EXISTS comments_post_idx
+    ON public.comments (post_id);
+
 -- A user's challenge entries (participation counts, incremental runs per user): the primary
 -- key leads with challenge_id, so it cannot serve lookups by user.
 CREATE INDEX IF NOT EXISTS challenge_entries_user_idx

@@ -5,8 +5,9 @@
   order).
 
   Exact dates without sorting the source: count per user first (one aggregate pass), then,
-  only for users who crossed a threshold, read the threshold-th row through a correlated
-  lookup that the planner turns into an index range scan on (user column, time column).
+  only for users who crossed a threshold, read their first rows up to the highest threshold
+  crossed, numbered, through one correlated lookup per user that the planner turns into an
+  index range scan on (user column, time column); each level takes its threshold-th row.
   The source is a NOT MATERIALIZED CTE so both uses are inlined and the user_id predicate
   of the lookup reaches the analyst's table.
 
@@ -18,7 +19,9 @@ WITH src AS NOT MATERIALIZED (
 {{ query }}
 ),
 totals AS (
-    SELECT src.user_id, {{ 'src.scope' if has_scope else "''" }} AS scope, count(*) AS value
+    -- NULL and '' are the same scope: they must count together (one grant per scope)
+    SELECT src.user_id, {{ "coalesce(src.scope::text, '')" if has_scope else "''" }} AS scope,
+           count(*) AS value
     FROM src
     GROUP BY 1, 2
 ),
@@ -29,15 +32,16 @@ SELECT t.user_id, coalesce(t.scope::text, '') AS scope, l.key AS level,
        hit.occurred_at::timestamptz AS achieved_at, t.value::numeric AS value,
        NULL::jsonb AS meta, false AS is_progress
 FROM totals AS t
-JOIN levels AS l ON t.value >= l.threshold
 CROSS JOIN LATERAL (
-    SELECT s.occurred_at
+    SELECT s.occurred_at, row_number() OVER (ORDER BY s.occurred_at) AS n
     FROM src AS s
-    WHERE s.user_id = t.user_id{% if has_scope %} AND s.scope IS NOT DISTINCT FROM t.scope{% endif %}
+    WHERE s.user_id = t.user_id{% if has_scope %} AND coalesce(s.scope::text, '') = t.scope{% endif %}
     ORDER BY s.occurred_at
-    OFFSET l.threshold - 1
-    LIMIT 1
+    -- the highest threshold this user crossed
+    LIMIT CASE {% for l in levels | reverse %}WHEN t.value >= {{ l.threshold }} THEN {{ l.threshold }} {% endfor %}END
 ) AS hit
+JOIN levels AS l ON l.threshold = hit.n
+WHERE t.value >= {{ levels[0].threshold }}
 UNION ALL
 SELECT t.user_id, coalesce(t.scope::text, '') AS scope,
        CASE {% for l in levels %}WHEN t.value < {{ l.threshold }} THEN {{ l.key | sqlstring }} {% endfor %}END AS level,

@@ -4,7 +4,8 @@
 -- The caller owns the transaction: the run row commits (or rolls back) with its grants.
 -- The per-rule statement_timeout is set by the caller for the statement calling this
 -- function (PostgreSQL arms the timer when a top-level statement starts, so a SET inside a
--- function would come too late); a timeout is caught here like any other error.
+-- function would come too late); a timeout is caught here like any other error. Scheduled
+-- jobs cannot do that for each rule: their watchdog cancels instead (007_jobs.sql).
 
 CREATE OR REPLACE FUNCTION {{ schema }}.run_rule(
     p_badge text,
@@ -13,7 +14,13 @@ CREATE OR REPLACE FUNCTION {{ schema }}.run_rule(
     p_announce boolean DEFAULT false,
     p_dry_run boolean DEFAULT false
 ) RETURNS TABLE (run_id bigint, status text, granted int, progressed int, levels jsonb, message text)
-LANGUAGE plpgsql AS $function$
+LANGUAGE plpgsql
+-- No JIT for rule runs (restored when the function returns). The kinds' correlated per-user
+-- lookups give large cost estimates, so JIT would inline and optimize dozens of functions:
+-- measured at 100k users (bench/), compiling cost seconds per backfill and more than a
+-- small incremental run itself, while the row-at-a-time work it speeds up is a minor share.
+SET jit = off
+AS $function$
 DECLARE
     v_sql text;
     v_param_defs jsonb;
@@ -26,10 +33,25 @@ DECLARE
     -- a run restricted by params sees part of each user's history: its values are partial,
     -- so it must not overwrite progress (grants are still exact: the filter is the criterion)
     v_filtered boolean := EXISTS (SELECT 1 FROM unnest(p_params) AS v WHERE v IS NOT NULL);
-    -- backfills award history: quiet (already seen, no notification) unless announced
-    v_quiet boolean := p_mode = 'backfill' AND NOT p_announce;
+    -- New grants achieved before this are quiet: inserted as seen, and not notified.
+    -- Backfills award history, so they are quiet unless announced, and even then grants
+    -- older than notify.max_age stay quiet; incremental grants are news.
+    v_quiet_before timestamptz := CASE
+        WHEN p_mode = 'incremental' THEN '-infinity'
+        WHEN p_announce THEN now() - coalesce(
+            (SELECT value FROM {{ schema }}.meta WHERE key = 'notify_max_age'), '2 days')::interval
+        ELSE 'infinity' END;
+    -- notify settings are synced from plaudit.yaml by `deploy`
+    v_channel text := coalesce(
+        (SELECT value FROM {{ schema }}.meta WHERE key = 'notify_channel'), 'plaudit_award');
+    v_notified int;
+    -- `plaudit init --runner-role`: the rule's statement runs as this role, which may read the
+    -- app tables granted to it and write only the plaudit schema (sql/schema/007_jobs.sql)
+    v_role text := (SELECT value FROM {{ schema }}.meta WHERE key = 'rule_role');
+    v_session_role text := current_setting('role');
     v_error text;
     v_state text;
+    v_detail text;
 BEGIN
     IF p_mode NOT IN ('backfill', 'incremental') THEN
         RAISE EXCEPTION 'unknown mode %', p_mode USING ERRCODE = 'invalid_parameter_value';
@@ -63,6 +85,9 @@ BEGIN
     END IF;
 
     BEGIN
+        IF v_role IS NOT NULL THEN
+            PERFORM {{ schema }}.enter_rule_role(v_role);  -- undone below, or by an error
+        END IF;
         IF p_dry_run THEN
             -- what a real run would add: rows not granted yet, per level
             EXECUTE format($q$
@@ -96,35 +121,54 @@ BEGIN
                     INSERT INTO {{ schema }}.user_badge AS ub
                         (user_id, badge, level, scope, achieved_at, value, meta, source, run_id, seen_at)
                     SELECT r.user_id, %2$L, r.level, r.scope, r.achieved_at, r.value, r.meta,
-                           'rule', %3$s, CASE WHEN %4$L::boolean THEN now() END
+                           'rule', %3$s,
+                           CASE WHEN r.achieved_at < %4$L::timestamptz THEN now() END
                     FROM r WHERE NOT r.is_progress
                     ON CONFLICT (user_id, badge, level, scope) DO UPDATE
                         SET achieved_at = excluded.achieved_at
                         WHERE excluded.achieved_at < ub.achieved_at AND ub.source = 'rule'
-                    RETURNING ub.level, (ub.xmax = 0) AS inserted
+                    RETURNING ub.user_id, ub.level, ub.scope, ub.achieved_at,
+                              (ub.xmax = 0) AS inserted, ub.seen_at IS NULL AS unseen
+                ),
+                -- a small payload (NOTIFY allows < 8000 bytes): the names are cut short
+                notified AS MATERIALIZED (
+                    SELECT pg_notify(%6$L, jsonb_strip_nulls(jsonb_build_object(
+                        'user_id', g.user_id, 'badge', %2$L, 'level', g.level,
+                        'name', left(l.name, 200), 'scope', nullif(left(g.scope, 200), ''),
+                        'achieved_at', g.achieved_at))::text)
+                    FROM granted AS g
+                    JOIN {{ schema }}.badge_level AS l ON l.badge = %2$L AND l.key = g.level
+                    WHERE g.inserted AND g.unseen
                 ),
                 progressed AS (
                     INSERT INTO {{ schema }}.user_progress AS up
-                        (user_id, badge, scope, value, next_level, updated_at)
-                    SELECT r.user_id, %2$L, r.scope, r.value, r.level, now()
+                        (user_id, badge, scope, value, next_level, expires_at, updated_at)
+                    -- a progress row's achieved_at is when its value lapses (streaks)
+                    SELECT r.user_id, %2$L, r.scope, r.value, r.level, r.achieved_at, now()
                     FROM r WHERE r.is_progress AND NOT %5$L::boolean
                     ON CONFLICT (user_id, badge, scope) DO UPDATE
                         SET value = excluded.value, next_level = excluded.next_level,
-                            updated_at = excluded.updated_at
-                        WHERE (up.value, up.next_level)
-                              IS DISTINCT FROM (excluded.value, excluded.next_level)
+                            expires_at = excluded.expires_at, updated_at = excluded.updated_at
+                        WHERE (up.value, up.next_level, up.expires_at)
+                              IS DISTINCT FROM (excluded.value, excluded.next_level, excluded.expires_at)
                     RETURNING 1
                 )
                 SELECT
                     (SELECT coalesce(jsonb_object_agg(g.level, g.n), '{}')
                      FROM (SELECT level, count(*) AS n FROM granted WHERE inserted GROUP BY level) AS g),
-                    (SELECT count(*) FROM progressed)
-            $q$, v_sql, p_badge, v_run_id, v_quiet, v_filtered)
-            INTO v_levels, v_progressed
+                    (SELECT count(*) FROM progressed),
+                    (SELECT count(*) FROM notified)
+            $q$, v_sql, p_badge, v_run_id, v_quiet_before, v_filtered, v_channel)
+            INTO v_levels, v_progressed, v_notified
             USING p_params[1], p_params[2], p_params[3], p_params[4], p_params[5],
                   p_params[6], p_params[7], p_params[8], p_params[9], p_params[10],
                   p_params[11], p_params[12], p_params[13], p_params[14], p_params[15],
                   p_params[16];
+            -- revoke: true: a complete backfill removes the rule grants it no longer returns
+            IF p_mode = 'backfill' AND NOT v_filtered
+               AND (SELECT b.revoke FROM {{ schema }}.badge AS b WHERE b.slug = p_badge) THEN
+                PERFORM {{ schema }}.revoke_stale(p_badge, v_sql, p_params, v_run_id);
+            END IF;
 
             SELECT coalesce(sum(n::int), 0) INTO v_granted FROM jsonb_each_text(v_levels) AS l (level, n);
             UPDATE {{ schema }}.run AS r
@@ -135,10 +179,16 @@ BEGIN
                 UPDATE {{ schema }}.badge SET dirty = false WHERE slug = p_badge AND dirty;
             END IF;
         END IF;
+        IF v_role IS NOT NULL THEN
+            PERFORM set_config('role', v_session_role, true);
+        END IF;
     EXCEPTION WHEN query_canceled OR others THEN
         -- the block's subtransaction has rolled back this run's grants; record the failure
-        GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
-        message := format('%s: %s (SQLSTATE %s)', p_badge, v_error, v_state);
+        GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE,
+                                v_detail = PG_EXCEPTION_DETAIL;
+        -- the detail names the culprit, e.g. an award's level that is not one of the rule's
+        message := format('%s: %s (SQLSTATE %s)', p_badge, v_error, v_state)
+                   || coalesce(': ' || nullif(v_detail, ''), '');
         v_run_id := NULL;
         IF NOT p_dry_run THEN
             INSERT INTO {{ schema }}.run AS r (badge, mode, params, status, started_at, finished_at, message)

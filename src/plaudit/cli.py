@@ -7,24 +7,29 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from . import __version__
-from .config import Config, load_config
+from .config import Config, is_identifier, load_config
 from .db import embedded_cluster
+from .dependencies import check as check_dependencies
 from .engine import Engine, RunResult
 from .errors import ConfigError, PlauditError, RuleError
 from .progress import ProgressLine
 from .render import bind_params, render
 from .rules import Rule, load_rules
-from .selection import select
+from .selection import needs_state, select
 from .views import grant_summary, trophy_case
+
+if TYPE_CHECKING:
+    from .redeploy import DeployPlan
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,6 +41,7 @@ class App:
     project_dir: Path
     dsn: str | None
     verbose: bool
+    excludes: tuple[str, ...] = ()  # --exclude, set by select_option's callback
 
     @cached_property
     def config(self) -> Config:
@@ -43,7 +49,9 @@ class App:
 
     @cached_property
     def rules(self) -> list[Rule]:
-        return load_rules(self.config.rules_dir, root=self.project_dir)
+        rules = load_rules(self.config.rules_dir, root=self.project_dir)
+        check_dependencies(rules)  # badge('slug') references: known badges, no cycles
+        return rules
 
     def rule(self, slug: str) -> Rule:
         for rule in self.rules:
@@ -53,6 +61,16 @@ class App:
 
     def engine(self) -> Engine:
         return Engine.connect(self.config, self.dsn)
+
+    def select(self, selectors: Sequence[str]) -> list[Rule]:
+        """The rules --select picks; for `state:dirty` and `state:due` the database says."""
+        dirty: list[str] = []
+        due: list[str] = []
+        if needs_state([*selectors, *self.excludes]):
+            with self.engine() as engine:
+                dirty = [r["slug"] for r in engine.db.execute("deployed_badges") if r["dirty"]]
+                due = [r["slug"] for r in engine.db.execute("due_rules")]
+        return select(self.rules, selectors, dirty, self.excludes, due)
 
 
 class PlauditGroup(click.Group):
@@ -106,13 +124,30 @@ def param_option(f: F) -> F:
 
 
 def select_option(f: F) -> F:
+    """--select (the command's `selectors`) and --exclude (read by App.select)."""
+
+    def keep_excludes(ctx: click.Context, _: click.Parameter, value: tuple[str, ...]) -> None:
+        app = ctx.find_object(App)
+        if app is not None:
+            app.excludes = value
+
+    f = click.option(
+        "--exclude",
+        "-x",
+        multiple=True,
+        metavar="SELECTOR",
+        expose_value=False,
+        callback=keep_excludes,
+        help="Leave out the rules it matches (same forms as --select; repeatable).",
+    )(f)
     return click.option(
         "--select",
         "-s",
         "selectors",
         multiple=True,
         metavar="SELECTOR",
-        help="Rule slugs, tag:NAME or globs (repeatable); default: all.",
+        help="Rule slugs, tag:NAME, kind:NAME, state:dirty, state:due or globs (repeatable); "
+        "default: all.",
     )(f)
 
 
@@ -141,35 +176,82 @@ def cli(ctx: click.Context, dsn: str | None, project_dir: Path, verbose: bool) -
 
 
 @cli.command()
+@click.option(
+    "--runner-role",
+    metavar="NAME",
+    help="Run rule queries as this role (created NOLOGIN if missing), which may write only "
+    "the plaudit schema and read what you grant it; prints the GRANTs the rules still need.",
+)
 @click.pass_obj
-def init(app: App) -> None:
+def init(app: App, runner_role: str | None) -> None:
     """Create or upgrade the plaudit schema (re-runnable), then deploy the rules."""
+    from .redeploy import deploy_rules
+
+    if runner_role is not None and not is_identifier(runner_role):
+        raise click.BadParameter(
+            f"{runner_role!r} must match [a-z_][a-z0-9_]*", param_hint="--runner-role"
+        )
     rules = app.rules
     with app.engine() as engine:
         engine.init()
-        changes = engine.deploy(rules)
-    click.echo(f"schema {app.config.schema} is up to date", err=True)
-    _report_deploy(changes)
+        with _refusals():
+            plan = deploy_rules(engine, rules, complete=True)
+        click.echo(f"schema {app.config.schema} is up to date", err=True)
+        _report_deploy(plan)
+        if runner_role is not None:
+            from .cli_jobs import report_runner_role
+
+            report_runner_role(engine, app, runner_role)
 
 
 @cli.command()
 @select_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Remove levels and badges that have grants, deleting the grants.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
 @click.pass_obj
-def deploy(app: App, selectors: tuple[str, ...]) -> None:
-    """Validate and render the rules, then install their definitions and compiled SQL."""
-    rules = select(app.rules, selectors)
-    with app.engine() as engine:
-        _report_deploy(engine.deploy(rules))
+def deploy(app: App, selectors: tuple[str, ...], force: bool, dry_run: bool) -> None:
+    """Check the rules (files, then their columns against the database), say what changes,
+    and install their definitions and compiled SQL. Without --select, badges whose rule
+    file is gone are removed; removing a level or badge that has grants needs --force."""
+    from .redeploy import deploy_rules
+
+    rules = app.select(selectors)
+    complete = not selectors and not app.excludes
+    with app.engine() as engine, _refusals():
+        plan = deploy_rules(engine, rules, complete=complete, force=force, dry_run=dry_run)
+    _report_deploy(plan, dry_run)
 
 
-def _report_deploy(changes: dict[str, str]) -> None:
-    for slug, change in changes.items():
-        click.echo(f"{slug}: {change}")
-    counts = {c: sum(1 for v in changes.values() if v == c) for c in ("created", "changed")}
-    click.echo(
-        f"deployed {len(changes)} rules ({counts['created']} created, {counts['changed']} changed)",
-        err=True,
-    )
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A refused deploy says why, one line per level or badge, before its Error line."""
+    from .redeploy import DeployRefused
+
+    try:
+        yield
+    except DeployRefused as exc:
+        for reason in exc.reasons:
+            click.echo(reason, err=True)
+        raise
+
+
+def _report_deploy(plan: DeployPlan, dry_run: bool = False) -> None:
+    for change in plan.changes:
+        click.echo(f"{change.slug}: {change.status}")
+    for note in plan.notes:
+        click.echo(note, err=True)
+    deployed = len(plan.changes) - plan.count("removed")
+    rules = f"{deployed} rule{'s' if deployed != 1 else ''}"
+    summary = f"{rules} ({plan.count('created')} created, {plan.count('changed')} changed"
+    summary += f", {plan.count('removed')} removed)" if plan.count("removed") else ")"
+    if dry_run:
+        click.echo(f"dry run: would deploy {summary}; nothing was written", err=True)
+    else:
+        click.echo(f"deployed {summary}", err=True)
 
 
 @cli.command("render")
@@ -191,7 +273,7 @@ def render_command(app: App, slug: str, mode: str, params: tuple[str, ...]) -> N
     for position, (param, value) in enumerate(zip(rule.params, values, strict=True), start=1):
         shown = "NULL" if value is None else "'" + value.replace("'", "''") + "'"
         click.echo(f"-- ${position} = {shown}  ({param.name} {param.type})")
-    click.echo(render(rule, mode).sql)
+    click.echo(render(rule, mode, app.config).sql)
 
 
 @cli.command()
@@ -209,7 +291,10 @@ def backfill(
 ) -> None:
     """Run the rules over all history, awarding everything already earned, with real dates."""
     given = parse_params(params)
-    rules = [r for r in select(app.rules, selectors) if r.enabled]
+    rules = [r for r in app.select(selectors) if r.enabled]
+    if not rules:
+        click.echo("nothing to backfill: no enabled rule is selected", err=True)
+        return
     if given:
         rules = [r for r in rules if all(any(p.name == n for p in r.params) for n in given)]
         if not rules:
@@ -235,6 +320,8 @@ def backfill(
                 if result.status == "ok"
                 else f"{result.status}: {result.message}"
             )
+            if result.revoked:  # `revoke: true` rules
+                outcome += f", {result.revoked:,} revoked"
             lines.pop(rule.slug).done(outcome)
 
         results = engine.backfill(
@@ -302,24 +389,20 @@ def db_url(app: App) -> None:
 )
 @click.pass_obj
 def demo_command(app: App, users: int, activities: int) -> None:
-    """Run the demo: embedded PostgreSQL, demo data, init, backfill, a trophy case."""
-    import time
-
+    """Run the demo: embedded PostgreSQL, demo data, init, backfill, live events, a trophy case."""
     from .demo import load_demo_data
 
     with app.engine() as engine:
-        started = time.monotonic()
-        counts = load_demo_data(engine.db, users, activities)
-        click.echo(
-            f"demo data: {', '.join(f'{n:,} {t}' for t, n in counts.items())} "
-            f"in {time.monotonic() - started:.1f}s",
-            err=True,
-        )
+        # first: the old schema's triggers would turn the bulk load into events
         engine.db.execute("demo_reset_schema")
+        with ProgressLine("demo data", width=12) as line:
+            counts = load_demo_data(engine.db, users, activities)
+            line.done(", ".join(f"{n:,} {t}" for t, n in counts.items()))
         engine.init()
         engine.deploy(app.rules)
     ctx = click.get_current_context()
     ctx.invoke(backfill)
+    _demo_live_events(app)
     with app.engine() as engine:
         showcase = engine.db.one("demo_showcase_user")
     if showcase:
@@ -327,5 +410,29 @@ def demo_command(app: App, users: int, activities: int) -> None:
         ctx.invoke(user, user_id=showcase["user_id"])
 
 
+def _demo_live_events(app: App, rounds: int = 16) -> None:
+    """The incremental half of the demo: live app writes, `plaudit run`, notifications."""
+    from .demo import stream_live_events
+
+    click.echo()
+    if not app.config.events:
+        click.echo("live events: skipped, plaudit.yaml maps no app tables to events", err=True)
+        return
+    click.echo(f"live events: app writes, then `plaudit run`; LISTEN "
+               f"{app.config.notify_channel} prints:", err=True)
+    with app.engine() as engine, app.engine() as listener:
+        events, granted, notified = stream_live_events(
+            engine, listener.db.conn, rounds, click.echo)
+    click.echo(f"live events: {events:,} events in {rounds} batches, {granted:,} granted, "
+               f"{notified:,} notifications", err=True)
+
+
+# Commands kept in their own modules register themselves on `cli` when imported.
+from . import cli_events, cli_grants  # noqa: E402, F401
+
+
 def main() -> None:
     cli(prog_name="plaudit")
+
+
+from . import cli_authoring, cli_jobs  # noqa: E402,F401  (registers commands)

@@ -29,6 +29,8 @@ from plaudit.errors import ClusterError
 SERVER_ROOT = Path("/var/tmp/plaudit-clusters")
 PG_USER = "postgres"  # OS user when we are root, and the database superuser in every case
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes including the trailing NUL
+SETTINGS_FILE = "plaudit.conf"
+INCLUDE_LINE = f"include_if_exists = '{SETTINGS_FILE}'"
 
 
 def _has_server(bindir: Path) -> bool:
@@ -98,6 +100,11 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def has_pg_cron(bindir: Path | None = None) -> bool:
+    """Whether the server binaries come with pg_cron (e.g. apt-get install postgresql-15-cron)."""
+    return (Cluster._pkglibdir(bindir or find_pg_bin()) / "pg_cron.so").is_file()
 
 
 class Cluster:
@@ -171,6 +178,11 @@ class Cluster:
             self._ensure_database()
             return self.url()
 
+    def restart(self) -> str:
+        """Stop and start again, e.g. to load a library newly in shared_preload_libraries."""
+        self.stop()
+        return self.start()
+
     def stop(self) -> None:
         """Fast shutdown: we never need to wait for clients of a local dev cluster."""
         if not self.directory.is_dir():
@@ -234,11 +246,24 @@ class Cluster:
             shutil.rmtree(scratch, ignore_errors=True)
             raise ClusterError(f"initdb failed in {scratch}:\n{(res.stderr or res.stdout).strip()}")
         port = self.port or _free_port()
-        with open(scratch / "postgresql.conf", "a") as conf:
-            conf.write("\n# plaudit local cluster (speed over durability)\n")
-            conf.writelines(f"{k} = {v}\n" for k, v in self._settings(bindir, port).items())
         scratch.rename(self.data)
         self.port_file.write_text(f"{port}\n")
+
+    def _write_settings(self, bindir: Path) -> None:
+        """plaudit's settings go to data/plaudit.conf, rewritten before every start and
+        included at the end of postgresql.conf, so they win over earlier lines and an existing
+        cluster picks up a change on its next start (pg_cron installed after initdb, say)."""
+        settings = self._settings(bindir, self._stored_port())
+        lines = ["# written by plaudit before every start (speed over durability)\n"]
+        lines += [f"{k} = {v}\n" for k, v in settings.items()]
+        target = self.data / SETTINGS_FILE
+        target.write_text("".join(lines))
+        main = self.data / "postgresql.conf"
+        if INCLUDE_LINE not in main.read_text():
+            with open(main, "a") as conf:
+                conf.write(f"\n{INCLUDE_LINE}\n")
+        if self._as_root:
+            shutil.chown(target, PG_USER, PG_USER)
 
     def _settings(self, bindir: Path, port: int) -> dict[str, str]:
         socket_dir = str(self.run_dir)
@@ -254,9 +279,11 @@ class Cluster:
             "shared_buffers": "256MB",
             "max_connections": "200",
         }
-        if (self._pkglibdir(bindir) / "pg_cron.so").is_file():
+        if has_pg_cron(bindir):
             settings["shared_preload_libraries"] = "'pg_cron'"
             settings["cron.database_name"] = f"'{self.dbname}'"
+            # job sessions connect like clients: over TCP, to the address the server listens on
+            settings["cron.host"] = "'127.0.0.1'"
         return settings
 
     @staticmethod
@@ -272,6 +299,7 @@ class Cluster:
     def _pg_start(self, bindir: Path) -> None:
         self._check_access()
         self._owned_dir(self.run_dir)
+        self._write_settings(bindir)
         self.log.touch()
         seen = self.log.stat().st_size  # show only this attempt's lines on failure
         if self._as_root:

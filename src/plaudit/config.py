@@ -16,8 +16,9 @@ from plaudit.yamlsource import Fields, LocatedDict, describe, is_str, load_yaml_
 
 CONFIG_FILE = "plaudit.yaml"
 DATABASE_KEYS = ("schema", "user_id_type", "timezone", "statement_timeout")
-CONFIG_KEYS = ("rules", *DATABASE_KEYS, "notify", "events")
+CONFIG_KEYS = ("rules", *DATABASE_KEYS, "notify", "events", "retention")
 NOTIFY_KEYS = ("channel", "max_age")
+RETENTION_KEYS = ("runs", "job_runs")
 EVENT_KEYS = ("table", "on", "user", "at")
 USER_ID_TYPES = ("bigint", "integer", "text", "uuid")
 EVENT_OPERATIONS = ("insert", "update", "delete")
@@ -58,6 +59,9 @@ class Config:
     notify_channel: str = "plaudit_award"
     notify_max_age: str = "2 days"
     events: tuple[EventSource, ...] = ()
+    # how long scheduled jobs keep plaudit.run rows and their cron.job_run_details rows
+    retention_runs: str = "30 days"
+    retention_job_runs: str = "7 days"
 
 
 def is_name(value: Any) -> bool:
@@ -128,6 +132,7 @@ def load_config(project_dir: Path) -> Config:
     timeout = read_duration(fields, document, "statement_timeout", defaults.statement_timeout)
     channel, max_age = _notify(fields, document, defaults)
     events = _events(fields, document)
+    retention = _retention(fields, document, defaults)
     if fields.problems:
         raise _config_error(fields)
     return Config(
@@ -140,6 +145,8 @@ def load_config(project_dir: Path) -> Config:
         notify_channel=channel,
         notify_max_age=max_age,
         events=events,
+        retention_runs=retention[0],
+        retention_job_runs=retention[1],
     )
 
 
@@ -175,6 +182,25 @@ def _notify(fields: Fields, document: LocatedDict, defaults: Config) -> tuple[st
         label="notify.max_age",
     )  # fmt: skip
     return channel, max_age.strip()
+
+
+def _retention(fields: Fields, document: LocatedDict, defaults: Config) -> tuple[str, str]:
+    retention = fields.field(
+        document, "retention", lambda v: isinstance(v, dict), "must be a mapping"
+    )
+    if retention is None:
+        return defaults.retention_runs, defaults.retention_job_runs
+    fields.check_keys(retention, RETENTION_KEYS)
+    requirement = "must be an interval like 30 days or 12 hours"
+    runs = fields.field(
+        retention, "runs", _is_interval, requirement, default=defaults.retention_runs,
+        label="retention.runs",
+    )  # fmt: skip
+    job_runs = fields.field(
+        retention, "job_runs", _is_interval, requirement, default=defaults.retention_job_runs,
+        label="retention.job_runs",
+    )  # fmt: skip
+    return runs.strip(), job_runs.strip()
 
 
 def _events(fields: Fields, document: LocatedDict) -> tuple[EventSource, ...]:

@@ -11,11 +11,13 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from .config import Config
 from .db import Database, connect, render_sql, resolve_dsn
+from .dependencies import ordered, references
 from .errors import RenderError
 from .render import bind_params, modes, render
 from .rules import Rule
@@ -34,6 +36,7 @@ class RunResult:
     message: str | None
     seconds: float
     run_id: int | None = None
+    revoked: int = 0  # rule grants a `revoke: true` backfill removed
 
 
 @dataclass
@@ -47,9 +50,27 @@ class TrophyCase:
         return sum(g["points"] for g in self.grants)
 
 
-def definition(rule: Rule) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Event:
+    """Something that happened, for `Engine.check`: `comment_created` by user 7 at T."""
+
+    type: str
+    user_id: Any
+    occurred_at: datetime | None = None  # None: now
+    payload: Mapping[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "user_id": self.user_id if isinstance(self.user_id, int) else str(self.user_id),
+            "occurred_at": self.occurred_at.isoformat() if self.occurred_at else None,
+            "payload": dict(self.payload or {}),
+        }
+
+
+def definition(rule: Rule, config: Config | None = None) -> dict[str, Any]:
     """What `deploy` stores for a rule: its definition, compiled SQL per mode and their hash."""
-    compiled = {mode: render(rule, mode).sql for mode in modes(rule)}
+    compiled = {mode: render(rule, mode, config).sql for mode in modes(rule)}
     body: dict[str, Any] = {
         "slug": rule.slug,
         "name": rule.name,
@@ -63,6 +84,8 @@ def definition(rule: Rule) -> dict[str, Any]:
         "revoke": rule.revoke,
         "period": rule.period,
         "timezone": rule.timezone,
+        # the badges whose grants it reads: runners order rules by these (badge_run_order)
+        "depends_on": sorted(references(rule)),
         "levels": [
             {
                 "key": lv.key,
@@ -83,12 +106,12 @@ def _number(value: int | Decimal | None) -> int | str | None:
     return str(value) if isinstance(value, Decimal) else value
 
 
-def compile_rules(rules: Iterable[Rule]) -> list[dict[str, Any]]:
+def compile_rules(rules: Iterable[Rule], config: Config | None = None) -> list[dict[str, Any]]:
     """Render every rule in every mode; all render problems are reported together."""
     definitions, problems = [], []
     for rule in rules:
         try:
-            definitions.append(definition(rule))
+            definitions.append(definition(rule, config))
         except RenderError as exc:
             problems.append(str(exc))
     if problems:
@@ -131,14 +154,32 @@ class Engine:
 
     def deploy(self, rules: Sequence[Rule]) -> dict[str, str]:
         """Install the rules' definitions and compiled SQL: {slug: created|changed|unchanged}."""
-        definitions = compile_rules(rules)
+        definitions = compile_rules(rules, self.config)
         result = {}
         with self.db.conn.transaction():
             for body in definitions:
                 row = self.db.one("deploy_badge", [json.dumps(body)])
                 assert row is not None
                 result[body["slug"]] = row["deploy_badge"]
+            self.configure()
         return result
+
+    def configure(self) -> list[dict[str, Any]]:
+        """Sync plaudit.yaml's notify settings and `events:` triggers into the database.
+
+        Returns the trigger changes: [{event, table_name, change}], change being installed,
+        removed or unchanged.
+        """
+        config = self.config
+        body = {
+            "notify_channel": config.notify_channel,
+            "notify_max_age": config.notify_max_age,
+            "events": [
+                {"name": e.name, "table": e.table, "on": e.on, "user": e.user, "at": e.at}
+                for e in config.events
+            ],
+        }
+        return self.db.execute("configure", [json.dumps(body)])
 
     def undeployed(self, rules: Sequence[Rule]) -> list[str]:
         """Slugs whose deployed definition differs from the rule file (or is missing)."""
@@ -148,7 +189,7 @@ class Engine:
         }
         return [
             body["slug"]
-            for body in compile_rules(rules)
+            for body in compile_rules(rules, self.config)
             if deployed.get(body["slug"]) != body["hash"]
         ]
 
@@ -170,7 +211,8 @@ class Engine:
         with tx:
             self.db.execute("set_rule_timeout", [rule.slug, self.config.statement_timeout])
             row = self.db.one("run_rule", [rule.slug, mode, values, announce, dry_run])
-        assert row is not None
+            assert row is not None
+            revoked = self.db.one("run_revoked", [row["run_id"]]) if rule.revoke else None
         return RunResult(
             slug=rule.slug,
             status=row["status"],
@@ -180,6 +222,7 @@ class Engine:
             message=row["message"],
             seconds=time.monotonic() - started,
             run_id=row["run_id"],
+            revoked=revoked["revoked"] if revoked else 0,
         )
 
     def backfill(
@@ -192,9 +235,11 @@ class Engine:
         on_start: Callable[[Rule], None] | None = None,
         on_done: Callable[[Rule, RunResult], None] | None = None,
     ) -> list[RunResult]:
-        """Run each rule over all history. A failing rule does not stop the others."""
+        """Run each rule over all history. A failing rule does not stop the others.
+
+        Composite rules run after the rules whose grants they read (`badge('slug')`)."""
         results = []
-        for rule in rules:
+        for rule in ordered(rules):
             if on_start:
                 on_start(rule)
             result = self.run_rule(rule, "backfill", params, announce=announce, dry_run=dry_run)
@@ -212,3 +257,76 @@ class Engine:
             grants=self.db.execute("user_grants", [user_id]),
             progress=self.db.execute("user_progress", [user_id]),
         )
+
+    # -- manual grants ---------------------------------------------------------------------
+
+    def award(
+        self,
+        badge: str,
+        user_id: Any,
+        reason: str,
+        level: str | None = None,
+        scope: str = "",
+        achieved_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Grant a badge by hand (source 'manual'; `level` may be omitted for a badge with
+        one level). Returns {level, scope, outcome: awarded | held, source, achieved_at}:
+        a grant already held is left as it is."""
+        with self.db.conn.transaction():
+            row = self.db.one(
+                "award_badge", [str(user_id), badge, level, scope, reason, achieved_at]
+            )
+        assert row is not None
+        return row
+
+    def revoke(
+        self,
+        badge: str,
+        user_id: Any,
+        reason: str,
+        level: str | None = None,
+        scope: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Remove a user's grants of a badge (all levels and scopes unless named), manual or
+        by a rule, logging each with the reason. Returns the grants removed."""
+        with self.db.conn.transaction():
+            return self.db.execute("revoke_badge", [str(user_id), badge, level, scope, reason])
+
+    # -- events ----------------------------------------------------------------------------
+
+    def track(
+        self,
+        type: str,
+        user_id: Any,
+        occurred_at: datetime | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Enqueue an event for the next `plaudit run`; returns its event id."""
+        row = self.db.one(
+            "track",
+            [type, str(user_id), occurred_at, json.dumps(dict(payload)) if payload else None],
+        )
+        assert row is not None
+        return int(row["event_id"])
+
+    def check(self, events: Iterable[Event]) -> list[dict[str, Any]]:
+        """Run the rules these events trigger now, in the connection's current transaction
+        (if one is open), and return the grants they add: [] when there is nothing new."""
+        body = json.dumps([event.as_json() for event in events])
+        return self.db.execute("check", [body])
+
+    def unseen(self, user_id: Any) -> list[dict[str, Any]]:
+        """The user's grants not shown yet, oldest award first."""
+        return self.db.execute("unseen", [str(user_id)])
+
+    def mark_seen(
+        self,
+        user_id: Any,
+        badge: str | None = None,
+        level: str | None = None,
+        scope: str | None = None,
+    ) -> int:
+        """Mark the user's grants (all, or of one badge, level, scope) seen; returns how many."""
+        row = self.db.one("mark_seen", [str(user_id), badge, level, scope])
+        assert row is not None
+        return int(row["mark_seen"])

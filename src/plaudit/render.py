@@ -25,6 +25,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from pglast.parser import ParseError, parse_sql_json
 
+from .config import NAME_PATTERN, Config
 from .errors import ParamError, RenderError
 from .rules import Rule
 from .sqlfiles import sql_dir
@@ -35,8 +36,16 @@ BATCH_TABLE = "pg_temp.plaudit_batch"
 # Columns each kind needs from the analyst's query, and the optional ones it understands.
 KIND_COLUMNS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "count": (("user_id", "occurred_at"), ("scope",)),
+    "sum": (("user_id", "occurred_at", "amount"), ("scope",)),
+    "streak": (("user_id", "occurred_at"), ("scope",)),
+    "gauge": (("user_id", "value", "achieved_at"), ("scope",)),
+    "growth": (("user_id", "occurred_at"), ("amount", "scope")),
     "award": (("user_id", "achieved_at"), ("level", "scope", "meta")),
 }
+# Kinds whose thresholds count things (rows, periods): whole numbers only.
+WHOLE_THRESHOLDS = ("count", "streak")
+# The calendar kinds and their period when the rule names none.
+DEFAULT_PERIODS: Mapping[str, str] = {"streak": "day", "growth": "month"}
 _DML = ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt")
 
 
@@ -89,7 +98,7 @@ def _trigger_list(rule: Rule) -> str:
     return ", ".join(sql_string(t) for t in rule.triggers)
 
 
-def _helpers(rule: Rule, mode: str) -> dict[str, Any]:
+def _helpers(rule: Rule, mode: str, schema: str = "plaudit") -> dict[str, Any]:
     def placeholder(name: str) -> str:
         for position, p in enumerate(rule.params, start=1):
             if p.name == name:
@@ -108,6 +117,17 @@ def _helpers(rule: Rule, mode: str) -> dict[str, Any]:
         value = placeholder(name)
         return f"({value} IS NULL OR {column} = {value})"
 
+    def badge(slug: str) -> str:
+        # composite rules: another badge's grants (the runner orders rules by these references)
+        if not isinstance(slug, str) or NAME_PATTERN.fullmatch(slug) is None:
+            raise RenderError(f"{rule.slug}: badge() takes a badge slug, not {slug!r}")
+        return (
+            "(SELECT ub.user_id, ub.badge, ub.level, l.position AS level_position, l.points, "
+            "ub.scope, ub.achieved_at, ub.value, ub.meta, ub.source "
+            f"FROM {schema}.user_badge AS ub JOIN {schema}.badge_level AS l "
+            f"ON l.badge = ub.badge AND l.key = ub.level WHERE ub.badge = {sql_string(slug)})"
+        )
+
     return {
         "mode": mode,
         "is_incremental": lambda: mode == "incremental",
@@ -115,6 +135,7 @@ def _helpers(rule: Rule, mode: str) -> dict[str, Any]:
         "filter": sql_filter,
         "affected": affected,
         "batch": _Batch(rule, mode),
+        "badge": badge,
     }
 
 
@@ -129,7 +150,7 @@ def _template_line(exc: BaseException, name: str) -> int | None:
     return line
 
 
-def render_query(rule: Rule, mode: str) -> str:
+def render_query(rule: Rule, mode: str, config: Config | None = None) -> str:
     """The analyst's query rendered for `mode`, checked to be a single SELECT."""
     if mode not in MODES:
         raise RenderError(f"unknown mode {mode!r} (expected backfill or incremental)")
@@ -139,7 +160,8 @@ def render_query(rule: Rule, mode: str) -> str:
     try:
         template = environment().from_string(rule.query)
         template.name = template.filename = name
-        query = template.render(_helpers(rule, mode)).strip().rstrip(";")
+        schema = config.schema if config else "plaudit"
+        query = template.render(_helpers(rule, mode, schema)).strip().rstrip(";")
     except jinja2.TemplateSyntaxError as exc:
         raise RenderError(
             f"{rule.location(exc.lineno - 1)}: template error: {exc.message}"
@@ -215,9 +237,12 @@ def _walk(node: Any) -> Iterator[tuple[str, Any]]:
             yield from _walk(item)
 
 
-def render(rule: Rule, mode: str) -> Rendered:
-    """The full SQL of one rule run: the kind macro around the analyst's query."""
-    query = render_query(rule, mode)
+def render(rule: Rule, mode: str, config: Config | None = None) -> Rendered:
+    """The full SQL of one rule run: the kind macro around the analyst's query.
+
+    `config` gives the schema (for `badge()`) and the default time zone; without it they
+    are plaudit.yaml's defaults."""
+    query = render_query(rule, mode, config)
     columns = output_columns(rule, query)
     if rule.kind not in KIND_COLUMNS:
         raise RenderError(
@@ -237,21 +262,39 @@ def render(rule: Rule, mode: str) -> Rendered:
         )
     has = {c: c in columns for c in optional}
     macro = getattr(environment().get_template(f"kinds/{rule.kind}.sql").module, rule.kind)
-    if rule.kind == "count":
-        for level in rule.levels:
-            if level.threshold is None or level.threshold != int(level.threshold):
-                raise RenderError(
-                    f"{rule.path}:{level.line}: {rule.slug}: count thresholds must be whole numbers"
-                )
-        sql = macro(query, rule.levels, has["scope"])
-    else:
+    arguments = _macro_arguments(rule, has, config.timezone if config else "UTC")
+    sql = macro(query, **arguments)
+    return Rendered(rule=rule, mode=mode, query=query, sql=str(sql).strip())
+
+
+def _macro_arguments(rule: Rule, has: Mapping[str, bool], timezone: str) -> dict[str, Any]:
+    """The kind macro's arguments besides the query: levels, optional columns, calendar."""
+    if rule.kind == "award":
         if len(rule.levels) > 1 and not has["level"]:
             raise RenderError(
                 f"{rule.location()}: {rule.slug}: an award with several levels "
                 "must return a level column"
             )
-        sql = macro(query, rule.levels[0].key, has["level"], has["scope"], has["meta"])
-    return Rendered(rule=rule, mode=mode, query=query, sql=str(sql).strip())
+        return {
+            "default_level": rule.levels[0].key,
+            "has_level": has["level"],
+            "has_scope": has["scope"],
+            "has_meta": has["meta"],
+        }
+    if rule.kind in WHOLE_THRESHOLDS:
+        for level in rule.levels:
+            if level.threshold is None or level.threshold != int(level.threshold):
+                raise RenderError(
+                    f"{rule.file or rule.path.as_posix()}:{level.line}: {rule.slug}: "
+                    f"{rule.kind} thresholds must be whole numbers"
+                )
+    arguments: dict[str, Any] = {"levels": rule.levels, "has_scope": has["scope"]}
+    if rule.kind in DEFAULT_PERIODS:
+        arguments["period"] = rule.period or DEFAULT_PERIODS[rule.kind]
+        arguments["timezone"] = rule.timezone or timezone
+    if rule.kind == "growth":
+        arguments["has_amount"] = has["amount"]
+    return arguments
 
 
 def modes(rule: Rule) -> tuple[str, ...]:

@@ -25,7 +25,8 @@ PERIODS = ("day", "week", "month")
 # The keys of a rule file: what the badge is, and how its query runs.
 BADGE_KEYS = ("slug", "name", "description", "kind", "levels", "tags", "enabled")
 QUERY_KEYS = ("query", "params", "triggers", "period", "timezone", "revoke", "timeout")
-RULE_KEYS = BADGE_KEYS + QUERY_KEYS
+# `tests:` holds the rule's test cases, read by plaudit.testcases (not part of the badge).
+RULE_KEYS = BADGE_KEYS + QUERY_KEYS + ("tests",)
 LEVEL_KEYS = ("key", "name", "threshold", "points", "icon")
 PARAM_KEYS = ("type",)
 
@@ -102,6 +103,15 @@ def load_rule(path: Path, root: Path | None = None) -> Rule:
 def load_rules(directory: Path, root: Path | None = None) -> list[Rule]:
     """Load every <directory>/*.yaml except *.test.yaml, sorted by slug. Raises one
     RuleError carrying the problems of all files, duplicate slugs included."""
+    rules, problems = read_rules(directory, root)
+    if problems:
+        raise RuleError(problems)
+    return rules
+
+
+def read_rules(directory: Path, root: Path | None = None) -> tuple[list[Rule], list[Problem]]:
+    """The valid rules of <directory> (sorted by slug) and the problems of the others, for
+    checks that carry on past an invalid file (`plaudit validate`)."""
     root = directory.parent if root is None else root
     paths = sorted(
         path
@@ -122,9 +132,7 @@ def load_rules(directory: Path, root: Path | None = None) -> list[Rule]:
                 problems.append(Problem(parsed.file, parsed.slug_line, message))
         if parsed.rule is not None:
             rules.append(parsed.rule)
-    if problems:
-        raise RuleError(problems)
-    return sorted(rules, key=lambda rule: rule.slug)
+    return sorted(rules, key=lambda rule: rule.slug), problems
 
 
 def _display(path: Path, root: Path) -> str:

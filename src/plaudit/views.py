@@ -50,6 +50,15 @@ def _number(value: Decimal | int) -> str:
     return f"{value.normalize():f}" if isinstance(value, Decimal) else str(value)
 
 
+def _unit(progress: Mapping[str, Any]) -> str:
+    """What a progress value counts, where the number alone would not say: a streak's
+    periods (days by default), a growth rule's percentage."""
+    kind = progress.get("kind")
+    if kind == "streak":
+        return f" {progress.get('period') or 'day'}s"
+    return "%" if kind == "growth" else ""
+
+
 def trophy_case(case: TrophyCase) -> str:
     count = len(case.grants)
     lines = [f"User {case.user_id}: {count} badge{'s' if count != 1 else ''}, {case.points} points"]
@@ -70,8 +79,12 @@ def trophy_case(case: TrophyCase) -> str:
         for p in case.progress:
             name = p["badge_name"] + (f" [{p['scope']}]" if p["scope"] else "")
             fraction = float(p["value"] / p["next_threshold"])
+            value, threshold = _number(p["value"]), _number(p["next_threshold"])
+            unit = _unit(p)
+            if unit == "%":
+                value, threshold, unit = f"{value}%", f"{threshold}%", ""
             lines.append(
-                f"  {name.ljust(width)}  {bar(fraction)}  {_number(p['value'])} / "
-                f"{_number(p['next_threshold'])} to {p['next_name']}"
+                f"  {name.ljust(width)}  {bar(fraction)}  {value} / {threshold}{unit} "
+                f"to {p['next_name']}"
             )
     return "\n".join(lines)

@@ -1,0 +1,97 @@
+"""Sizes, the benchmark database, and loading the demo data into it.
+
+The data is the demo community app's (sql/demo/): public.demo_generate fills it inside the
+database, set-based, deterministic for a seed. The benchmark then vacuums it, as autovacuum
+would after a bulk load, and installs plaudit (init, deploy: which also installs the
+plaudit.yaml `events:` capture triggers on the demo tables).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from plaudit.cluster import Cluster
+from plaudit.config import Config
+from plaudit.demo import load_demo_data
+from plaudit.engine import Engine
+from plaudit.rules import Rule
+
+from .db import BenchDB
+from .report import Figure, seconds
+
+# Activities per user when a size names users only: 1M users come with 10M activities.
+ACTIVITIES_PER_USER = 10
+GENERATE_TARGET_S = 180.0  # 1M users / 10M activities in under 3 minutes
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)([km]?)(?::(\d+(?:\.\d+)?)([km]?))?")
+_SCALE = {"": 1, "k": 1_000, "m": 1_000_000}
+
+
+@dataclass(frozen=True)
+class Size:
+    label: str
+    users: int
+    activities: int
+
+
+def parse_size(text: str) -> Size:
+    """`10k` (10,000 users, 100,000 activities), `1m`, or `USERS:ACTIVITIES` (`2k:30k`)."""
+    match = _SIZE.fullmatch(text.strip().lower())
+    if not match:
+        raise ValueError(f"{text!r} is not a size like 10k, 1m or 2k:30k")
+    users = int(float(match[1]) * _SCALE[match[2]])
+    activities = (
+        int(float(match[3]) * _SCALE[match[4] or ""]) if match[3] else users * ACTIVITIES_PER_USER
+    )
+    if users < 1:
+        raise ValueError(f"{text!r}: a size needs at least one user")
+    return Size(text.strip().lower(), users, activities)
+
+
+def embedded_dsn(directory: Path) -> str:
+    """The benchmark's own cluster (not the tests' or the demo's), and a database in it."""
+    cluster = Cluster(directory, dbname="plaudit_bench")
+    return cluster.start()
+
+
+def load(bench: BenchDB, size: Size) -> list[Figure]:
+    """Drop plaudit, regenerate the demo data, vacuum it; the generator against a bare write."""
+    bench.db.execute("demo_reset_schema")  # also drops the capture triggers on demo tables
+    started = time.perf_counter()
+    counts = load_demo_data(bench.db, size.users, size.activities)
+    generated = time.perf_counter() - started
+    vacuumed = bench.timed("vacuum_demo")
+    rows = sum(counts.values())
+    bench.rows("floor_drop")
+    floor = bench.timed("floor_write", [rows])
+    bench.rows("floor_drop")
+    total = generated + vacuumed
+    full = size.users >= 1_000_000
+    return [
+        Figure(
+            "data",
+            f"generate {size.users:,} users, {size.activities:,} activities (+ VACUUM)",
+            seconds(total),
+            baseline=f"{rows:,} rows via generate_series: {seconds(floor)}",
+            ratio=total / floor,
+            target=f"≤ {GENERATE_TARGET_S:.0f} s at 1M users" if full else "",
+            met=total <= GENERATE_TARGET_S if full else None,
+            note=f"VACUUM {seconds(vacuumed)}",
+            values={
+                "seconds": total,
+                "vacuum_seconds": vacuumed,
+                "baseline_seconds": floor,
+                "rows": rows,
+            },
+        )
+    ]
+
+
+def install(bench: BenchDB, config: Config, rules: list[Rule]) -> None:
+    """plaudit's schema and the rules, then the harness's helper functions."""
+    engine = Engine(bench.db, config)  # shares the bench connection: not closed here
+    engine.init()
+    engine.deploy(rules)
+    bench.install_functions()

@@ -1,0 +1,96 @@
+"""The benchmark database: plaudit's connection conventions plus the harness's own SQL files.
+
+bench/queries.sql holds the fixed queries (`-- name:` headers, parsed by plaudit's parser),
+bench/functions.sql the helper functions, bench/baseline.sql the bare-query macro.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from plaudit.config import Config
+from plaudit.db import Database, connect, render_sql
+from plaudit.render import output_columns, render, render_query
+from plaudit.rules import Rule
+from plaudit.sqlfiles import parse_queries
+
+BENCH_DIR = Path(__file__).resolve().parent
+
+
+@cache
+def _queries() -> dict[str, str]:
+    return parse_queries((BENCH_DIR / "queries.sql").read_text())
+
+
+@cache
+def _macros() -> Any:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(BENCH_DIR)),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+    return env.get_template("baseline.sql").module
+
+
+def bare_sql(rule: Rule, config: Config, mode: str = "backfill") -> str:
+    """The rule's own SELECT for `mode`, aggregated the plain way (bench/baseline.sql)."""
+    query = render_query(rule, mode, config)
+    columns = output_columns(rule, query) or ()
+    thresholds = [lv.threshold for lv in rule.levels if lv.threshold is not None]
+    lowest = min(thresholds) if thresholds else 1
+    return str(_macros().bare(rule.kind, query, lowest, "scope" in columns)).strip()
+
+
+def rows_sql(rule: Rule, config: Config) -> str:
+    """The rule's backfill as plaudit.run_rule executes it, counted instead of written."""
+    return str(_macros().rows_only(render(rule, "backfill", config).sql)).strip()
+
+
+class BenchDB:
+    """An autocommit connection to the benchmark database, with timed named queries."""
+
+    def __init__(self, dsn: str, schema: str):
+        self.dsn = dsn
+        self.db = Database(connect(dsn), schema)
+
+    def sql(self, name: str) -> str:
+        return render_sql(_queries()[name], self.db.schema)
+
+    def rows(self, name: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cur = self.db.conn.execute(self.sql(name), params)
+        return cur.fetchall() if cur.description else []
+
+    def one(self, name: str, params: Sequence[Any] = ()) -> dict[str, Any]:
+        rows = self.rows(name, params)
+        assert rows, f"{name} returned no row"
+        return rows[0]
+
+    def timed(self, name: str, params: Sequence[Any] = ()) -> float:
+        started = time.perf_counter()
+        self.rows(name, params)
+        return time.perf_counter() - started
+
+    def timed_text(self, text: str, params: Sequence[Any] = ()) -> float:
+        """Run a rendered query (a bare rule query) and return its wall time."""
+        started = time.perf_counter()
+        self.db.conn.execute(text, params).fetchall()
+        return time.perf_counter() - started
+
+    def timed_as_run_rule(self, text: str, params: Sequence[Any] = ()) -> float:
+        """Like timed_text, with the settings plaudit.run_rule gives its queries."""
+        with self.db.conn.transaction():
+            self.rows("as_run_rule")
+            return self.timed_text(text, params)
+
+    def install_functions(self) -> None:
+        text = render_sql((BENCH_DIR / "functions.sql").read_text(), self.db.schema)
+        self.db.script(text, "bench/functions.sql")
+
+    def close(self) -> None:
+        self.db.close()

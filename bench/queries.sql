@@ -1,0 +1,96 @@
+-- Fixed queries of the benchmark harness, one per `-- name:` header (parsed by
+-- plaudit.sqlfiles.parse_queries). Rendered with {{ schema }}; values are positional $n.
+
+-- name: server
+SELECT version() AS version,
+       current_setting('shared_buffers') AS shared_buffers,
+       current_setting('work_mem') AS work_mem,
+       current_setting('jit') AS jit,
+       current_setting('max_parallel_workers_per_gather') AS parallel_workers;
+
+-- name: vacuum_demo
+-- After a bulk load, as autovacuum would do in time: sets hint bits and the visibility map,
+-- so the per-user date lookups are index-only scans.
+VACUUM (ANALYZE) public.users, public.posts, public.comments, public.article_reads,
+    public.challenges, public.challenge_entries;
+
+-- name: floor_write
+-- The generator's baseline: the same number of rows, drawn and written as plainly as
+-- possible (one unlogged table, no index).
+CREATE UNLOGGED TABLE public.bench_floor AS
+SELECT g AS id, floor(1000000 * random())::bigint AS user_id,
+       timestamptz '2026-01-01' + g * interval '1 second' AS at
+FROM generate_series(1, $1::bigint) AS g;
+
+-- name: floor_drop
+DROP TABLE IF EXISTS public.bench_floor;
+
+-- name: reset_grants
+-- Every backfill is measured from no grants at all, as on the day plaudit is adopted.
+TRUNCATE {{ schema }}.user_badge, {{ schema }}.user_progress, {{ schema }}.run;
+
+-- name: clear_queue
+DELETE FROM {{ schema }}.event;
+
+-- name: queue_length
+SELECT count(*) AS events FROM {{ schema }}.event;
+
+-- name: take_queue
+-- The pending events, consumed, in queue order: what the app's writes just enqueued.
+WITH taken AS (
+    DELETE FROM {{ schema }}.event RETURNING event_id, type, user_id, occurred_at, payload
+)
+SELECT type, user_id, occurred_at, payload FROM taken ORDER BY event_id;
+
+-- name: peek_queue
+SELECT type, user_id, occurred_at, payload FROM {{ schema }}.event ORDER BY event_id;
+
+-- name: history_counts
+SELECT type, events FROM public.bench_history_counts($1::jsonb) ORDER BY type;
+
+-- name: history_sample
+-- $2 events drawn uniformly from the history, in time order.
+SELECT type, user_id, occurred_at, payload
+FROM (
+    SELECT h.*, random() AS pick
+    FROM public.bench_history_sample($1::jsonb, $3::float8, $4::float8) AS h
+    ORDER BY pick
+    LIMIT $2
+) AS s
+ORDER BY occurred_at, type, user_id;
+
+-- name: last_activity
+-- New activity starts after everything in the history.
+SELECT greatest(max(created_at), now()) + interval '1 day' AS at FROM public.comments;
+
+-- name: new_activity
+SELECT public.bench_new_activity($1::int, $2::timestamptz, $3::float8) AS rows;
+
+-- name: bare_batch
+SELECT public.bench_bare_batch($1::jsonb, $2::jsonb) AS users;
+
+-- name: last_run
+SELECT coalesce(max(run_id), 0) AS run_id FROM {{ schema }}.run;
+
+-- name: rule_costs
+-- Per rule: runs, their total time and grants since run $1 (the rules' own timing, from
+-- the run log).
+SELECT badge, count(*) AS runs,
+       sum(extract(epoch FROM finished_at - started_at))::float8 AS seconds,
+       sum(granted) AS granted, count(*) FILTER (WHERE status <> 'ok') AS failed
+FROM {{ schema }}.run
+WHERE run_id > $1 AND mode = 'incremental'
+GROUP BY badge
+ORDER BY badge;
+
+-- name: backfill_runs
+-- The backfill runs since run $1, timed by plaudit.run_rule itself (server side).
+SELECT badge, status, granted, progressed, message,
+       extract(epoch FROM finished_at - started_at)::float8 AS seconds
+FROM {{ schema }}.run
+WHERE run_id > $1 AND mode = 'backfill'
+ORDER BY run_id;
+
+-- name: as_run_rule
+-- The settings plaudit.run_rule runs its queries with (its SET clause), for this transaction.
+SELECT set_config('jit', 'off', true);

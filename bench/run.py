@@ -1,0 +1,252 @@
+"""`make bench`: the benchmark suite, at one or more sizes, against the bundled rules.
+
+    python -m bench.run --sizes 10k,100k,1m           # what `make bench` runs
+    python -m bench.run --sizes 2k --reps 1 --no-append --json out.json   # the CI smoke run
+
+For each size: regenerate the demo data (sql/demo/), install plaudit and the rules of the
+project, then measure, each against a baseline from the same run:
+  data         the generator (+ VACUUM) vs writing as many rows with generate_series
+  replay       a uniform slice of the history through plaudit.check, extrapolated, vs backfill
+  backfill     each rule's backfill (dates, grants, progress, run log) vs its bare query
+  memory       peak RSS of `plaudit backfill` vs the idle runner
+  check        p50/p99 of plaudit.check on one new event vs the bare queries for it
+  incremental  `plaudit run` events/s per batch size vs the bare queries per batch
+The run database is scratch: the demo tables and the plaudit schema are dropped and rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from plaudit.cluster import Cluster
+from plaudit.config import load_config
+from plaudit.engine import Engine
+from plaudit.errors import PlauditError
+from plaudit.rules import load_rules
+
+from . import backfill as backfill_section
+from . import events as event_sections
+from .dataset import Size, embedded_dsn, install, load, parse_size
+from .db import BenchDB
+from .report import SizeResult, append, entry, not_measured, table
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_CLUSTER = REPO / ".plaudit-bench"  # not the tests' .plaudit-test nor the demo's .plaudit
+# Up to this many activities the backfill is repeated 3 times by default (the best counts)
+# and each rule's rows are also computed alone, unwritten; above, one pass of each: at 10M
+# activities one backfill of every rule takes minutes.
+SMALL_ACTIVITIES = 2_000_000
+
+
+def measure(
+    dsn: str,
+    project: Path,
+    size: Size,
+    *,
+    reps: int | None,
+    replay_events: int,
+    checks: int,
+    events: int,
+    batch_sizes: list[int],
+    seed: float,
+) -> SizeResult:
+    """Every section at one size, in an order where each finds the state it needs: the
+    replay starts from no grants, the checks and `plaudit run` from a full backfill."""
+    config = load_config(project)
+    rules = [r for r in load_rules(config.rules_dir, root=project) if r.enabled]
+    result = SizeResult(size.label, size.users, size.activities)
+    reps = reps or (3 if size.activities <= SMALL_ACTIVITIES else 1)
+    bench = BenchDB(dsn, config.schema)
+    try:
+        say(f"{size.label}: generating {size.users:,} users, {size.activities:,} activities")
+        for figure in load(bench, size):
+            result.add(figure)
+        install(bench, config, rules)
+        engine = Engine(bench.db, config)
+        missing = event_sections.missing_api()
+
+        replayed: event_sections.Replay | str = missing or ""
+        if not missing:
+            say(f"{size.label}: replaying {replay_events:,} past events through plaudit.check")
+            replayed = event_sections.replay(bench, engine, config, replay_events, seed)
+
+        say(f"{size.label}: backfill vs bare queries, {reps} repetition(s)")
+        decompose = size.activities <= SMALL_ACTIVITIES
+        fill = backfill_section.measure(bench, engine, config, rules, reps, dsn, project, decompose)
+        result.add(
+            not_measured("replay", "history replayed event by event", replayed)
+            if isinstance(replayed, str)
+            else event_sections.replay_figure(replayed, rules, fill.seconds)
+        )
+        for figure in fill.figures:
+            result.add(figure)
+
+        if missing:
+            result.add(not_measured("check", "plaudit.check latency", missing))
+            result.add(not_measured("incremental", "`plaudit run` throughput", missing))
+            return result
+        say(f"{size.label}: {checks:,} single-event checks")
+        for figure in event_sections.check_latency(bench, engine, config, rules, checks, seed):
+            result.add(figure)
+        say(f"{size.label}: `plaudit run` on {events:,} new events per batch size")
+        for figure in event_sections.incremental(
+            bench, engine, config, rules, events, batch_sizes, seed
+        ):
+            result.add(figure)
+    finally:
+        bench.close()
+    return result
+
+
+def say(message: str) -> None:
+    click.echo(f"[{time.strftime('%H:%M:%S')}] {message}", err=True)
+
+
+def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> list[Size]:
+    try:
+        return [parse_size(part) for part in value.split(",") if part.strip()]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a list of numbers like 1000,5000") from None
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--sizes",
+    default="10k,100k,1m",
+    show_default=True,
+    callback=_sizes,
+    help="Comma-separated sizes: 10k = 10,000 users and 100,000 activities; "
+    "USERS:ACTIVITIES (2k:30k) sets both.",
+)
+@click.option(
+    "--dsn",
+    help="A scratch database to use (its demo tables and plaudit schema "
+    "are rebuilt). Default: the benchmark's own cluster in .plaudit-bench/.",
+)
+@click.option(
+    "--project",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=REPO,
+    show_default=True,
+    help="The plaudit project whose rules are measured.",
+)
+@click.option(
+    "--reps",
+    type=click.IntRange(min=1),
+    help="Repetitions of the backfill section, the best counting per rule. "
+    f"Default: 3 up to {SMALL_ACTIVITIES:,} activities, else 1.",
+)
+@click.option(
+    "--replay",
+    "replay_events",
+    default=500,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Past events replayed through plaudit.check.",
+)
+@click.option(
+    "--checks",
+    default=500,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Single-event checks for the latency percentiles.",
+)
+@click.option(
+    "--events",
+    default=10000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="New events per batch size for `plaudit run`.",
+)
+@click.option(
+    "--batch-sizes",
+    default="1000,5000",
+    show_default=True,
+    callback=_ints,
+    help="Batch sizes of `plaudit run`.",
+)
+@click.option("--seed", default=0.42, show_default=True, help="Seed of the sampling (-1..1).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=REPO / "BENCHMARKS.md",
+    show_default=True,
+    help="Where the entry is appended.",
+)
+@click.option("--no-append", is_flag=True, help="Print only; leave --out alone.")
+@click.option("--stop-cluster", is_flag=True, help="Stop the cluster in .plaudit-bench/ and exit.")
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write every figure as JSON here.",
+)
+def main(
+    sizes: list[Size],
+    dsn: str | None,
+    project: Path,
+    reps: int | None,
+    replay_events: int,
+    checks: int,
+    events: int,
+    batch_sizes: list[int],
+    seed: float,
+    out: Path,
+    no_append: bool,
+    stop_cluster: bool,
+    json_out: Path | None,
+) -> None:
+    """Benchmark plaudit on the demo app at each size; print and append the figures."""
+    if stop_cluster:
+        Cluster(BENCH_CLUSTER).stop()
+        return
+    started = time.perf_counter()
+    try:
+        target = dsn or embedded_dsn(BENCH_CLUSTER)
+        results = [
+            measure(
+                target,
+                project.resolve(),
+                size,
+                reps=reps,
+                replay_events=replay_events,
+                checks=checks,
+                events=events,
+                batch_sizes=batch_sizes,
+                seed=seed,
+            )
+            for size in sizes
+        ]
+        bench = BenchDB(target, load_config(project).schema)
+        server = bench.one("server")
+        bench.close()
+    except PlauditError as exc:
+        raise click.ClickException(str(exc)) from exc
+    args = ["<dsn>" if dsn and arg == dsn else arg for arg in sys.argv[1:]]
+    command = " ".join(["python -m bench.run", *map(shlex.quote, args)])
+    text = entry(results, command, server, time.perf_counter() - started)
+    for result in results:
+        click.echo(f"\n{result.users:,} users, {result.activities:,} activities\n")
+        click.echo(table(result))
+    if not no_append:
+        append(out, text)
+        say(f"appended to {out}")
+    if json_out:
+        json_out.write_text(json.dumps([r.as_json() for r in results], indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

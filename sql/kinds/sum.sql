@@ -1,0 +1,69 @@
+{% from 'kinds/_levels.sql' import levels_cte, scope, next_level %}
+{#-
+  sum: the query returns (user_id, occurred_at, amount [, scope]); the value is the sum of
+  amount per (user, scope). A level is reached when the running sum, in occurred_at order,
+  first reaches its threshold; achieved_at is the occurred_at of that row. Rows sharing an
+  occurred_at are added together, so ties (and their row order) cannot change the answer,
+  even with negative amounts.
+
+  Exact dates without sorting the source: total per user first (one aggregate pass); the
+  running sum is then computed only for users whose total crossed the lowest threshold,
+  each through a correlated range scan on (user column, time column) in time order. Users
+  with a negative amount are included too: their running sum may have peaked above their
+  total, and a level once reached stays reached.
+
+  Progress: the value is the current total; the next level is the first one above the peak
+  of the running sum.
+-#}
+{% macro sum(query, levels, has_scope) -%}
+WITH src AS NOT MATERIALIZED (
+{{ query }}
+),
+totals AS (
+    SELECT src.user_id, {{ scope(has_scope) }} AS scope,
+           coalesce(sum(src.amount), 0)::numeric AS value,
+           coalesce(bool_or(src.amount < 0), false) AS dips
+    FROM src
+    GROUP BY 1, 2
+),
+{{ levels_cte(levels) }},
+-- the new highs of each candidate's running sum: a level is reached by the step that lifts
+-- the running sum to its threshold for the first time (above every earlier step)
+steps AS (
+    SELECT t.user_id, t.scope, t.value, s.occurred_at, s.running, s.before
+    FROM totals AS t
+    CROSS JOIN LATERAL (
+        SELECT r.occurred_at, r.running, r.before
+        FROM (
+            SELECT q.occurred_at, q.running,
+                   max(q.running) OVER (ORDER BY q.occurred_at
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+            FROM (
+                SELECT x.occurred_at::timestamptz AS occurred_at,
+                       sum(sum(x.amount)) OVER (ORDER BY x.occurred_at) AS running
+                FROM src AS x
+                WHERE x.user_id = t.user_id{% if has_scope %} AND {{ scope(true, 'x') }} = t.scope{% endif %}
+                  AND x.occurred_at IS NOT NULL
+                GROUP BY x.occurred_at
+            ) AS q
+        ) AS r
+        WHERE r.before IS NULL OR r.running > r.before
+    ) AS s
+    WHERE t.value >= {{ levels[0].threshold }} OR t.dips
+),
+peaks AS (
+    SELECT s.user_id, s.scope, max(s.running) AS peak
+    FROM steps AS s
+    GROUP BY 1, 2
+)
+SELECT s.user_id, s.scope, l.key AS level, s.occurred_at AS achieved_at,
+       s.value, NULL::jsonb AS meta, false AS is_progress
+FROM steps AS s
+JOIN levels AS l
+  ON l.threshold <= s.running AND (s.before IS NULL OR l.threshold > s.before)
+UNION ALL
+SELECT t.user_id, t.scope, {{ next_level('greatest(t.value, p.peak)', levels) }} AS level,
+       NULL::timestamptz AS achieved_at, t.value, NULL::jsonb AS meta, true AS is_progress
+FROM totals AS t
+LEFT JOIN peaks AS p ON p.user_id = t.user_id AND p.scope = t.scope
+{%- endmacro %}

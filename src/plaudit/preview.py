@@ -1,0 +1,102 @@
+"""`plaudit preview`: what a backfill of one rule would do, before it does anything.
+
+The rule is rendered from its file (it need not be deployed), its contract checked, and
+its backfill SQL run inside a read-only transaction that is rolled back: per level the
+grants it would add and the grants that exist, a sample of the new ones, and the plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from .contract import check_contracts
+from .engine import Engine
+from .errors import RuleError
+from .render import bind_params, render
+from .rules import Level, Rule
+from .views import table
+
+SAMPLE_SIZE = 10
+
+
+@dataclass
+class Preview:
+    rule: Rule
+    would_add: dict[str, int] = field(default_factory=dict)  # level key -> new grants
+    existing: dict[str, int] = field(default_factory=dict)  # level key -> grants held
+    sample: list[dict[str, Any]] = field(default_factory=list)
+    plan: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.would_add.values())
+
+
+def preview(engine: Engine, rule: Rule, params: Mapping[str, str] | None = None) -> Preview:
+    """Run the rule's backfill SQL without writing anything. Raises RuleError when the
+    query's columns do not fit the rule's kind."""
+    values = bind_params(rule, params or {})
+    db, config = engine.db, engine.config
+    problems = check_contracts(db, config, [rule])
+    if problems:
+        raise RuleError(problems)
+    sql = render(rule, "backfill", config).sql
+    result = Preview(rule)
+    with db.conn.transaction(force_rollback=True):
+        db.execute("read_only")
+        db.execute("set_rule_timeout", [rule.slug, config.statement_timeout])
+        row = db.one("preview_rule", [rule.slug, sql, values, SAMPLE_SIZE])
+        assert row is not None
+        result.would_add = {k: int(v) for k, v in row["preview"]["levels"].items()}
+        result.sample = row["preview"]["sample"]
+        for held in db.execute("badge_level_grants", [[rule.slug]]):
+            result.existing[held["level"]] = held["grants"]
+        result.plan = [r["line"] for r in db.execute("explain_rule", [sql, values])]
+    return result
+
+
+def _threshold(level: Level) -> Any:
+    if isinstance(level.threshold, Decimal):
+        return f"{level.threshold.normalize():f}"
+    return level.threshold
+
+
+def _time(text: str | None) -> str:
+    # sample rows come back through JSON: ISO text in the session's time zone
+    return datetime.fromisoformat(text).strftime("%Y-%m-%d %H:%M:%S%z") if text else ""
+
+
+def format_preview(result: Preview) -> str:
+    rule = result.rule
+    levels = [
+        (
+            level.key,
+            level.name,
+            _threshold(level),
+            result.would_add.get(level.key, 0),
+            result.existing.get(level.key, 0),
+        )
+        for level in rule.levels
+    ]
+    lines = [
+        f"{rule.name} ({rule.slug}): a backfill would add {result.total:,} "
+        f"grant{'s' if result.total != 1 else ''}",
+        "",
+        table(("level", "name", "threshold", "would add", "existing"), levels),
+        "",
+    ]
+    if result.sample:
+        shown = len(result.sample)
+        lines.append(f"Sample of the new grants ({shown} of {result.total:,})")
+        rows = [
+            (s["user_id"], s["level"], s["scope"], _time(s["achieved_at"]), s["value"])
+            for s in result.sample
+        ]
+        lines += [table(("user_id", "level", "scope", "achieved_at", "value"), rows), ""]
+    lines.append("Plan (backfill)")
+    lines += [f"  {line}" for line in result.plan]
+    return "\n".join(lines)

@@ -1,0 +1,165 @@
+"""Consuming the event queue: `plaudit run`, once or following new events.
+
+A batch is one transaction: take the events (`plaudit.take_events`, SKIP LOCKED), run each
+rule they trigger in incremental mode, commit. The grants and the consumption of the events
+commit together, so every event is processed exactly once. Each rule runs in its own
+statement so that its own statement_timeout applies; the steps are the same SQL functions
+`plaudit.process_events` chains for pg_cron.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import psycopg
+
+from .db import describe
+from .engine import Engine, RunResult
+from .errors import DatabaseError
+
+# Without a notification, re-check the queue this often anyway: events released by a runner
+# that rolled back, or any wake-up lost with a dropped connection, are picked up then.
+IDLE_RECHECK_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    events: int
+    runs: list[RunResult]
+    grants: list[dict[str, Any]]  # the new grants, in the order they were made
+    seconds: float
+
+    @property
+    def failed(self) -> list[RunResult]:
+        return [run for run in self.runs if run.status == "failed"]
+
+    @property
+    def granted(self) -> int:
+        return sum(run.granted for run in self.runs)
+
+
+def run_batch(engine: Engine, batch_size: int) -> BatchResult:
+    """Take up to `batch_size` pending events and run the rules they trigger, in one
+    transaction. A failing rule is recorded and marked dirty; the others still commit."""
+    db = engine.db
+    started = time.monotonic()
+    runs: list[RunResult] = []
+    grants: list[dict[str, Any]] = []
+    try:
+        with db.conn.transaction():
+            taken = db.one("take_events", [batch_size])
+            events = int(taken["events"]) if taken else 0
+            if events:
+                for row in db.execute("batch_rules"):
+                    runs.append(_run_rule(engine, row["slug"]))
+                new = [run.run_id for run in runs if run.granted]
+                if new:
+                    grants = db.execute("run_grants", [new])
+    except (psycopg.Error, DatabaseError) as exc:
+        # the transaction is gone, and nothing of the batch with it: its events stay queued
+        reason = describe(exc) if isinstance(exc, psycopg.Error) else str(exc)
+        raise DatabaseError(f"processing a batch of events: {reason}") from exc
+    return BatchResult(events, runs, grants, time.monotonic() - started)
+
+
+def _run_rule(engine: Engine, slug: str) -> RunResult:
+    started = time.monotonic()
+    # the rule's timeout is armed for the next statement, the one running it
+    engine.db.execute("set_rule_timeout", [slug, engine.config.statement_timeout])
+    row = engine.db.one("run_batch_rule", [slug])
+    assert row is not None
+    return RunResult(
+        slug=slug,
+        status=row["status"],
+        granted=row["granted"],
+        progressed=row["progressed"],
+        levels=row["levels"],
+        message=row["message"],
+        seconds=time.monotonic() - started,
+        run_id=row["run_id"],
+    )
+
+
+class Runner:
+    """Runs batches until the queue is empty, or forever with `follow`.
+
+    SIGINT and SIGTERM stop it between batches: a signal during a batch lets the batch
+    finish and commit first.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        batch_size: int = 1000,
+        on_batch: Callable[[BatchResult], None] | None = None,
+    ):
+        self.engine = engine
+        self.batch_size = batch_size
+        self.on_batch = on_batch
+        self.stopping = False
+        self._busy = False
+
+    def drain(self) -> None:
+        """Process batches until one comes back short of `batch_size` (or a stop)."""
+        while not self.stopping:
+            self._busy = True
+            try:
+                result = run_batch(self.engine, self.batch_size)
+            finally:
+                self._busy = False
+            if result.events and self.on_batch:
+                self.on_batch(result)
+            if result.events < self.batch_size:
+                return
+
+    def follow(
+        self,
+        listener: psycopg.Connection[Any],
+        on_idle: Callable[[], None] | None = None,
+    ) -> None:
+        """Drain, then sleep on LISTEN until new events arrive; repeat until stopped.
+
+        `listener` is a second connection, used only to wait: notifications that arrive
+        while a connection runs queries would be consumed by those queries.
+        """
+        listener.execute(self.engine.db.sql("listen_events"))
+        while not self.stopping:
+            self.drain()
+            if self.stopping:
+                return
+            if on_idle:
+                on_idle()
+            try:
+                for _ in listener.notifies(timeout=IDLE_RECHECK_SECONDS, stop_after=1):
+                    pass
+            except KeyboardInterrupt:
+                self.stopping = True
+
+    @contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """While active, SIGINT/SIGTERM end the run between batches (main thread only:
+        Python delivers signals there)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.stopping = True
+            if not self._busy:
+                raise KeyboardInterrupt
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.stopping = True
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)

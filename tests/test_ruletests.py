@@ -1,0 +1,212 @@
+"""Rule tests as data: `plaudit test` runs given rows against expected grants, in both modes."""
+
+from __future__ import annotations
+
+TALKER = """
+    slug: talker
+    name: Talker
+    kind: count
+    triggers: [comment_created]
+    params:
+      post_id: {type: bigint}
+    levels:
+      - {key: bronze, name: Chatty, threshold: 2}
+      - {key: silver, name: Talkative, threshold: 3}
+    query: |
+      SELECT c.author_id AS user_id, c.created_at AS occurred_at
+      FROM comments AS c
+      WHERE {{ affected('c.author_id') }}
+        AND {{ filter('c.post_id', 'post_id') }}
+    tests:
+      second_comment_earns_bronze:
+        given:
+          comments:
+            - {author_id: 1, post_id: 5, created_at: 2024-01-01 10:00}
+            - {author_id: 1, post_id: 5, created_at: 2024-01-02 10:00}
+            - {author_id: 2, post_id: 5, created_at: 2024-01-02 10:00}
+        expect:
+          - {user_id: 1, level: bronze, achieved_at: 2024-01-02 10:00}
+      rows_from_a_select:
+        given:
+          comments: |
+            SELECT 7 AS author_id, timestamptz '2024-01-01 00:00+00' + g * interval '1 day' AS created_at
+            FROM generate_series(1, 4) AS g
+        expect:
+          - {user_id: 7, level: bronze, achieved_at: 2024-01-03 00:00}
+          - {user_id: 7, level: silver, achieved_at: 2024-01-04 00:00}
+      a_param_narrows_the_rows:
+        params: {post_id: 5}
+        given:
+          comments:
+            - {author_id: 1, post_id: 5, created_at: 2024-01-01 10:00}
+            - {author_id: 1, post_id: 6, created_at: 2024-01-02 10:00}
+        expect: []
+"""
+
+
+def test_passing_cases_and_the_summary_line(run_cli, project):
+    project.write("rules/talker.yaml", TALKER)
+    result = run_cli(project, "test")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "rules/talker.yaml:16: talker_second_comment_earns_bronze passed\n"
+        "rules/talker.yaml:24: talker_rows_from_a_select passed\n"
+        "rules/talker.yaml:32: talker_a_param_narrows_the_rows passed\n"
+        "3 passed, 0 failed\n"
+    )
+    assert result.stderr == ""
+
+
+def test_a_failing_case_shows_expected_and_actual_grants(run_cli, project, sql):
+    project.write("rules/talker.yaml", TALKER)
+    project.write(
+        "rules/talker.test.yaml",
+        """
+        tests:
+          off_by_an_hour:
+            given:
+              comments:
+                - {author_id: 1, created_at: 2024-01-01 10:00}
+                - {author_id: 1, created_at: 2024-01-02 10:00}
+            expect:
+              - {user_id: 1, level: bronze, achieved_at: 2024-01-02 11:00}
+              - {user_id: 2, level: bronze, achieved_at: 2024-01-02 10:00}
+        """,
+    )
+    result = run_cli(project, "test", "--select", "talker")
+    assert result.exit_code == 1
+    failure = (
+        "rules/talker.test.yaml:2: talker_off_by_an_hour failed in {mode} mode\n"
+        "  expected (2 grants):\n"
+        "  - user_id=1 level=bronze scope='' achieved_at=2024-01-02 11:00:00+00:00\n"
+        "  - user_id=2 level=bronze scope='' achieved_at=2024-01-02 10:00:00+00:00\n"
+        "  actual (1 grant):\n"
+        "  + user_id=1 level=bronze scope='' achieved_at=2024-01-02 10:00:00+00:00\n"
+    )
+    assert result.stdout.endswith(
+        failure.format(mode="backfill") + failure.format(mode="incremental") + "3 passed, 1 failed\n"
+    )
+    # the scratch schema and the temporary tables are gone; nothing was written
+    assert sql("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'plaudit_test_%'") == [(0,)]
+    assert sql("SELECT count(*) FROM comments") == [(0,)]
+    assert sql("SELECT count(*) FROM plaudit.badge") == [(0,)]
+
+
+def test_incremental_cases_run_on_their_events(run_cli, project):
+    project.write(
+        "rules/popular.yaml",
+        """
+        slug: popular
+        name: Popular
+        kind: count
+        triggers: [article_read]
+        levels:
+          - {key: read, name: Read, threshold: 2}
+        query: |
+          -- the author of a read article is re-checked, not the reader
+          SELECT p.author_id AS user_id, r.read_at AS occurred_at
+          FROM article_reads AS r
+          JOIN posts AS p ON p.id = r.post_id
+          {% if is_incremental() %}
+          WHERE p.id IN (SELECT (b.payload ->> 'post_id')::bigint FROM {{ batch }} AS b)
+          {% endif %}
+        tests:
+          read_twice:
+            given:
+              posts: [{id: 1, author_id: 9, created_at: 2024-01-01}]
+              article_reads:
+                - {post_id: 1, reader_id: 2, read_at: 2024-02-01 08:00}
+                - {post_id: 1, reader_id: 3, read_at: 2024-02-01 09:00}
+            events:
+              - {type: article_read, user_id: 3, payload: {post_id: 1}}
+            expect:
+              - {user_id: 9, achieved_at: 2024-02-01 09:00}
+          an_unrelated_event_grants_nothing:
+            modes: [incremental]
+            given:
+              posts: [{id: 1, author_id: 9, created_at: 2024-01-01}]
+              article_reads:
+                - {post_id: 1, reader_id: 2, read_at: 2024-02-01 08:00}
+                - {post_id: 1, reader_id: 3, read_at: 2024-02-01 09:00}
+            events:
+              - {type: article_read, user_id: 3, payload: {post_id: 2}}
+            expect: []
+        """,
+    )
+    result = run_cli(project, "test")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "2 passed, 0 failed"
+
+
+def test_a_case_that_cannot_run_reports_the_error(run_cli, project):
+    project.write(
+        "rules/wrong.yaml",
+        """
+        slug: wrong
+        name: Wrong
+        kind: award
+        query: |
+          SELECT p.author_id AS user_id, p.created_at AS achieved_at
+          FROM posts AS p
+        tests:
+          bad_column:
+            given:
+              posts: [{author: 1, created_at: 2024-01-01}]
+            expect: []
+        """,
+    )
+    result = run_cli(project, "test")
+    assert result.exit_code == 1
+    assert result.stdout == (
+        "rules/wrong.yaml:8: wrong_bad_column failed in backfill mode\n"
+        '  error: column "author" of relation "posts" does not exist\n'
+        "0 passed, 1 failed\n"
+    )
+
+
+def test_invalid_cases_are_reported_at_their_lines(run_cli, project):
+    project.write(
+        "rules/talker.yaml",
+        TALKER.split("    tests:")[0]
+        + """
+    tests:
+      Bad-Name: {given: {}, expect: []}
+      no_expect:
+        given: {comments: []}
+      wrong_level:
+        modes: [sideways]
+        expect:
+          - {user_id: 1, level: platinum, achieved_at: 2024-01-01}
+          - {level: bronze}
+""",
+    )
+    result = run_cli(project, "test")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "rules/talker.yaml:17: test case name 'Bad-Name' must match [a-z0-9_]+\n"
+        "rules/talker.yaml:18: test case 'no_expect' has no expect: (use [] for no grants)\n"
+        "rules/talker.yaml:21: mode 'sideways' is not one of the rule's modes "
+        "(backfill, incremental)\n"
+        "rules/talker.yaml:23: unknown level 'platinum' (expected one of bronze, silver)\n"
+        "rules/talker.yaml:24: missing required key 'achieved_at'\n"
+        "rules/talker.yaml:24: missing required key 'user_id'\n"
+        "Error: 6 problems in rule files\n"
+    )
+
+
+def test_rules_without_cases_are_named(run_cli, project):
+    project.write(
+        "rules/untested.yaml",
+        """
+        slug: untested
+        name: Untested
+        kind: award
+        query: SELECT p.author_id AS user_id, p.created_at AS achieved_at FROM posts AS p
+        """,
+    )
+    result = run_cli(project, "test")
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        0,
+        "0 passed, 0 failed\n",
+        "rules without test cases: untested\n",
+    )
