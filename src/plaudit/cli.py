@@ -10,9 +10,11 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -111,6 +113,18 @@ def parse_params(values: Sequence[str]) -> dict[str, str]:
             )
         params[name.strip()] = value
     return params
+
+
+def parse_timestamp(text: str, timezone: str, option: str = "--at") -> datetime:
+    """An ISO 8601 timestamp; without an offset it is read in the configured time zone."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not an ISO 8601 timestamp such as 2024-05-01T12:00:00+02:00",
+            param_hint=option,
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(timezone))
 
 
 def param_option(f: F) -> F:

@@ -8,13 +8,11 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import click
 
-from .cli import App, cli
+from .cli import App, cli, parse_timestamp
 from .config import is_name
 from .runner import BatchResult, Runner
 
@@ -34,21 +32,10 @@ def track(
     """Enqueue an event for the next `plaudit run`, and print its event id."""
     if not is_name(event_type):
         raise click.BadParameter(f"{event_type!r} must match [a-z0-9_]+", param_hint="TYPE")
-    at = _timestamp(occurred_at, app.config.timezone) if occurred_at else None
+    at = parse_timestamp(occurred_at, app.config.timezone) if occurred_at else None
     details = _payload(payload) if payload is not None else None
     with app.engine() as engine:
         click.echo(engine.track(event_type, user_id, at, details))
-
-
-def _timestamp(text: str, timezone: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is not an ISO 8601 timestamp such as 2024-05-01T12:00:00+02:00",
-            param_hint="--at",
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(timezone))
 
 
 def _payload(text: str) -> dict[str, Any]:

@@ -6,30 +6,15 @@ Registered on the `plaudit` group by importing this module (cli.py does, at its 
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import click
 
-from .cli import App, cli
+from .cli import App, cli, parse_timestamp
 
 
 def _grant(slug: str, level: str, scope: str) -> str:
     return f"{slug}/{level}" + (f" [{scope}]" if scope else "")
-
-
-def _at(text: str | None, timezone: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is not an ISO 8601 timestamp such as 2024-05-01T12:00:00+02:00",
-            param_hint="--at",
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(timezone))
 
 
 def _reason_option(f: Any) -> Any:
@@ -60,7 +45,7 @@ def award(
     """Grant a badge by hand (source 'manual'). Rules never move, revoke or replace it.
 
     A grant the user already holds is left as it is."""
-    at = _at(achieved_at, app.config.timezone)
+    at = parse_timestamp(achieved_at, app.config.timezone) if achieved_at else None
     with app.engine() as engine:
         row = engine.award(slug, user_id, reason, level=level, scope=scope, achieved_at=at)
     grant = _grant(slug, row["level"], row["scope"])

@@ -38,6 +38,15 @@ class RunResult:
     run_id: int | None = None
     revoked: int = 0  # rule grants a `revoke: true` backfill removed
 
+    @classmethod
+    def from_row(
+        cls, slug: str, row: Mapping[str, Any], seconds: float, revoked: int = 0
+    ) -> RunResult:
+        """From a row of `run_rule` (or a function returning the same columns)."""
+        return cls(slug=slug, status=row["status"], granted=row["granted"],
+                   progressed=row["progressed"], levels=row["levels"], message=row["message"],
+                   seconds=seconds, run_id=row["run_id"], revoked=revoked)
+
 
 @dataclass
 class TrophyCase:
@@ -213,17 +222,8 @@ class Engine:
             row = self.db.one("run_rule", [rule.slug, mode, values, announce, dry_run])
             assert row is not None
             revoked = self.db.one("run_revoked", [row["run_id"]]) if rule.revoke else None
-        return RunResult(
-            slug=rule.slug,
-            status=row["status"],
-            granted=row["granted"],
-            progressed=row["progressed"],
-            levels=row["levels"],
-            message=row["message"],
-            seconds=time.monotonic() - started,
-            run_id=row["run_id"],
-            revoked=revoked["revoked"] if revoked else 0,
-        )
+        return RunResult.from_row(rule.slug, row, time.monotonic() - started,
+                                  revoked=revoked["revoked"] if revoked else 0)
 
     def backfill(
         self,

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
-from jinja2.sandbox import SandboxedEnvironment
 
 from .config import Config
 from .errors import RenderError
@@ -112,20 +110,6 @@ def _source(rule: Rule) -> str:
 # -- sqlfluff, with plaudit's templating -------------------------------------------------
 
 
-@cache
-def _lint_environment() -> SandboxedEnvironment:
-    # render.environment(), except that sqlfluff's tracer needs the trailing newline kept
-    plain = environment()
-    env = SandboxedEnvironment(
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        loader=plain.loader,
-        keep_trailing_newline=True,
-    )
-    env.filters.update(plain.filters)
-    return env
-
-
 def _fluff_config(project_dir: Path) -> Any:
     from sqlfluff.core import FluffConfig
     from sqlfluff.core.config import clear_config_caches, load_config_at_path
@@ -152,7 +136,7 @@ def _linter(rule: Rule, mode: str, config: Config, fluff: Any) -> Any:
         def construct_render_func(
             self, fname: str | None = None, config: Any = None
         ) -> tuple[jinja2.Environment, dict[str, Any], Callable[[str], str]]:
-            env = _lint_environment()
+            env = environment(keep_trailing_newline=True)  # sqlfluff's tracer needs it
 
             def render_func(text: str) -> str:
                 try:

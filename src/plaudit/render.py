@@ -22,6 +22,7 @@ from functools import cache
 from typing import Any
 
 import jinja2
+from jinja2.ext import Extension
 from jinja2.sandbox import SandboxedEnvironment
 from pglast.parser import ParseError, parse_sql_json
 
@@ -65,12 +66,16 @@ def sql_string(value: str) -> str:
 
 
 @cache
-def environment() -> SandboxedEnvironment:
+def environment(
+    keep_trailing_newline: bool = False, extensions: tuple[type[Extension], ...] = ()
+) -> SandboxedEnvironment:
+    """The sandbox rules render in; lint and the line mapper ask for variants of it."""
     env = SandboxedEnvironment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         loader=jinja2.FileSystemLoader(str(sql_dir())),
-        keep_trailing_newline=False,
+        keep_trailing_newline=keep_trailing_newline,
+        extensions=list(extensions),
     )
     env.filters["sqlstring"] = sql_string
     return env

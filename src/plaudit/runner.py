@@ -75,16 +75,7 @@ def _run_rule(engine: Engine, slug: str) -> RunResult:
     engine.db.execute("set_rule_timeout", [slug, engine.config.statement_timeout])
     row = engine.db.one("run_batch_rule", [slug])
     assert row is not None
-    return RunResult(
-        slug=slug,
-        status=row["status"],
-        granted=row["granted"],
-        progressed=row["progressed"],
-        levels=row["levels"],
-        message=row["message"],
-        seconds=time.monotonic() - started,
-        run_id=row["run_id"],
-    )
+    return RunResult.from_row(slug, row, time.monotonic() - started)
 
 
 class Runner:

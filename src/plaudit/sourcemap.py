@@ -12,12 +12,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
 
-import jinja2
 from jinja2.ext import Extension
 from jinja2.lexer import Token, TokenStream
-from jinja2.sandbox import SandboxedEnvironment
 
 from .config import Config
 from .render import _helpers, environment
@@ -46,20 +43,6 @@ class _LineMarks(Extension):
             yield Token(token.lineno, "data", marked)
 
 
-@cache
-def _marking_environment() -> SandboxedEnvironment:
-    plain = environment()
-    env = SandboxedEnvironment(
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        loader=plain.loader,
-        keep_trailing_newline=False,
-        extensions=[_LineMarks],
-    )
-    env.filters.update(plain.filters)
-    return env
-
-
 @dataclass(frozen=True)
 class MappedQuery:
     """A rendered query and, for each of its lines, the 1-based line in the template."""
@@ -76,7 +59,7 @@ class MappedQuery:
 def render_mapped(rule: Rule, mode: str, config: Config | None = None) -> MappedQuery:
     """The rule's query rendered for `mode` (as `render_query` strips it) with its line map.
     Raises whatever rendering raises; call it on a template that renders."""
-    template = _marking_environment().from_string(rule.query)
+    template = environment(extensions=(_LineMarks,)).from_string(rule.query)
     schema = config.schema if config else "plaudit"
     marked = template.render(_helpers(rule, mode, schema))
     lines: list[int] = []
