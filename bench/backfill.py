@@ -13,7 +13,6 @@ written ("rows alone"): what computing exact dates and progress costs, apart fro
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -27,12 +26,14 @@ from plaudit.config import Config
 from plaudit.engine import Engine
 from plaudit.rules import Rule
 
+from .dataset import duration_seconds
 from .db import BenchDB, bare_sql, rows_sql
 from .report import Figure, seconds
 
 # Kinds whose backfill must stay within 1.5x of the bare query; the others are reported.
 BOUNDED_KINDS = ("count", "sum", "gauge")
 BACKFILL_TARGET = 1.5
+REPO = Path(__file__).resolve().parents[1]
 # Peak RSS of a full backfill against the idle runner's: nothing is streamed into Python.
 RSS_TARGET = 1.25
 
@@ -44,21 +45,22 @@ class Backfill:
     bare_seconds: dict[str, float] = field(default_factory=dict)  # best per rule
 
 
-def _peak_rss(cmd: list[str]) -> tuple[float, int]:
-    """Run a command to completion: its wall time and peak RSS in bytes."""
-    with tempfile.TemporaryFile() as err:
+def _peak_rss(plaudit_args: list[str]) -> tuple[float, int]:
+    """Run the plaudit command line in its own process (bench/peak.py): its wall time and
+    peak RSS in bytes."""
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryFile() as err:
+        out = Path(tmp) / "peak"
+        cmd = [sys.executable, "-m", "bench.peak", str(out), *plaudit_args]
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        code = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=err).returncode
         took = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode not in (0, 1):  # 1: a rule failed, which the run log records
+        if code not in (0, 1) or not out.exists():  # 1: a rule failed; the run log says which
             err.seek(0)
             raise RuntimeError(
-                f"{' '.join(cmd[:1] + cmd[5:])} exited {proc.returncode}: "
+                f"plaudit {plaudit_args[4]} exited {code}: "
                 f"{err.read().decode(errors='replace').strip()}"
             )
-        return took, usage.ru_maxrss * 1024
+        return took, int(out.read_text())
 
 
 def measure(
@@ -70,9 +72,9 @@ def measure(
     dsn: str,
     project: Path,
     decompose: bool,
+    default_timeout: str,
 ) -> Backfill:
     plaudit = [
-        str(Path(sys.executable).with_name("plaudit")),
         "--dsn",
         dsn,
         "--project",
@@ -119,17 +121,20 @@ def measure(
         result.seconds[rule.slug], result.bare_seconds[rule.slug] = fill, base
         ok = run["status"] == "ok"
         bounded = rule.kind in BOUNDED_KINDS
+        limit = rule.timeout or default_timeout
+        over = f"; longer than its {limit} timeout" if fill > duration_seconds(limit) else ""
         result.figures.append(
             Figure(
                 "backfill",
                 f"{rule.slug} ({rule.kind})",
                 seconds(fill) if ok else f"{run['status']}: {run['message']}",
                 baseline=f"bare query {seconds(base)}",
-                ratio=fill / base if base else None,
+                ratio=fill / base if ok and base else None,
                 target=f"≤ {BACKFILL_TARGET}×" if bounded else "reported",
-                met=(ok and fill <= BACKFILL_TARGET * base) if bounded else None,
+                met=(ok and fill <= BACKFILL_TARGET * base) if bounded else (None if ok else False),
                 note=(f"rows alone {seconds(compute)}; " if compute is not None else "")
-                + f"writes {run['granted']:,} grants, {run['progressed']:,} progress rows",
+                + f"writes {run['granted']:,} grants, {run['progressed']:,} progress rows"
+                + over,
                 values={
                     "seconds": fill,
                     "baseline_seconds": base,

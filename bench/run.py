@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,9 +34,9 @@ from plaudit.rules import load_rules
 
 from . import backfill as backfill_section
 from . import events as event_sections
-from .dataset import Size, embedded_dsn, install, load, parse_size
+from .dataset import Size, embedded_dsn, install, load, parse_size, with_timeout
 from .db import BenchDB
-from .report import SizeResult, append, entry, not_measured, table
+from .report import SECTIONS, SizeResult, append, entry, not_measured, table
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_CLUSTER = REPO / ".plaudit-bench"  # not the tests' .plaudit-test nor the demo's .plaudit
@@ -49,15 +51,18 @@ def measure(
     project: Path,
     size: Size,
     *,
+    default_timeout: str,
     reps: int | None,
     replay_events: int,
     checks: int,
     events: int,
     batch_sizes: list[int],
     seed: float,
+    sections: frozenset[str] = frozenset(SECTIONS),
 ) -> SizeResult:
     """Every section at one size, in an order where each finds the state it needs: the
-    replay starts from no grants, the checks and `plaudit run` from a full backfill."""
+    replay starts from no grants, the checks and `plaudit run` from a full backfill. The
+    data and the backfill (with memory) are always measured; the other sections on demand."""
     config = load_config(project)
     rules = [r for r in load_rules(config.rules_dir, root=project) if r.enabled]
     result = SizeResult(size.label, size.users, size.activities)
@@ -72,33 +77,39 @@ def measure(
         missing = event_sections.missing_api()
 
         replayed: event_sections.Replay | str = missing or ""
-        if not missing:
+        if not missing and "replay" in sections:
             say(f"{size.label}: replaying {replay_events:,} past events through plaudit.check")
             replayed = event_sections.replay(bench, engine, config, replay_events, seed)
 
         say(f"{size.label}: backfill vs bare queries, {reps} repetition(s)")
         decompose = size.activities <= SMALL_ACTIVITIES
-        fill = backfill_section.measure(bench, engine, config, rules, reps, dsn, project, decompose)
-        result.add(
-            not_measured("replay", "history replayed event by event", replayed)
-            if isinstance(replayed, str)
-            else event_sections.replay_figure(replayed, rules, fill.seconds)
+        fill = backfill_section.measure(
+            bench, engine, config, rules, reps, dsn, project, decompose, default_timeout
         )
+        if "replay" in sections:
+            result.add(
+                not_measured("replay", "history replayed event by event", replayed)
+                if isinstance(replayed, str)
+                else event_sections.replay_figure(replayed, rules, fill.seconds)
+            )
         for figure in fill.figures:
             result.add(figure)
 
         if missing:
-            result.add(not_measured("check", "plaudit.check latency", missing))
-            result.add(not_measured("incremental", "`plaudit run` throughput", missing))
+            for section in ("check", "incremental"):
+                if section in sections:
+                    result.add(not_measured(section, section, missing))
             return result
-        say(f"{size.label}: {checks:,} single-event checks")
-        for figure in event_sections.check_latency(bench, engine, config, rules, checks, seed):
-            result.add(figure)
-        say(f"{size.label}: `plaudit run` on {events:,} new events per batch size")
-        for figure in event_sections.incremental(
-            bench, engine, config, rules, events, batch_sizes, seed
-        ):
-            result.add(figure)
+        if "check" in sections:
+            say(f"{size.label}: {checks:,} single-event checks")
+            for figure in event_sections.check_latency(bench, engine, config, rules, checks, seed):
+                result.add(figure)
+        if "incremental" in sections:
+            say(f"{size.label}: `plaudit run` on {events:,} new events per batch size")
+            for figure in event_sections.incremental(
+                bench, engine, config, rules, events, batch_sizes, seed
+            ):
+                result.add(figure)
     finally:
         bench.close()
     return result
@@ -113,6 +124,16 @@ def _sizes(ctx: click.Context, param: click.Parameter, value: str) -> list[Size]
         return [parse_size(part) for part in value.split(",") if part.strip()]
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _sections(ctx: click.Context, param: click.Parameter, value: str) -> frozenset[str]:
+    chosen = {part.strip() for part in value.split(",") if part.strip()}
+    unknown = chosen - set(SECTIONS)
+    if unknown:
+        raise click.BadParameter(
+            f"unknown section {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}"
+        )
+    return frozenset(chosen | {"data", "backfill", "memory"})
 
 
 def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -142,6 +163,19 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     default=REPO,
     show_default=True,
     help="The plaudit project whose rules are measured.",
+)
+@click.option(
+    "--sections",
+    default=",".join(SECTIONS),
+    show_default=True,
+    callback=_sections,
+    help="What to measure; data, backfill and memory always are (the others need them).",
+)
+@click.option(
+    "--timeout",
+    default="30min",
+    show_default=True,
+    help="statement_timeout of the rule runs, so that every backfill is timed to its end.",
 )
 @click.option(
     "--reps",
@@ -198,6 +232,8 @@ def main(
     sizes: list[Size],
     dsn: str | None,
     project: Path,
+    sections: frozenset[str],
+    timeout: str,
     reps: int | None,
     replay_events: int,
     checks: int,
@@ -214,27 +250,34 @@ def main(
         Cluster(BENCH_CLUSTER).stop()
         return
     started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="plaudit-bench-"))
     try:
         target = dsn or embedded_dsn(BENCH_CLUSTER)
+        default_timeout = load_config(project).statement_timeout
+        timed = with_timeout(project.resolve(), timeout, workdir)
         results = [
             measure(
                 target,
-                project.resolve(),
+                timed,
                 size,
+                default_timeout=default_timeout,
                 reps=reps,
                 replay_events=replay_events,
                 checks=checks,
                 events=events,
                 batch_sizes=batch_sizes,
                 seed=seed,
+                sections=sections,
             )
             for size in sizes
         ]
         bench = BenchDB(target, load_config(project).schema)
-        server = bench.one("server")
+        server = bench.one("server") | {"timeout": f"{timeout} (plaudit.yaml: {default_timeout})"}
         bench.close()
     except PlauditError as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     args = ["<dsn>" if dsn and arg == dsn else arg for arg in sys.argv[1:]]
     command = " ".join(["python -m bench.run", *map(shlex.quote, args)])
     text = entry(results, command, server, time.perf_counter() - started)

@@ -149,6 +149,10 @@ WHERE t.oid = ANY($1::bigint[]::oid[]);
 -- preview: whatever the rule's query calls, this transaction cannot write
 SET TRANSACTION READ ONLY;
 
+-- name: preview_batch
+-- preview: a batch to plan a rule's incremental SQL for (in a transaction rolled back)
+SELECT {{ schema }}.batch_fill($1::jsonb) AS events;
+
 -- name: preview_rule
 SELECT {{ schema }}.preview_rule($1, $2, $3::text[], $4) AS preview;
 

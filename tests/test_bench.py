@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # bench/ is a top-level package of the checkout, not installed
     sys.path.insert(0, str(REPO))
 
-from bench.dataset import parse_size  # noqa: E402
+from bench.dataset import duration_seconds, parse_size, with_timeout  # noqa: E402
 from bench.db import bare_sql  # noqa: E402
 from bench.events import percentile  # noqa: E402
 from bench.report import SECTIONS  # noqa: E402
@@ -35,6 +35,24 @@ def test_sizes():
     assert (parse_size("300:6000").users, parse_size("300:6000").activities) == (300, 6_000)
     with pytest.raises(ValueError, match="is not a size"):
         parse_size("lots")
+
+
+def test_the_run_project_changes_only_the_timeout(tmp_path):
+    original = load_config(REPO)
+    timed = load_config(with_timeout(REPO, "30min", tmp_path))
+    assert timed.statement_timeout == "30min"
+    assert (timed.rules_dir, timed.events, timed.schema) == (
+        original.rules_dir,
+        original.events,
+        original.schema,
+    )
+    assert [duration_seconds(d) for d in ("60s", "500ms", "5min", "1h", "250")] == [
+        60,
+        0.5,
+        300,
+        3600,
+        0.25,
+    ]
 
 
 def test_percentile_is_nearest_rank():
@@ -98,3 +116,24 @@ def test_a_small_run_measures_every_section(dsn, tmp_path):
     assert "<dsn>" in text and dsn not in text
     assert "| section | item | measured | baseline (same run) | ratio | target | verdict |" in text
     assert "300 users, 6,000 activities" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_backfill_only_run(dsn, tmp_path):
+    figures_json = tmp_path / "figures.json"
+    args = ["--sizes", "200:3000", "--dsn", dsn, "--reps", "1", "--sections", "backfill"]
+    args += ["--no-append", "--json", str(figures_json)]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", *args], cwd=REPO, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    [result] = json.loads(figures_json.read_text())
+    assert {f["section"] for f in result["figures"]} == {"data", "backfill", "memory"}
+    bad = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--sections", "speed"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2
+    assert "unknown section speed; choose from data, backfill, replay" in bad.stderr

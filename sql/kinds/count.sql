@@ -9,25 +9,40 @@
   crossed, numbered, through one correlated lookup per user that the planner turns into an
   index range scan on (user column, time column); each level takes its threshold-th row.
   The source is a NOT MATERIALIZED CTE so both uses are inlined and the user_id predicate
-  of the lookup reaches the analyst's table.
+  of the lookup reaches the analyst's table. A threshold of 1 needs no lookup: the first row's
+  occurred_at is the minimum, taken in the aggregate pass; with a first level at 1 (Zeeguu's
+  1/10/50...) most users cross only it, and an index probe per user cost more than the whole
+  aggregate (bench/: 810k probes at 1M users).
 
   Output: canonical rows (user_id, scope, level, achieved_at, value, meta, is_progress);
   progress rows carry the next level to reach (NULL once all are reached).
 -#}
 {% macro count(query, levels, has_scope) -%}
+{%- set first_free = levels[0].threshold == 1 %}
+{%- set looked_up = levels[1:] if first_free else levels %}
 WITH src AS NOT MATERIALIZED (
 {{ query }}
 ),
 totals AS (
     -- NULL and '' are the same scope: they must count together (one grant per scope)
     SELECT src.user_id, {{ "coalesce(src.scope::text, '')" if has_scope else "''" }} AS scope,
-           count(*) AS value
+           count(*) AS value{% if first_free %}, min(src.occurred_at::timestamptz) AS first_at{% endif %}
     FROM src
     GROUP BY 1, 2
 ),
 levels (key, threshold) AS (
     VALUES {% for l in levels %}({{ l.key | sqlstring }}, {{ l.threshold }}::bigint){{ ", " if not loop.last }}{% endfor %}
 )
+{%- if first_free %}
+SELECT t.user_id, coalesce(t.scope::text, '') AS scope, {{ levels[0].key | sqlstring }} AS level,
+       t.first_at AS achieved_at, t.value::numeric AS value, NULL::jsonb AS meta,
+       false AS is_progress
+FROM totals AS t
+{%- if looked_up %}
+UNION ALL
+{%- endif %}
+{%- endif %}
+{%- if looked_up %}
 SELECT t.user_id, coalesce(t.scope::text, '') AS scope, l.key AS level,
        hit.occurred_at::timestamptz AS achieved_at, t.value::numeric AS value,
        NULL::jsonb AS meta, false AS is_progress
@@ -40,8 +55,9 @@ CROSS JOIN LATERAL (
     -- the highest threshold this user crossed
     LIMIT CASE {% for l in levels | reverse %}WHEN t.value >= {{ l.threshold }} THEN {{ l.threshold }} {% endfor %}END
 ) AS hit
-JOIN levels AS l ON l.threshold = hit.n
-WHERE t.value >= {{ levels[0].threshold }}
+JOIN levels AS l ON l.threshold = hit.n{% if first_free %} AND l.threshold > 1{% endif %}
+WHERE t.value >= {{ looked_up[0].threshold }}
+{%- endif %}
 UNION ALL
 SELECT t.user_id, coalesce(t.scope::text, '') AS scope,
        CASE {% for l in levels %}WHEN t.value < {{ l.threshold }} THEN {{ l.key | sqlstring }} {% endfor %}END AS level,

@@ -3,10 +3,15 @@
 The rule is rendered from its file (it need not be deployed), its contract checked, and
 its backfill SQL run inside a read-only transaction that is rolled back: per level the
 grants it would add and the grants that exist, a sample of the new ones, and the plan.
+For a rule with triggers, the plan of its incremental SQL too, for a batch of one event per
+trigger (by a sampled user), with the app tables it would read by sequential scan: an
+incremental run should read its users' rows through an index, not the whole table.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +26,7 @@ from .rules import Level, Rule
 from .views import table
 
 SAMPLE_SIZE = 10
+_SEQ_SCAN = re.compile(r"Seq Scan on (\S+)")
 
 
 @dataclass
@@ -30,10 +36,17 @@ class Preview:
     existing: dict[str, int] = field(default_factory=dict)  # level key -> grants held
     sample: list[dict[str, Any]] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)
+    incremental_plan: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
         return sum(self.would_add.values())
+
+    @property
+    def seq_scans(self) -> list[str]:
+        """The relations the incremental plan reads whole (the batch table aside)."""
+        found = (m[1] for line in self.incremental_plan for m in _SEQ_SCAN.finditer(line))
+        return sorted({name for name in found if name != "plaudit_batch"})
 
 
 def preview(engine: Engine, rule: Rule, params: Mapping[str, str] | None = None) -> Preview:
@@ -56,6 +69,16 @@ def preview(engine: Engine, rule: Rule, params: Mapping[str, str] | None = None)
         for held in db.execute("badge_level_grants", [[rule.slug]]):
             result.existing[held["level"]] = held["grants"]
         result.plan = [r["line"] for r in db.execute("explain_rule", [sql, values])]
+    if rule.triggers and result.sample:
+        events = [
+            {"type": t, "user_id": result.sample[0]["user_id"], "payload": {}}
+            for t in rule.triggers
+        ]
+        incremental = render(rule, "incremental", config).sql
+        with db.conn.transaction(force_rollback=True):
+            db.execute("preview_batch", [json.dumps(events)])
+            plan = db.execute("explain_rule", [incremental, values])
+            result.incremental_plan = [r["line"] for r in plan]
     return result
 
 
@@ -99,4 +122,15 @@ def format_preview(result: Preview) -> str:
         lines += [table(("user_id", "level", "scope", "achieved_at", "value"), rows), ""]
     lines.append("Plan (backfill)")
     lines += [f"  {line}" for line in result.plan]
+    if result.incremental_plan:
+        lines += ["", "Plan (incremental, a batch of one event per trigger)"]
+        lines += [f"  {line}" for line in result.incremental_plan]
+        scans = result.seq_scans
+        lines.append(
+            f"Incremental runs read {', '.join(scans)} by sequential scan: every batch reads "
+            "the whole table. An index on the column that selects a batch's users (with the "
+            "time column after it) keeps them proportional to the batch."
+            if scans
+            else "Incremental runs read no app table by sequential scan."
+        )
     return "\n".join(lines)
