@@ -14,20 +14,9 @@ import pytest
 from plaudit.engine import Event
 from plaudit.errors import DatabaseError
 from plaudit.runner import run_batch
+from sample_rules import commentator_rule
 
-COUNT_RULE = """
-    slug: commentator
-    name: Commentator
-    kind: count
-    triggers: [comment_created]
-    levels:
-      - {key: bronze, name: Chatty, threshold: 3, points: 5}
-      - {key: silver, name: Commentator, threshold: 5, points: 25}
-    query: |
-      SELECT c.author_id AS user_id, c.created_at AS occurred_at
-      FROM comments AS c
-      WHERE {{ affected('c.author_id') }}
-"""
+COUNT_RULE = commentator_rule(3, 5)
 
 # One grant per processed event (scope = event id): makes every event's processing visible.
 LOG_RULE = """

@@ -12,18 +12,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-COUNT_RULE = """
-    slug: commentator
-    name: Commentator
-    kind: count
-    triggers: [comment_created]
-    levels:
-      - {key: bronze, name: Chatty, threshold: 3, points: 5}
-    query: |
-      SELECT c.author_id AS user_id, c.created_at AS occurred_at
-      FROM comments AS c
-      WHERE {{ affected('c.author_id') }}
-"""
+from sample_rules import commentator_rule
+
+COUNT_RULE = commentator_rule(3)
 
 # Fails on rows with ok = 0 (division by zero) until the data is fixed.
 FRAGILE_RULE = """

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from plaudit import jobs
+from sample_rules import commentator_rule
 
 # Awards user 1 once: a rule that is always fast.
 FAST_RULE = """
@@ -37,18 +38,7 @@ SLOW_RULE = """
       {where}
 """
 
-COUNT_RULE = """
-    slug: commentator
-    name: Commentator
-    kind: count
-    triggers: [comment_created]
-    levels:
-      - {key: bronze, name: Chatty, threshold: 2, points: 5}
-    query: |
-      SELECT c.author_id AS user_id, c.created_at AS occurred_at
-      FROM comments AS c
-      WHERE {{ affected('c.author_id') }}
-"""
+COUNT_RULE = commentator_rule(2)
 
 EVENTS = """
     events:
