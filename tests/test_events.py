@@ -106,6 +106,37 @@ def test_a_batch_runs_the_triggered_rules_on_its_users_and_consumes_its_events(d
     assert run_batch(engine, 100).events == 0
 
 
+def test_a_user_holding_every_level_is_read_again_only_for_an_event_before_a_grant(
+        project, deployed, sql):
+    engine = deployed(COUNT_RULE)  # bronze at 3 comments, silver at 5
+    seed_comments(sql, [(7, day(d)) for d in range(1, 7)] + [(8, day(d)) for d in (1, 2, 3)])
+    run_batch(engine, 100)
+    assert grants(sql) == [(7, "commentator", "bronze", "", day(3)),
+                           (7, "commentator", "silver", "", day(5)),
+                           (8, "commentator", "bronze", "", day(3))]
+
+    def progress():
+        return sql("SELECT user_id, value, next_level FROM plaudit.user_progress ORDER BY 1")
+
+    assert progress() == [(7, 6, None), (8, 3, "silver")]
+    # later comments: 7 holds every level, dated before them, so 7's history is not read
+    seed_comments(sql, [(7, day(10)), (8, day(10))])
+    assert run_batch(engine, 100).events == 2
+    assert progress() == [(7, 6, None), (8, 4, "silver")]
+    # a late comment, dated before 7's grants: the batch reaches back, 7 is read again and
+    # both dates move earlier, as a backfill would have them
+    seed_comments(sql, [(7, day(2, 12))])
+    run_batch(engine, 100)
+    assert progress() == [(7, 8, None), (8, 4, "silver")]
+    incremental = grants(sql)
+    assert incremental == [(7, "commentator", "bronze", "", day(2, 12)),
+                           (7, "commentator", "silver", "", day(4)),
+                           (8, "commentator", "bronze", "", day(3))]
+    sql("TRUNCATE plaudit.user_badge")
+    engine.backfill(project.rules())
+    assert grants(sql) == incremental
+
+
 def test_batches_take_events_in_order_and_at_most_batch_size(deployed, sql):
     engine = deployed(LOG_RULE)
     for user in range(1, 8):

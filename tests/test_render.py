@@ -53,13 +53,60 @@ def test_helpers_render_shape_not_values(project):
     ]
     incremental = render_query(rule, "incremental").splitlines()
     assert incremental[2] == (
-        "WHERE c.author_id IN (SELECT user_id FROM pg_temp.plaudit_batch "
-        "WHERE type IN ('comment_created'))"
+        "WHERE c.author_id IN (SELECT b.user_id FROM pg_temp.plaudit_batch AS b "
+        "WHERE b.type IN ('comment_created') AND " + done_check("b.user_id", 1) + ")"
     )
     assert incremental[5] == (
         "  AND c.id IN (SELECT (payload->>'id')::bigint FROM (SELECT event_id, type, user_id, "
         "occurred_at, payload FROM pg_temp.plaudit_batch WHERE type IN ('comment_created')) b)"
     )
+
+
+def done_check(column, levels):
+    """What `unfinished(column)` renders where it skips: fewer levels held than the rule has,
+    counting only grants dated no later than the batch's earliest event."""
+    return (
+        f"(SELECT count(*) FROM plaudit.user_badge AS done WHERE done.user_id = {column} "
+        "AND done.badge = 'probe' AND done.scope = '' AND done.achieved_at <= "
+        "(SELECT min(e.occurred_at) FROM pg_temp.plaudit_batch AS e "
+        f"WHERE e.type IN ('comment_created'))) < {levels}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "columns", "skips"),
+    [
+        ("count", "c.created_at AS occurred_at", True),
+        ("sum", "c.created_at AS occurred_at, 1 AS amount", True),
+        ("gauge", "1 AS value, c.created_at AS achieved_at", True),
+        ("award", "c.created_at AS achieved_at", True),
+        # a scope not seen yet has every level to reach
+        ("count", "c.created_at AS occurred_at, c.post_id AS scope", False),
+        # a streak's progress (the current run) goes on after its last level
+        ("streak", "c.created_at AS occurred_at", False),
+        # a month's growth is dated at the month, before the event completing it
+        ("growth", "c.created_at AS occurred_at", False),
+    ],
+)
+def test_unfinished_leaves_out_users_done_with_the_rule_only_where_that_is_exact(
+    project, kind, columns, skips
+):
+    rule = make_rule(
+        project,
+        f"SELECT c.author_id AS user_id, {columns} FROM comments c "
+        "WHERE {{ affected('c.author_id') }} AND {{ unfinished('c.post_id') }}",
+        kind=kind,
+    )
+    assert render_query(rule, "backfill").endswith("WHERE TRUE AND TRUE")
+    where = render_query(rule, "incremental").split(" WHERE ", 1)[1]
+    users = "SELECT b.user_id FROM pg_temp.plaudit_batch AS b WHERE b.type IN ('comment_created')"
+    if skips:
+        assert where == (
+            f"c.author_id IN ({users} AND {done_check('b.user_id', 1)}) "
+            f"AND {done_check('c.post_id', 1)}"
+        )
+    else:
+        assert where == f"c.author_id IN ({users}) AND TRUE"
 
 
 def test_render_is_deterministic(demo_project):

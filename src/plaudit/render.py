@@ -103,7 +103,22 @@ def _trigger_list(rule: Rule) -> str:
     return ", ".join(sql_string(t) for t in rule.triggers)
 
 
-def _helpers(rule: Rule, mode: str, schema: str = "plaudit") -> dict[str, Any]:
+# Kinds whose grants an event can only add at or after its own time, and whose progress
+# means nothing more once every level is held: incremental runs skip users who are done.
+# Not streak (its progress is the current run, which goes on after the last level) nor
+# growth (a month's growth is dated at the month, before the event that completes it).
+SKIPS_DONE_KINDS = ("count", "sum", "gauge", "award")
+
+
+def _helpers(
+    rule: Rule, mode: str, schema: str = "plaudit", skip_done: bool | None = None
+) -> dict[str, Any]:
+    """The template's helpers. `skip_done` (decided by a first render when not given):
+    whether `affected()` and `unfinished()` leave out users who are done with the rule."""
+    if skip_done is None:
+        skip_done = _skips_done(rule, mode, schema)
+    triggers = _trigger_list(rule)
+
     def placeholder(name: str) -> str:
         for position, p in enumerate(rule.params, start=1):
             if p.name == name:
@@ -111,12 +126,27 @@ def _helpers(rule: Rule, mode: str, schema: str = "plaudit") -> dict[str, Any]:
         declared = ", ".join(p.name for p in rule.params) or "none"
         raise RenderError(f"{rule.slug}: unknown param {name!r} (declared: {declared})")
 
+    def unfinished(column: str) -> str:
+        # Done: holds every level of the rule, each achieved no later than the batch's
+        # earliest event. Such a user cannot gain a grant nor an earlier date from the batch
+        # (an event adds rows dated at or after it), so their history is not read again.
+        if not skip_done:
+            return "TRUE"
+        return (
+            f"(SELECT count(*) FROM {schema}.user_badge AS done "
+            f"WHERE done.user_id = {column} AND done.badge = {sql_string(rule.slug)} "
+            "AND done.scope = '' AND done.achieved_at <= "
+            f"(SELECT min(e.occurred_at) FROM {BATCH_TABLE} AS e "
+            f"WHERE e.type IN ({triggers}))) < {len(rule.levels)}"
+        )
+
     def affected(column: str) -> str:
         if mode == "backfill":
             return "TRUE"
-        return (
-            f"{column} IN (SELECT user_id FROM {BATCH_TABLE} WHERE type IN ({_trigger_list(rule)}))"
-        )
+        users = f"SELECT b.user_id FROM {BATCH_TABLE} AS b WHERE b.type IN ({triggers})"
+        if skip_done:
+            users += f" AND {unfinished('b.user_id')}"
+        return f"{column} IN ({users})"
 
     def sql_filter(column: str, name: str) -> str:
         value = placeholder(name)
@@ -139,9 +169,23 @@ def _helpers(rule: Rule, mode: str, schema: str = "plaudit") -> dict[str, Any]:
         "param": placeholder,
         "filter": sql_filter,
         "affected": affected,
+        "unfinished": unfinished,
         "batch": _Batch(rule, mode),
         "badge": badge,
     }
+
+
+def _skips_done(rule: Rule, mode: str, schema: str) -> bool:
+    """Whether an incremental run of `rule` may skip users who are done with it: a kind
+    where that is exact, and no scope (a new scope has every level still to reach)."""
+    if mode != "incremental" or rule.kind not in SKIPS_DONE_KINDS:
+        return False
+    try:
+        text = environment().from_string(rule.query).render(_helpers(rule, mode, schema, False))
+        columns = output_columns(rule, text.strip().rstrip(";"))
+    except (jinja2.TemplateError, RenderError):
+        return False  # the real render reports it
+    return columns is not None and "scope" not in columns
 
 
 def _template_line(exc: BaseException, name: str) -> int | None:

@@ -28,7 +28,7 @@ from .sourcemap import render_mapped
 from .testcases import load_cases
 
 # What a template may call or read; anything else is undefined.
-HELPERS = ("mode", "is_incremental", "param", "filter", "affected", "batch", "badge")
+HELPERS = ("mode", "is_incremental", "param", "filter", "affected", "unfinished", "batch", "badge")
 _LOCATED = re.compile(r"(?P<file>[^\n]+?):(?P<line>\d+): (?P<message>.*)", re.DOTALL)
 
 
@@ -155,8 +155,7 @@ def _mode_problems(rule: Rule, tree: nodes.Template) -> Iterator[Problem]:
         return
     for name in _unguarded_batch(tree.body, guarded=False):
         message = (
-            "`batch` is only defined in incremental mode; use it inside "
-            "{% if is_incremental() %}"
+            "`batch` is only defined in incremental mode; use it inside {% if is_incremental() %}"
         )
         yield _at(rule, name.lineno, message)
     if not used & {"affected", "batch"}:
