@@ -137,6 +137,51 @@ def test_a_user_holding_every_level_is_read_again_only_for_an_event_before_a_gra
     assert grants(sql) == incremental
 
 
+STREAK_RULE = """
+    slug: streaker
+    name: Streaker
+    kind: streak
+    triggers: [comment_created]
+    levels:
+      - {key: bronze, name: Two Days, threshold: 2}
+      - {key: silver, name: Three Days, threshold: 3}
+    query: |
+      SELECT c.author_id AS user_id, c.created_at AS occurred_at
+      FROM comments AS c
+      WHERE {{ affected('c.author_id') }}
+"""
+
+
+def test_a_streak_done_user_is_read_from_their_last_active_day_and_stays_exact(
+        project, deployed, sql):
+    engine = deployed(STREAK_RULE)
+
+    def after(rows):
+        seed_comments(sql, rows)
+        run_batch(engine, 100)
+        return sql("SELECT user_id, value, next_level, expires_at FROM plaudit.user_progress "
+                   "ORDER BY 1")
+
+    # 7 holds both levels after days 1-3 (done); 8 has one day
+    assert after([(7, day(1)), (7, day(2)), (7, day(3)), (8, day(1))]) == [
+        (7, 3, None, day(5)), (8, 1, "bronze", day(3))]
+    # from here 7 is read from day 3 on: the same day, the next day, then a new run
+    assert after([(7, day(3, 20))])[0] == (7, 3, None, day(5))
+    assert after([(7, day(4)), (8, day(2))]) == [(7, 4, None, day(6)), (8, 2, "silver", day(4))]
+    assert after([(7, day(7))])[0] == (7, 1, None, day(9))
+    # late days 5 and 6, before the current run: read in full again, the runs join up
+    assert after([(7, day(6)), (7, day(5))])[0] == (7, 7, None, day(9))
+    incremental = (sql("SELECT * FROM plaudit.user_badge ORDER BY 1, 2, 3"),
+                   sql("SELECT user_id, value, next_level, expires_at FROM plaudit.user_progress "
+                       "ORDER BY 1"))
+    sql("TRUNCATE plaudit.user_badge, plaudit.user_progress")
+    engine.backfill(project.rules())
+    assert [g[:5] for g in sql("SELECT * FROM plaudit.user_badge ORDER BY 1, 2, 3")] == [
+        g[:5] for g in incremental[0]]
+    assert sql("SELECT user_id, value, next_level, expires_at FROM plaudit.user_progress "
+               "ORDER BY 1") == incremental[1]
+
+
 def test_batches_take_events_in_order_and_at_most_batch_size(deployed, sql):
     engine = deployed(LOG_RULE)
     for user in range(1, 8):

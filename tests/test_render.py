@@ -272,3 +272,24 @@ def test_params_are_typed_before_binding(project):
     with pytest.raises(ParamError) as err:
         bind_params(rule, {"nope": "1"})
     assert str(err.value) == "unknown param 'nope' for rule probe (declared: challenge_id, title)"
+
+
+@pytest.mark.parametrize(
+    ("columns", "where", "windowed"),
+    [
+        ("", "{{ affected('c.author_id') }}", True),
+        # a scope not seen yet has every level to reach
+        (", c.post_id AS scope", "{{ affected('c.author_id') }}", False),
+        # users found through `batch` are not the batch's users
+        ("", "{% if is_incremental() %}c.post_id IN (SELECT (b.payload ->> 'id')::bigint "
+         "FROM {{ batch }} AS b){% else %}TRUE{% endif %}", False),
+    ],
+)
+def test_a_streak_reads_done_users_from_their_last_period_only_when_the_batch_names_them(
+    project, columns, where, windowed
+):
+    query = f"SELECT c.author_id AS user_id, c.created_at AS occurred_at{columns} FROM comments c"
+    rule = make_rule(project, f"{query} WHERE {where}", kind="streak")
+    incremental = render(rule, "incremental").sql
+    assert ("checked AS (" in incremental) is windowed
+    assert "checked AS (" not in render(rule, "backfill").sql

@@ -22,6 +22,7 @@ from functools import cache
 from typing import Any
 
 import jinja2
+from jinja2 import meta
 from jinja2.ext import Extension
 from jinja2.sandbox import SandboxedEnvironment
 from pglast.parser import ParseError, parse_sql_json
@@ -110,6 +111,24 @@ def _trigger_list(rule: Rule) -> str:
 SKIPS_DONE_KINDS = ("count", "sum", "gauge", "award")
 
 
+def batch_start(rule: Rule) -> str:
+    """SQL: the time of the batch's earliest event among the rule's triggers."""
+    return (
+        f"(SELECT min(e.occurred_at) FROM {BATCH_TABLE} AS e "
+        f"WHERE e.type IN ({_trigger_list(rule)}))"
+    )
+
+
+def held_before_batch(rule: Rule, schema: str, column: str) -> str:
+    """SQL: how many of the rule's levels the user `column` holds (unscoped), achieved no
+    later than the batch's earliest event. All of them: the user is done with the rule."""
+    return (
+        f"(SELECT count(*) FROM {schema}.user_badge AS done "
+        f"WHERE done.user_id = {column} AND done.badge = {sql_string(rule.slug)} "
+        f"AND done.scope = '' AND done.achieved_at <= {batch_start(rule)})"
+    )
+
+
 def _helpers(
     rule: Rule, mode: str, schema: str = "plaudit", skip_done: bool | None = None
 ) -> dict[str, Any]:
@@ -132,13 +151,7 @@ def _helpers(
         # (an event adds rows dated at or after it), so their history is not read again.
         if not skip_done:
             return "TRUE"
-        return (
-            f"(SELECT count(*) FROM {schema}.user_badge AS done "
-            f"WHERE done.user_id = {column} AND done.badge = {sql_string(rule.slug)} "
-            "AND done.scope = '' AND done.achieved_at <= "
-            f"(SELECT min(e.occurred_at) FROM {BATCH_TABLE} AS e "
-            f"WHERE e.type IN ({triggers}))) < {len(rule.levels)}"
-        )
+        return f"{held_before_batch(rule, schema, column)} < {len(rule.levels)}"
 
     def affected(column: str) -> str:
         if mode == "backfill":
@@ -312,8 +325,25 @@ def render(rule: Rule, mode: str, config: Config | None = None) -> Rendered:
     has = {c: c in columns for c in optional}
     macro = getattr(environment().get_template(f"kinds/{rule.kind}.sql").module, rule.kind)
     arguments = _macro_arguments(rule, has, config.timezone if config else "UTC")
+    if rule.kind == "streak" and mode == "incremental" and not has["scope"]:
+        arguments["window"] = _streak_window(rule, config.schema if config else "plaudit")
     sql = macro(query, **arguments)
     return Rendered(rule=rule, mode=mode, query=query, sql=str(sql).strip())
+
+
+def _streak_window(rule: Rule, schema: str) -> dict[str, Any] | None:
+    """What the streak kind needs to read done users from their last active period
+    (sql/kinds/streak.sql): only when the rule's users come from affected(), so that the
+    batch's users are the users to re-check."""
+    if "batch" in meta.find_undeclared_variables(environment().parse(rule.query)):
+        return None
+    return {
+        "batch": str(_Batch(rule, "incremental")),
+        "schema": schema,
+        "badge": sql_string(rule.slug),
+        "batch_start": batch_start(rule),
+        "held": lambda column: held_before_batch(rule, schema, column),
+    }
 
 
 def _macro_arguments(rule: Rule, has: Mapping[str, bool], timezone: str) -> dict[str, Any]:
