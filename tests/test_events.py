@@ -152,7 +152,7 @@ STREAK_RULE = """
 """
 
 
-def test_a_streak_done_user_is_read_from_their_last_active_day_and_stays_exact(
+def test_streak_users_are_read_from_their_last_active_day_and_stay_exact(
         project, deployed, sql):
     engine = deployed(STREAK_RULE)
 
@@ -162,15 +162,20 @@ def test_a_streak_done_user_is_read_from_their_last_active_day_and_stays_exact(
         return sql("SELECT user_id, value, next_level, expires_at FROM plaudit.user_progress "
                    "ORDER BY 1")
 
-    # 7 holds both levels after days 1-3 (done); 8 has one day
-    assert after([(7, day(1)), (7, day(2)), (7, day(3)), (8, day(1))]) == [
-        (7, 3, None, day(5)), (8, 1, "bronze", day(3))]
-    # from here 7 is read from day 3 on: the same day, the next day, then a new run
-    assert after([(7, day(3, 20))])[0] == (7, 3, None, day(5))
-    assert after([(7, day(4)), (8, day(2))]) == [(7, 4, None, day(6)), (8, 2, "silver", day(4))]
+    # 7 holds both levels after days 1-3 (done); 8 and 9 have one day
+    assert after([(7, day(1)), (7, day(2)), (7, day(3)), (8, day(1)), (9, day(1))]) == [
+        (7, 3, None, day(5)), (8, 1, "bronze", day(3)), (9, 1, "bronze", day(3))]
+    # from here each is read from their last active day on: 7 on the same day, the next
+    # day, then in a new run; 9 reaches bronze, then silver on a run carried over
+    assert after([(7, day(3, 20)), (9, day(2))]) == [
+        (7, 3, None, day(5)), (8, 1, "bronze", day(3)), (9, 2, "silver", day(4))]
+    assert after([(7, day(4)), (8, day(2)), (9, day(3))]) == [
+        (7, 4, None, day(6)), (8, 2, "silver", day(4)), (9, 3, None, day(5))]
     assert after([(7, day(7))])[0] == (7, 1, None, day(9))
     # late days 5 and 6, before the current run: read in full again, the runs join up
     assert after([(7, day(6)), (7, day(5))])[0] == (7, 7, None, day(9))
+    assert sql("SELECT user_id, level, achieved_at FROM plaudit.user_badge WHERE user_id = 9 "
+               "ORDER BY 3") == [(9, "bronze", day(2)), (9, "silver", day(3))]
     incremental = (sql("SELECT * FROM plaudit.user_badge ORDER BY 1, 2, 3"),
                    sql("SELECT user_id, value, next_level, expires_at FROM plaudit.user_progress "
                        "ORDER BY 1"))

@@ -53,8 +53,8 @@ def test_helpers_render_shape_not_values(project):
     ]
     incremental = render_query(rule, "incremental").splitlines()
     assert incremental[2] == (
-        "WHERE c.author_id IN (SELECT b.user_id FROM pg_temp.plaudit_batch AS b "
-        "WHERE b.type IN ('comment_created') AND " + done_check("b.user_id", 1) + ")"
+        "WHERE c.author_id IN (SELECT plaudit_b.user_id FROM pg_temp.plaudit_batch AS plaudit_b "
+        "WHERE plaudit_b.type IN ('comment_created') AND " + done_check("plaudit_b.user_id", 1) + ")"
     )
     assert incremental[5] == (
         "  AND c.id IN (SELECT (payload->>'id')::bigint FROM (SELECT event_id, type, user_id, "
@@ -66,10 +66,11 @@ def done_check(column, levels):
     """What `unfinished(column)` renders where it skips: fewer levels held than the rule has,
     counting only grants dated no later than the batch's earliest event."""
     return (
-        f"(SELECT count(*) FROM plaudit.user_badge AS done WHERE done.user_id = {column} "
-        "AND done.badge = 'probe' AND done.scope = '' AND done.achieved_at <= "
-        "(SELECT min(e.occurred_at) FROM pg_temp.plaudit_batch AS e "
-        f"WHERE e.type IN ('comment_created'))) < {levels}"
+        f"(SELECT count(*) FROM plaudit.user_badge AS plaudit_done "
+        f"WHERE plaudit_done.user_id = {column} AND plaudit_done.badge = 'probe' "
+        "AND plaudit_done.scope = '' AND plaudit_done.achieved_at <= "
+        "(SELECT min(plaudit_first.occurred_at) FROM pg_temp.plaudit_batch AS plaudit_first "
+        f"WHERE plaudit_first.type IN ('comment_created'))) < {levels}"
     )
 
 
@@ -99,10 +100,13 @@ def test_unfinished_leaves_out_users_done_with_the_rule_only_where_that_is_exact
     )
     assert render_query(rule, "backfill").endswith("WHERE TRUE AND TRUE")
     where = render_query(rule, "incremental").split(" WHERE ", 1)[1]
-    users = "SELECT b.user_id FROM pg_temp.plaudit_batch AS b WHERE b.type IN ('comment_created')"
+    users = (
+        "SELECT plaudit_b.user_id FROM pg_temp.plaudit_batch AS plaudit_b "
+        "WHERE plaudit_b.type IN ('comment_created')"
+    )
     if skips:
         assert where == (
-            f"c.author_id IN ({users} AND {done_check('b.user_id', 1)}) "
+            f"c.author_id IN ({users} AND {done_check('plaudit_b.user_id', 1)}) "
             f"AND {done_check('c.post_id', 1)}"
         )
     else:

@@ -15,33 +15,49 @@
   carries when it lapses: the start of the second period after its last one. A run whose
   last period is this period or the previous one is alive; `current_progress` shows 0
   once the lapse time has passed, without any new event or run.
+
+  Incremental runs of an unscoped rule whose users come from affected() (`window` is set)
+  read a batch user from their last active period on, not from their first, when what
+  user_progress knows of them still holds: their current run (`carried` periods, ending in
+  period `since`, no later than the batch's earliest event), and every level below their
+  next level held, each achieved no later than that event. Then no row before `since` can
+  matter: the batch's rows are at or after it, so they can only extend the current run or
+  start new ones, and a level not yet held needs a run longer than any so far (longer than
+  `carried`), whose threshold-th period is after `since`. The run found starting at `since`
+  goes on from the current one; the longest run so far is at least `floor`, the threshold
+  of the highest level below the next. A heavy user active every day is read for a day or
+  two, not for years. Anyone else (no progress yet, a late event, a level missing below the
+  next) is read in full.
 -#}
 {% macro streak(query, levels, has_scope, period, timezone, window=none) -%}
 WITH src AS NOT MATERIALIZED (
 {{ query }}
 ),
+{{ levels_cte(levels, 'int') }},
 {%- if window %}
-{#-
-  Incremental runs of an unscoped rule whose users come from affected(): a batch user who
-  is done with the rule (every level held, each achieved no later than the batch's earliest
-  event) cannot gain a grant from it; only their current run changes. If that run (length
-  `carried`, per user_progress) ended in a period no later than the batch's earliest event,
-  the user is read from that period on: nothing earlier can touch the run. A heavy user
-  active every day is then read for a day or two, not for years. If the window shows the
-  run going on from that period, its length is carried + the periods added; a new run after
-  a gap counts alone.
--#}
 {%- set last = period_shift("(p.expires_at AT TIME ZONE " ~ (timezone | sqlstring) ~ ")::date", "-2", period) %}
+{%- set below_next = "l.threshold < coalesce(nl.threshold, 2147483647)" %}
 checked AS (
-    SELECT u.user_id, w.since, CASE WHEN w.since IS NOT NULL THEN p.value END AS carried
+    SELECT u.user_id, w.since,
+           CASE WHEN w.since IS NOT NULL THEN p.value END AS carried,
+           CASE WHEN w.since IS NOT NULL THEN w.floor END AS floor
     FROM (SELECT DISTINCT b.user_id FROM {{ window.batch }} AS b) AS u
     LEFT JOIN {{ window.schema }}.user_progress AS p
       ON p.user_id = u.user_id AND p.badge = {{ window.badge }} AND p.scope = ''
+    LEFT JOIN levels AS nl ON nl.key = p.next_level
     CROSS JOIN LATERAL (
         SELECT CASE WHEN p.value >= 1
+                     AND (p.next_level IS NULL OR nl.key IS NOT NULL)
                      AND {{ last }} <= {{ period_start(window.batch_start, period, timezone) }}
-                     AND {{ window.held('u.user_id') }} >= {{ levels | length }}
-                    THEN {{ last }} END AS since
+                     AND (SELECT count(*) FROM {{ window.schema }}.user_badge AS h
+                          JOIN levels AS l ON l.key = h.level
+                          WHERE h.user_id = u.user_id AND h.badge = {{ window.badge }}
+                            AND h.scope = '' AND h.achieved_at <= {{ window.batch_start }}
+                            AND {{ below_next }})
+                         = (SELECT count(*) FROM levels AS l WHERE {{ below_next }})
+                    THEN {{ last }} END AS since,
+               coalesce((SELECT max(l.threshold) FROM levels AS l WHERE {{ below_next }}), 0)
+                   AS floor
     ) AS w
 ),
 active AS (
@@ -66,7 +82,7 @@ active AS (
     GROUP BY 1, 2, 3
 ),
 {%- endif %}
-runs AS (
+islands AS (
     SELECT a.user_id, a.scope, min(a.period) AS first_period, max(a.period) AS last_period,
            count(*) AS length
     FROM (
@@ -77,25 +93,40 @@ runs AS (
     ) AS a
     GROUP BY a.user_id, a.scope, a.run
 ),
+{%- if window %}
+-- the run starting at `since` goes on from the current run
+runs AS (
+    SELECT i.user_id, i.scope,
+           CASE WHEN i.first_period = c.since
+                THEN {{ period_shift('i.first_period', '1 - c.carried', period) }}
+                ELSE i.first_period END AS first_period,
+           i.last_period,
+           CASE WHEN i.first_period = c.since THEN i.length + c.carried - 1
+                ELSE i.length END AS length,
+           coalesce(c.floor, 0) AS floor
+    FROM islands AS i
+    JOIN checked AS c ON c.user_id = i.user_id
+),
+{%- else %}
+runs AS (
+    SELECT i.user_id, i.scope, i.first_period, i.last_period, i.length, 0 AS floor
+    FROM islands AS i
+),
+{%- endif %}
 -- per user: the longest run and the current one (the run with the latest period; the
 -- array max picks it without sorting)
 users AS (
     SELECT r.user_id, r.scope, max(r.length) AS best, max(r.last_period) AS last_period,
-           (max(ARRAY[r.last_period - DATE '2000-01-03', r.length]))[2] AS current{% if window %},
-           (max(ARRAY[r.last_period - DATE '2000-01-03', r.first_period - DATE '2000-01-03']))[2]
-               AS current_first{% endif %}
+           (max(ARRAY[r.last_period - DATE '2000-01-03', r.length]))[2] AS current,
+           max(r.floor) AS floor
     FROM runs AS r
     GROUP BY r.user_id, r.scope
 ),
-{{ levels_cte(levels, 'int') }},
 reached AS (
     SELECT r.user_id, r.scope, l.key, l.threshold, min(r.first_period) AS first_period
     FROM runs AS r
-    JOIN levels AS l ON r.length >= l.threshold
+    JOIN levels AS l ON r.length >= l.threshold AND l.threshold > r.floor
     WHERE r.length >= {{ levels[0].threshold }}
-    {%- if window %}
-      AND r.user_id NOT IN (SELECT c.user_id FROM checked AS c WHERE c.since IS NOT NULL)
-    {%- endif %}
     GROUP BY r.user_id, r.scope, l.key, l.threshold
 )
 SELECT re.user_id, re.scope, re.key AS level, a.first_at AS achieved_at,
@@ -106,19 +137,8 @@ JOIN active AS a
  AND a.period = {{ period_shift('re.first_period', 're.threshold - 1', period) }}
 JOIN users AS u ON u.user_id = re.user_id AND u.scope = re.scope
 UNION ALL
-{%- if window %}
-SELECT u.user_id, u.scope,
-       CASE WHEN c.since IS NULL THEN {{ next_level('u.best', levels) }} END AS level,
-       {{ period_begins('u.last_period', 2, period, timezone) }} AS achieved_at,
-       (CASE WHEN u.current_first = c.since - DATE '2000-01-03' THEN c.carried + u.current - 1
-             ELSE u.current END)::numeric AS value,
-       NULL::jsonb AS meta, true AS is_progress
-FROM users AS u
-JOIN checked AS c ON c.user_id = u.user_id
-{%- else %}
-SELECT u.user_id, u.scope, {{ next_level('u.best', levels) }} AS level,
+SELECT u.user_id, u.scope, {{ next_level('greatest(u.best, u.floor)', levels) }} AS level,
        {{ period_begins('u.last_period', 2, period, timezone) }} AS achieved_at,
        u.current::numeric AS value, NULL::jsonb AS meta, true AS is_progress
 FROM users AS u
-{%- endif %}
 {%- endmacro %}

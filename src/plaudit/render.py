@@ -114,8 +114,8 @@ SKIPS_DONE_KINDS = ("count", "sum", "gauge", "award")
 def batch_start(rule: Rule) -> str:
     """SQL: the time of the batch's earliest event among the rule's triggers."""
     return (
-        f"(SELECT min(e.occurred_at) FROM {BATCH_TABLE} AS e "
-        f"WHERE e.type IN ({_trigger_list(rule)}))"
+        f"(SELECT min(plaudit_first.occurred_at) FROM {BATCH_TABLE} AS plaudit_first "
+        f"WHERE plaudit_first.type IN ({_trigger_list(rule)}))"
     )
 
 
@@ -123,9 +123,10 @@ def held_before_batch(rule: Rule, schema: str, column: str) -> str:
     """SQL: how many of the rule's levels the user `column` holds (unscoped), achieved no
     later than the batch's earliest event. All of them: the user is done with the rule."""
     return (
-        f"(SELECT count(*) FROM {schema}.user_badge AS done "
-        f"WHERE done.user_id = {column} AND done.badge = {sql_string(rule.slug)} "
-        f"AND done.scope = '' AND done.achieved_at <= {batch_start(rule)})"
+        f"(SELECT count(*) FROM {schema}.user_badge AS plaudit_done "
+        f"WHERE plaudit_done.user_id = {column} "
+        f"AND plaudit_done.badge = {sql_string(rule.slug)} AND plaudit_done.scope = '' "
+        f"AND plaudit_done.achieved_at <= {batch_start(rule)})"
     )
 
 
@@ -156,9 +157,12 @@ def _helpers(
     def affected(column: str) -> str:
         if mode == "backfill":
             return "TRUE"
-        users = f"SELECT b.user_id FROM {BATCH_TABLE} AS b WHERE b.type IN ({triggers})"
+        users = (
+            f"SELECT plaudit_b.user_id FROM {BATCH_TABLE} AS plaudit_b "
+            f"WHERE plaudit_b.type IN ({triggers})"
+        )
         if skip_done:
-            users += f" AND {unfinished('b.user_id')}"
+            users += f" AND {unfinished('plaudit_b.user_id')}"
         return f"{column} IN ({users})"
 
     def sql_filter(column: str, name: str) -> str:
@@ -332,9 +336,9 @@ def render(rule: Rule, mode: str, config: Config | None = None) -> Rendered:
 
 
 def _streak_window(rule: Rule, schema: str) -> dict[str, Any] | None:
-    """What the streak kind needs to read done users from their last active period
-    (sql/kinds/streak.sql): only when the rule's users come from affected(), so that the
-    batch's users are the users to re-check."""
+    """What the streak kind needs to read users from their last active period in
+    incremental runs (sql/kinds/streak.sql): only when the rule's users come from
+    affected(), so that the batch's users are the users to re-check."""
     if "batch" in meta.find_undeclared_variables(environment().parse(rule.query)):
         return None
     return {
@@ -342,7 +346,6 @@ def _streak_window(rule: Rule, schema: str) -> dict[str, Any] | None:
         "schema": schema,
         "badge": sql_string(rule.slug),
         "batch_start": batch_start(rule),
-        "held": lambda column: held_before_batch(rule, schema, column),
     }
 
 
