@@ -14,10 +14,14 @@
   1/10/50...) most users cross only it, and an index probe per user cost more than the whole
   aggregate (bench/: 810k probes at 1M users).
 
+  Incremental runs (`held` is set) look dates up only for the levels a user crossed and did
+  not hold before the batch's earliest event: a held level's date is at or before every
+  batch row, which cannot move it, so a user crossing nothing new is not read twice.
+
   Output: canonical rows (user_id, scope, level, achieved_at, value, meta, is_progress);
   progress rows carry the next level to reach (NULL once all are reached).
 -#}
-{% macro count(query, levels, has_scope) -%}
+{% macro count(query, levels, has_scope, held=none) -%}
 {%- set first_free = levels[0].threshold == 1 %}
 {%- set looked_up = levels[1:] if first_free else levels %}
 WITH src AS NOT MATERIALIZED (
@@ -46,17 +50,29 @@ UNION ALL
 SELECT t.user_id, coalesce(t.scope::text, '') AS scope, l.key AS level,
        hit.occurred_at::timestamptz AS achieved_at, t.value::numeric AS value,
        NULL::jsonb AS meta, false AS is_progress
+{%- if held %}
+FROM (
+    SELECT t.user_id, t.scope, t.value, max(l.threshold) AS upto
+    FROM totals AS t
+    JOIN levels AS l ON l.threshold <= t.value{% if first_free %} AND l.threshold > 1{% endif %}
+    WHERE NOT {{ held('t.user_id', 'l.key', 't.scope') }}
+    GROUP BY 1, 2, 3
+) AS t
+{%- else %}
 FROM totals AS t
+{%- endif %}
 CROSS JOIN LATERAL (
     SELECT s.occurred_at, row_number() OVER (ORDER BY s.occurred_at) AS n
     FROM src AS s
     WHERE s.user_id = t.user_id{% if has_scope %} AND coalesce(s.scope::text, '') = t.scope{% endif %}
     ORDER BY s.occurred_at
-    -- the highest threshold this user crossed
-    LIMIT CASE {% for l in levels | reverse %}WHEN t.value >= {{ l.threshold }} THEN {{ l.threshold }} {% endfor %}END
+    -- the highest threshold this user crossed{{ " and did not hold" if held }}
+    LIMIT {% if held %}t.upto{% else %}CASE {% for l in levels | reverse %}WHEN t.value >= {{ l.threshold }} THEN {{ l.threshold }} {% endfor %}END{% endif %}
 ) AS hit
 JOIN levels AS l ON l.threshold = hit.n{% if first_free %} AND l.threshold > 1{% endif %}
+{%- if not held %}
 WHERE t.value >= {{ looked_up[0].threshold }}
+{%- endif %}
 {%- endif %}
 UNION ALL
 SELECT t.user_id, coalesce(t.scope::text, '') AS scope,

@@ -130,6 +130,17 @@ def held_before_batch(rule: Rule, schema: str, column: str) -> str:
     )
 
 
+def held_level(rule: Rule, schema: str, user: str, level: str, scope: str) -> str:
+    """SQL: the user holds this level of the rule in this scope, achieved no later than the
+    batch's earliest event (so no row of the batch can move its date)."""
+    return (
+        f"EXISTS (SELECT FROM {schema}.user_badge AS plaudit_held "
+        f"WHERE plaudit_held.user_id = {user} AND plaudit_held.badge = {sql_string(rule.slug)} "
+        f"AND plaudit_held.level = {level} AND plaudit_held.scope = {scope} "
+        f"AND plaudit_held.achieved_at <= {batch_start(rule)})"
+    )
+
+
 def _helpers(
     rule: Rule, mode: str, schema: str = "plaudit", skip_done: bool | None = None
 ) -> dict[str, Any]:
@@ -329,8 +340,11 @@ def render(rule: Rule, mode: str, config: Config | None = None) -> Rendered:
     has = {c: c in columns for c in optional}
     macro = getattr(environment().get_template(f"kinds/{rule.kind}.sql").module, rule.kind)
     arguments = _macro_arguments(rule, has, config.timezone if config else "UTC")
+    schema = config.schema if config else "plaudit"
     if rule.kind == "streak" and mode == "incremental" and not has["scope"]:
-        arguments["window"] = _streak_window(rule, config.schema if config else "plaudit")
+        arguments["window"] = _streak_window(rule, schema)
+    if rule.kind == "count" and mode == "incremental":
+        arguments["held"] = lambda user, level, scope: held_level(rule, schema, user, level, scope)
     sql = macro(query, **arguments)
     return Rendered(rule=rule, mode=mode, query=query, sql=str(sql).strip())
 
