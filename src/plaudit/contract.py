@@ -89,11 +89,14 @@ def check_contract(db: Database, config: Config, rule: Rule, mode: str) -> list[
         if exc.diag.statement_position:  # 1-based, in characters of the rendered query
             line += mapped.template_line(int(exc.diag.statement_position) - 1) - 1
         return [_compile_problem(rule, line, exc)]
+    mismatches = list(_mismatches(rule, config, _columns(db, rule, mapped, described)))
+    if mismatches:  # the kind macro around the query would fail on them, less clearly
+        return mismatches
     try:
         _describe(db, compiled)  # the kind macro around it must compile as well
     except psycopg.Error as exc:
         return [_compile_problem(rule, rule.query_line, exc)]
-    return list(_mismatches(rule, config, _columns(db, rule, mapped, described)))
+    return []
 
 
 def _compile_problem(rule: Rule, line: int, exc: psycopg.Error) -> Problem:
