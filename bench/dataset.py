@@ -28,7 +28,7 @@ ACTIVITIES_PER_USER = 10
 GENERATE_TARGET_S = 180.0  # 1M users / 10M activities in under 3 minutes
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)([km]?)(?::(\d+(?:\.\d+)?)([km]?))?")
 _SCALE = {"": 1, "k": 1_000, "m": 1_000_000}
-_REPLACED = re.compile(r"(statement_timeout|rules)\s*:")
+_REPLACED = re.compile(r"(statement_timeout|backfill_timeout|rules)\s*:")
 
 
 @dataclass(frozen=True)
@@ -92,16 +92,22 @@ def load(bench: BenchDB, size: Size) -> list[Figure]:
 
 
 def with_timeout(project: Path, timeout: str, workdir: Path) -> Path:
-    """A project reading the same rules with another statement_timeout: the benchmark must
-    time every backfill to the end, where a real deployment would stop a rule at its
-    timeout (the default, 60s, is reported against each rule's time)."""
+    """A project reading the same rules with other timeouts: the benchmark must time every
+    backfill to the end, where a real deployment would stop a rule at its timeout
+    (plaudit.yaml's backfill_timeout is reported against each rule's time)."""
     source = project / CONFIG_FILE
     text = source.read_text() if source.exists() else ""
     # the two top-level keys are replaced as text: a YAML round trip would turn `on:` keys
     # (events) into booleans
     kept = [line for line in text.splitlines() if not _REPLACED.match(line)]
     rules = json.dumps(str(load_config(project).rules_dir))
-    lines = [*kept, f"statement_timeout: {json.dumps(timeout)}", f"rules: {rules}", ""]
+    lines = [
+        *kept,
+        f"statement_timeout: {json.dumps(timeout)}",
+        f"backfill_timeout: {json.dumps(timeout)}",
+        f"rules: {rules}",
+        "",
+    ]
     (workdir / CONFIG_FILE).write_text("\n".join(lines))
     return workdir
 

@@ -135,7 +135,7 @@ def entry(results: list[SizeResult], command: str, server: dict[str, Any], took:
         f"- server: {server['version'].split(' on ')[0]}; "
         f"shared_buffers {server['shared_buffers']}, work_mem {server['work_mem']}, "
         f"jit {server['jit']}, max_parallel_workers_per_gather {server['parallel_workers']}",
-        f"- rule runs: jit off (plaudit.run_rule), statement_timeout {server['timeout']}",
+        f"- rule runs: jit off (plaudit.run_rule), timeout {server['timeout']}",
         f"- whole run: {seconds(took)}",
         "",
     ]

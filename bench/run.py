@@ -175,7 +175,7 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     "--timeout",
     default="30min",
     show_default=True,
-    help="statement_timeout of the rule runs, so that every backfill is timed to its end.",
+    help="Timeout of the rule runs, so that every backfill is timed to its end.",
 )
 @click.option(
     "--reps",
@@ -253,7 +253,7 @@ def main(
     workdir = Path(tempfile.mkdtemp(prefix="plaudit-bench-"))
     try:
         target = dsn or embedded_dsn(BENCH_CLUSTER)
-        default_timeout = load_config(project).statement_timeout
+        default_timeout = load_config(project).backfill_timeout
         timed = with_timeout(project.resolve(), timeout, workdir)
         results = [
             measure(

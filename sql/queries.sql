@@ -235,8 +235,8 @@ CREATE EXTENSION IF NOT EXISTS pg_cron;
 -- name: job_definitions
 -- The jobs `plaudit schedule` installs. Commands are written by format(), so every value in
 -- them is quoted by PostgreSQL. $1 events schedule, $2 nightly schedule, $3 batch size,
--- $4 default rule timeout, $5 run retention, $6 job history retention, $7 the pg_cron
--- database (where the history job runs).
+-- $4 default rule timeout of incremental runs, $5 run retention, $6 job history retention,
+-- $7 the pg_cron database (where the history job runs), $8 default rule timeout of backfills.
 WITH job (position, job, schedule, command, database) AS (
     VALUES
         (1, 'events', $1::text,
@@ -246,7 +246,7 @@ WITH job (position, job, schedule, command, database) AS (
          format('SELECT %I.job_watchdog()', '{{ schema }}'),
          current_database()),
         (3, 'nightly', $2::text,
-         format('CALL %I.job_nightly(%L, %L)', '{{ schema }}', $4::text, $5::interval),
+         format('CALL %I.job_nightly(%L, %L)', '{{ schema }}', $8::text, $5::interval),
          current_database()),
         (4, 'history', $2::text, NULL, $7::text)
 ),

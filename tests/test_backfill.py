@@ -8,6 +8,7 @@ import psycopg
 import pytest
 
 from plaudit.engine import Engine
+from plaudit.runner import run_batch
 from sample_rules import commentator_rule
 
 COUNT_RULE = commentator_rule(3, 5)
@@ -313,6 +314,34 @@ def test_a_rule_past_its_timeout_fails_alone(project, engine_for, sql):
     )
     assert result.seconds < 3
     assert sql("SELECT status FROM plaudit.run") == [("failed",)]
+
+
+def test_backfills_default_to_backfill_timeout_and_incremental_runs_to_statement_timeout(
+        project, engine_for, sql):
+    project.write("plaudit.yaml", "statement_timeout: 200ms\nbackfill_timeout: 30s\n")
+    project.write(
+        "rules/slowish.yaml",
+        """
+        slug: slowish
+        name: Slowish
+        kind: award
+        triggers: [ping]
+        query: |
+          SELECT s.user_id, now() AS achieved_at
+          FROM (SELECT 1::bigint AS user_id) AS s, pg_sleep(0.5)
+          WHERE {{ affected('s.user_id') }}
+    """,
+    )
+    engine = engine_for(project)
+    engine.deploy(project.rules())
+    [rule] = project.rules()
+    assert engine.run_rule(rule, "backfill").status == "ok"  # half a second: within 30s
+    sql("SELECT plaudit.track('ping', 1)")
+    [result] = run_batch(engine, 10).runs
+    assert (result.status, result.message) == (
+        "failed",
+        "slowish: canceling statement due to statement timeout (SQLSTATE 57014)",
+    )
 
 
 def test_a_busy_rule_is_skipped_not_queued(count_project, dsn, sql):

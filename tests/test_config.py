@@ -35,6 +35,8 @@ def test_no_file_means_defaults(tmp_path: Path) -> None:
         "plaudit_award",
         "2 days",
     )
+    # a backfill reads all history, an incremental run a batch's users
+    assert (config.timeout("backfill"), config.timeout("incremental")) == ("30min", "60s")
     assert config.events == ()
 
 
@@ -60,6 +62,7 @@ def test_every_setting(tmp_path: Path) -> None:
         "user_id_type: uuid\n"
         "timezone: Europe/Paris\n"
         "statement_timeout: 250\n"
+        "backfill_timeout: 2h\n"
         "notify: {channel: badges, max_age: 1 day 12 hours}\n"
         "events:\n"
         "  article_read: {table: app.reads, on: insert, user: reader_id}\n"
@@ -72,6 +75,7 @@ def test_every_setting(tmp_path: Path) -> None:
         "Europe/Paris",
     )
     assert config.statement_timeout == "250"  # a bare number: milliseconds, as in PostgreSQL
+    assert config.backfill_timeout == "2h"
     assert (config.notify_channel, config.notify_max_age) == ("badges", "1 day 12 hours")
     assert config.events == (
         EventSource("article_read", "app.reads", "insert", "reader_id", None),
@@ -129,6 +133,11 @@ INVALID = [
         "statement_timeout: 1 minute\n",
         [f"{P}:1: 'statement_timeout' must be a duration like 30s, 500ms, 5min or 1h"],
         id="statement-timeout",
+    ),
+    pytest.param(
+        "backfill_timeout: forever\n",
+        [f"{P}:1: 'backfill_timeout' must be a duration like 30s, 500ms, 5min or 1h"],
+        id="backfill-timeout",
     ),
     pytest.param(
         "notify: loud\n", [f"{P}:1: 'notify' must be a mapping"], id="notify-not-a-mapping"

@@ -185,7 +185,7 @@ $procedure$;
 -- under the watchdog; then retention. Raises at the end if a rule failed.
 -- CALL {{ schema }}.job_nightly();
 CREATE OR REPLACE PROCEDURE {{ schema }}.job_nightly(
-    p_timeout text DEFAULT '60s',
+    p_timeout text DEFAULT '30min',  -- backfill_timeout: each due rule reads all history
     p_keep_runs interval DEFAULT '30 days'
 )
 LANGUAGE plpgsql AS $procedure$

@@ -15,7 +15,7 @@ from plaudit.errors import ConfigError
 from plaudit.yamlsource import Fields, LocatedDict, describe, is_str, load_yaml_file
 
 CONFIG_FILE = "plaudit.yaml"
-DATABASE_KEYS = ("schema", "user_id_type", "timezone", "statement_timeout")
+DATABASE_KEYS = ("schema", "user_id_type", "timezone", "statement_timeout", "backfill_timeout")
 CONFIG_KEYS = ("rules", *DATABASE_KEYS, "notify", "events", "retention")
 NOTIFY_KEYS = ("channel", "max_age")
 RETENTION_KEYS = ("runs", "job_runs")
@@ -56,12 +56,18 @@ class Config:
     user_id_type: str = "bigint"
     timezone: str = "UTC"
     statement_timeout: str = "60s"
+    # a backfill reads all history: at 1M users two bundled rules take a minute (BENCHMARKS.md)
+    backfill_timeout: str = "30min"
     notify_channel: str = "plaudit_award"
     notify_max_age: str = "2 days"
     events: tuple[EventSource, ...] = ()
     # how long scheduled jobs keep plaudit.run rows and their cron.job_run_details rows
     retention_runs: str = "30 days"
     retention_job_runs: str = "7 days"
+
+    def timeout(self, mode: str) -> str:
+        """The default timeout of a rule run in `mode` (a rule's own `timeout:` wins)."""
+        return self.backfill_timeout if mode == "backfill" else self.statement_timeout
 
 
 def is_name(value: Any) -> bool:
@@ -100,7 +106,7 @@ def read_timezone(fields: Fields, mapping: LocatedDict, default: str | None) -> 
 def read_duration(
     fields: Fields, mapping: LocatedDict, key: str, default: str | None
 ) -> str | None:
-    """A statement_timeout; YAML reads `60` as a number, so numbers are accepted too."""
+    """A timeout; YAML reads `60` as a number, so numbers are accepted too."""
     duration = fields.field(mapping, key, is_duration, DURATION_REQUIREMENT, default=default)
     return None if duration is None else str(duration).strip()
 
@@ -130,6 +136,7 @@ def load_config(project_dir: Path) -> Config:
     )
     timezone = read_timezone(fields, document, defaults.timezone)
     timeout = read_duration(fields, document, "statement_timeout", defaults.statement_timeout)
+    backfill = read_duration(fields, document, "backfill_timeout", defaults.backfill_timeout)
     channel, max_age = _notify(fields, document, defaults)
     events = _events(fields, document)
     retention = _retention(fields, document, defaults)
@@ -142,6 +149,7 @@ def load_config(project_dir: Path) -> Config:
         user_id_type=user_id_type,
         timezone=timezone or defaults.timezone,
         statement_timeout=timeout or defaults.statement_timeout,
+        backfill_timeout=backfill or defaults.backfill_timeout,
         notify_channel=channel,
         notify_max_age=max_age,
         events=events,

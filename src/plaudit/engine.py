@@ -218,7 +218,7 @@ class Engine:
         started = time.monotonic()
         tx = self.db.conn.transaction(force_rollback=dry_run)
         with tx:
-            self.db.execute("set_rule_timeout", [rule.slug, self.config.statement_timeout])
+            self.db.execute("set_rule_timeout", [rule.slug, self.config.timeout(mode)])
             row = self.db.one("run_rule", [rule.slug, mode, values, announce, dry_run])
             assert row is not None
             revoked = self.db.one("run_revoked", [row["run_id"]]) if rule.revoke else None

@@ -143,7 +143,7 @@ def definitions(
     rows = engine.db.execute(
         "job_definitions",
         [events, nightly, batch_size, config.statement_timeout, config.retention_runs,
-         config.retention_job_runs, site.database],
+         config.retention_job_runs, site.database, config.backfill_timeout],
     )  # fmt: skip
     return [Job(**row) for row in rows]
 
