@@ -457,6 +457,9 @@ def test_rule_queries_run_as_the_runner_role_and_cannot_write_app_data(
     assert sql("SELECT badge, user_id FROM plaudit.user_badge") == [("commentator", 7)]
     # the session's own role is back after each rule, failed or not
     assert sql("SELECT current_user") == [("postgres",)]
+    # and analyzed the new grants (only the owner may: not as the runner role)
+    assert sql("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables "
+               "WHERE relid = 'plaudit.user_badge'::regclass") == [(True,)]
 
 
 def test_rules_read_the_batch_as_the_runner_role(counting_project, run_cli, sql, runner_role):

@@ -179,16 +179,6 @@ BEGIN
             END IF;
 
             SELECT coalesce(sum(n::int), 0) INTO v_granted FROM jsonb_each_text(v_levels) AS l (level, n);
-            -- New grants of a badge: analyze now, not when autovacuum gets to it (10% of the
-            -- table must change first, which a badge's grants among millions may never be).
-            -- Planned on statistics without the badge, incremental runs' lookups of a user's
-            -- grants scanned every grant of the badge instead: measured (bench/), all_rounder's
-            -- runs took 3.3 s instead of milliseconds after its backfill at 1M users, and 136
-            -- ms per batch at 10k users after it wrote 304 grants. ANALYZE reads a sample: a
-            -- third of a second at 5M grants.
-            IF p_mode = 'backfill' AND v_granted > 0 THEN
-                ANALYZE {{ schema }}.user_badge;
-            END IF;
             UPDATE {{ schema }}.run AS r
             SET finished_at = clock_timestamp(), granted = v_granted, progressed = v_progressed
             WHERE r.run_id = v_run_id;
@@ -199,6 +189,16 @@ BEGIN
         END IF;
         IF v_role IS NOT NULL THEN
             PERFORM set_config('role', v_session_role, true);
+        END IF;
+        -- New grants of a badge: analyze now, not when autovacuum gets to it (10% of the
+        -- table must change first, which a badge's grants among millions may never be).
+        -- Planned on statistics without the badge, incremental runs' lookups of a user's
+        -- grants scanned every grant of the badge instead: measured (bench/), all_rounder's
+        -- runs took 3.3 s instead of milliseconds after its backfill at 1M users, and 136 ms
+        -- per batch at 10k users after it wrote 304 grants. ANALYZE reads a sample: a third
+        -- of a second at 5M grants. (After the role is restored: only the owner may analyze.)
+        IF p_mode = 'backfill' AND NOT p_dry_run AND v_granted > 0 THEN
+            ANALYZE {{ schema }}.user_badge;
         END IF;
     EXCEPTION WHEN query_canceled OR others THEN
         -- the block's subtransaction has rolled back this run's grants; record the failure
