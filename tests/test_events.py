@@ -156,11 +156,14 @@ def test_streak_users_are_read_from_their_last_active_day_and_stay_exact(
         project, deployed, sql):
     engine = deployed(STREAK_RULE)
 
+    def progress():
+        return sql("SELECT user_id, value, next_level, expires_at FROM plaudit.user_progress "
+                   "ORDER BY 1")
+
     def after(rows):
         seed_comments(sql, rows)
         run_batch(engine, 100)
-        return sql("SELECT user_id, value, next_level, expires_at FROM plaudit.user_progress "
-                   "ORDER BY 1")
+        return progress()
 
     # 7 holds both levels after days 1-3 (done); 8 and 9 have one day
     assert after([(7, day(1)), (7, day(2)), (7, day(3)), (8, day(1)), (9, day(1))]) == [
@@ -176,15 +179,10 @@ def test_streak_users_are_read_from_their_last_active_day_and_stay_exact(
     assert after([(7, day(6)), (7, day(5))])[0] == (7, 7, None, day(9))
     assert sql("SELECT user_id, level, achieved_at FROM plaudit.user_badge WHERE user_id = 9 "
                "ORDER BY 3") == [(9, "bronze", day(2)), (9, "silver", day(3))]
-    incremental = (sql("SELECT * FROM plaudit.user_badge ORDER BY 1, 2, 3"),
-                   sql("SELECT user_id, value, next_level, expires_at FROM plaudit.user_progress "
-                       "ORDER BY 1"))
+    incremental = grants(sql), progress()
     sql("TRUNCATE plaudit.user_badge, plaudit.user_progress")
     engine.backfill(project.rules())
-    assert [g[:5] for g in sql("SELECT * FROM plaudit.user_badge ORDER BY 1, 2, 3")] == [
-        g[:5] for g in incremental[0]]
-    assert sql("SELECT user_id, value, next_level, expires_at FROM plaudit.user_progress "
-               "ORDER BY 1") == incremental[1]
+    assert (grants(sql), progress()) == incremental
 
 
 def test_batches_take_events_in_order_and_at_most_batch_size(deployed, sql):

@@ -49,12 +49,9 @@ checked AS (
         SELECT CASE WHEN p.value >= 1
                      AND (p.next_level IS NULL OR nl.key IS NOT NULL)
                      AND {{ last }} <= {{ period_start(window.batch_start, period, timezone) }}
-                     AND (SELECT count(*) FROM {{ window.schema }}.user_badge AS h
-                          JOIN levels AS l ON l.key = h.level
-                          WHERE h.user_id = u.user_id AND h.badge = {{ window.badge }}
-                            AND h.scope = '' AND h.achieved_at <= {{ window.batch_start }}
-                            AND {{ below_next }})
-                         = (SELECT count(*) FROM levels AS l WHERE {{ below_next }})
+                     AND NOT EXISTS (SELECT FROM levels AS l
+                                     WHERE {{ below_next }}
+                                       AND NOT {{ window.held('u.user_id', 'l.key', "''") }})
                     THEN {{ last }} END AS since,
                coalesce((SELECT max(l.threshold) FROM levels AS l WHERE {{ below_next }}), 0)
                    AS floor

@@ -64,7 +64,7 @@ def preview(engine: Engine, rule: Rule, params: Mapping[str, str] | None = None)
     result = Preview(rule)
     with db.conn.transaction(force_rollback=True):
         db.execute("read_only")
-        db.execute("set_rule_timeout", [rule.slug, config.backfill_timeout])
+        db.execute("set_rule_timeout", [rule.slug, config.timeout("backfill")])
         row = db.one("preview_rule", [rule.slug, sql, values, SAMPLE_SIZE])
         assert row is not None
         result.would_add = {k: int(v) for k, v in row["preview"]["levels"].items()}

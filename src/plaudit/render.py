@@ -14,7 +14,7 @@ import json
 import re
 import types
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -341,15 +341,22 @@ def render(rule: Rule, mode: str, config: Config | None = None) -> Rendered:
     macro = getattr(environment().get_template(f"kinds/{rule.kind}.sql").module, rule.kind)
     arguments = _macro_arguments(rule, has, config.timezone if config else "UTC")
     schema = config.schema if config else "plaudit"
-    if rule.kind == "streak" and mode == "incremental" and not has["scope"]:
-        arguments["window"] = _streak_window(rule, schema)
-    if rule.kind == "count" and mode == "incremental":
-        arguments["held"] = lambda user, level, scope: held_level(rule, schema, user, level, scope)
+    if mode == "incremental":
+
+        def held(user: str, level: str, scope: str) -> str:
+            return held_level(rule, schema, user, level, scope)
+
+        if rule.kind == "count":
+            arguments["held"] = held
+        if rule.kind == "streak" and not has["scope"]:
+            arguments["window"] = _streak_window(rule, schema, held)
     sql = macro(query, **arguments)
     return Rendered(rule=rule, mode=mode, query=query, sql=str(sql).strip())
 
 
-def _streak_window(rule: Rule, schema: str) -> dict[str, Any] | None:
+def _streak_window(
+    rule: Rule, schema: str, held: Callable[[str, str, str], str]
+) -> dict[str, Any] | None:
     """What the streak kind needs to read users from their last active period in
     incremental runs (sql/kinds/streak.sql): only when the rule's users come from
     affected(), so that the batch's users are the users to re-check."""
@@ -360,6 +367,7 @@ def _streak_window(rule: Rule, schema: str) -> dict[str, Any] | None:
         "schema": schema,
         "badge": sql_string(rule.slug),
         "batch_start": batch_start(rule),
+        "held": held,
     }
 
 

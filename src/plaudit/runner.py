@@ -72,7 +72,7 @@ def run_batch(engine: Engine, batch_size: int) -> BatchResult:
 def _run_rule(engine: Engine, slug: str) -> RunResult:
     started = time.monotonic()
     # the rule's timeout is armed for the next statement, the one running it
-    engine.db.execute("set_rule_timeout", [slug, engine.config.statement_timeout])
+    engine.db.execute("set_rule_timeout", [slug, engine.config.timeout("incremental")])
     row = engine.db.one("run_batch_rule", [slug])
     assert row is not None
     return RunResult.from_row(slug, row, time.monotonic() - started)
