@@ -31,6 +31,16 @@ JOIN {{ schema }}.badge_level AS l ON l.badge = ub.badge AND l.key = ub.level
 WHERE ub.user_id = $1
 ORDER BY ub.achieved_at, b.name, l.position, ub.scope;
 
+-- name: user_revoked
+-- Grants revoked by hand and not awarded again: no rule grants them (suppressed_grant).
+SELECT b.name AS badge_name, s.badge, s.level, l.name AS level_name, s.scope, s.reason,
+       s.revoked_by, s.revoked_at
+FROM {{ schema }}.suppressed_grant AS s
+JOIN {{ schema }}.badge AS b ON b.slug = s.badge
+JOIN {{ schema }}.badge_level AS l ON l.badge = s.badge AND l.key = s.level
+WHERE s.user_id = $1
+ORDER BY s.revoked_at, b.name, l.position, s.scope;
+
 -- name: user_progress
 SELECT b.name AS badge_name, p.badge, p.scope, p.value, l.name AS next_name,
        l.threshold AS next_threshold, b.kind, b.definition ->> 'period' AS period
@@ -93,8 +103,13 @@ SELECT {{ schema }}.track($1, $2, coalesce($3::timestamptz, now()), coalesce($4:
 -- Starts a batch: consumes up to $1 pending events in the current transaction.
 SELECT {{ schema }}.take_events($1::int) AS events;
 
--- name: batch_rules
-SELECT slug FROM {{ schema }}.batch_rules() AS slug;
+-- name: next_batch_rule
+-- The next rule the batch triggers after $1 (NULL: the first), skipping $2; NULL when done.
+SELECT {{ schema }}.next_batch_rule($1, $2::text[]) AS slug;
+
+-- name: batch_reset
+-- An empty batch, e.g. for the grant events of a backfill's run (its dependents re-check them).
+SELECT {{ schema }}.batch_reset();
 
 -- name: run_batch_rule
 SELECT run_id, status, granted, progressed, levels, message
@@ -121,10 +136,11 @@ LISTEN {{ schema }}_event;
 
 -- Manual grants and revocation (sql/schema/005_grants.sql) --------------------------------
 
--- name: run_revoked
--- Grants a `revoke: true` backfill removed (a separate statement: the one calling run_rule
+-- name: run_counts
+-- What the run row counts beyond run_rule's result: rule grants a `revoke: true` backfill
+-- removed, grants moved to an earlier date (a separate statement: the one calling run_rule
 -- cannot see the run row that the call writes).
-SELECT revoked FROM {{ schema }}.run WHERE run_id = $1;
+SELECT revoked, moved FROM {{ schema }}.run WHERE run_id = $1;
 
 -- name: award_badge
 SELECT level, scope, outcome, source, achieved_at
@@ -174,16 +190,32 @@ FROM {{ schema }}.badge AS b
 ORDER BY b.slug;
 
 -- name: delete_level_grants
--- deploy --force: a level that leaves the rule file takes its grants with it
+-- deploy --force: a level that leaves the rule file takes its grants with it, each logged
 WITH deleted AS (
-    DELETE FROM {{ schema }}.user_badge WHERE badge = $1 AND level = $2 RETURNING 1
+    DELETE FROM {{ schema }}.user_badge WHERE badge = $1 AND level = $2
+    RETURNING user_id, badge, level, scope, source, achieved_at
+), logged AS (
+    INSERT INTO {{ schema }}.grant_log
+        (user_id, badge, level, scope, action, source, reason, achieved_at)
+    SELECT d.user_id, d.badge, d.level, d.scope, 'revoke', d.source,
+           'deploy --force: level removed from the rule file', d.achieved_at
+    FROM deleted AS d
+    RETURNING 1
 )
-SELECT count(*) AS deleted FROM deleted;
+SELECT count(*) AS deleted FROM logged;
 
 -- name: remove_badge
--- deploy: a badge whose rule file is gone (with its grants only under --force)
+-- deploy: a badge whose rule file is gone (with its grants only under --force, each logged)
 WITH grants AS (
-    DELETE FROM {{ schema }}.user_badge WHERE badge = $1 RETURNING 1
+    DELETE FROM {{ schema }}.user_badge WHERE badge = $1
+    RETURNING user_id, badge, level, scope, source, achieved_at
+), logged AS (
+    INSERT INTO {{ schema }}.grant_log
+        (user_id, badge, level, scope, action, source, reason, achieved_at)
+    SELECT g.user_id, g.badge, g.level, g.scope, 'revoke', g.source,
+           'deploy --force: rule file removed', g.achieved_at
+    FROM grants AS g
+    RETURNING 1
 ), removed AS (
     DELETE FROM {{ schema }}.badge WHERE slug = $1 RETURNING 1
 )
@@ -317,7 +349,7 @@ FROM {{ schema }}.event AS e;
 
 -- name: status_rules
 -- Every deployed rule with its last run.
-SELECT b.slug, b.enabled, b.dirty, b.triggers = '{}' AS no_triggers,
+SELECT b.slug, b.enabled, b.dirty, b.due, b.triggers = '{}' AS no_triggers,
        r.mode, r.status, r.started_at,
        extract(epoch FROM r.finished_at - r.started_at)::float8 AS seconds,
        r.granted, r.message

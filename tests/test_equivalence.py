@@ -1,10 +1,19 @@
-"""Equivalence: processing a history's events incrementally, in any batch split, gives the same
-grants (user, badge, level, scope, achieved_at) as one backfill, for every bundled rule that
-events trigger (a rule without triggers runs in backfill only).
+"""Equivalence: processing a history's events incrementally, in any batch split, with the
+backfills the jobs would run, gives exactly what a backfill computes: the same grants (user,
+badge, level, scope, achieved_at) and the same progress values, for every bundled rule.
 
 The history is app writes to the demo tables, captured as events by the triggers that the
 bundled plaudit.yaml configures; runs of random batch sizes are interleaved with the writes,
-and rows arrive out of time order (late events) and with tied timestamps.
+and rows arrive out of time order (late events) and with tied timestamps. Besides, it holds
+grants made to someone other than the event's user (influencer, popular_author) and a
+composite over them (`crowd_pleaser`, below), manual awards and revocations, and a redeploy
+of commentator with lower thresholds midway (due until the nightly job backfills it).
+
+Two comparisons: a complete backfill run on top of the incremental state changes nothing
+(no grant added, no date moved, no progress changed); and, when nothing was revoked (a
+revocation's composites keep their grants: grants are never downgraded), one backfill from
+scratch (rule grants and progress deleted; manual grants and revocations kept) computes the
+same state.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -31,6 +41,8 @@ hours = st.integers(0, 24 * 60)
 steps = st.integers(0, 3)  # hours between the rows of a burst; 0 makes ties
 
 comments = st.tuples(st.just("comments"), active, st.integers(1, 15), hours, steps)
+# comments by anyone on the first post: the post author's influencer grants
+replies = st.tuples(st.just("comments"), users, st.integers(1, 3), hours, steps)
 runs = st.tuples(st.just("run"), st.integers(1, 40))
 actions = st.one_of(
     st.tuples(st.just("post"), users, st.sampled_from(["article", "question"]), hours),
@@ -38,32 +50,68 @@ actions = st.one_of(
     comments,
     st.tuples(st.just("reads"), st.integers(0, 2), users, st.integers(1, 60), hours, steps),
     st.tuples(st.just("entry"), users, st.integers(1, 2), st.integers(1, 8), hours),
+    replies,
     runs,
     runs,
+    st.tuples(st.just("award"), users, st.sampled_from(
+        [("influencer", "bronze"), ("influencer", "silver"), ("first_post", "first"),
+         ("commentator", "bronze")]), hours),
+    st.tuples(st.just("revoke"), users, st.sampled_from(
+        ["influencer", "commentator", "first_post", "popular_author"])),
+    st.just(("redeploy",)),
 )
+
+# A composite over badges granted to someone other than the event's user, triggered only by
+# the grants it reads.
+CROWD_PLEASER = """
+slug: crowd_pleaser
+name: Crowd Pleaser
+description: Noticed by readers and commenters.
+kind: count
+triggers: []
+levels:
+  - {key: bronze, name: Noticed, threshold: 1, points: 5}
+  - {key: silver, name: Popular, threshold: 3, points: 10}
+query: |
+  SELECT b.user_id, b.achieved_at AS occurred_at FROM {{ badge('influencer') }} AS b
+  WHERE {{ affected('b.user_id') }}
+  UNION ALL
+  SELECT b.user_id, b.achieved_at AS occurred_at FROM {{ badge('popular_author') }} AS b
+  WHERE {{ affected('b.user_id') }}
+"""
 
 
 @pytest.fixture
 def bundled(demo_project, engine_for, sql):
-    """The bundled rules and plaudit.yaml (its events: capture the demo tables), deployed."""
+    """The bundled rules, a composite over other users' grants, and plaudit.yaml (its
+    events: capture the demo tables), deployed."""
     shutil.copy(REPO / "plaudit.yaml", demo_project.path / "plaudit.yaml")
+    demo_project.write("rules/crowd_pleaser.yaml", CROWD_PLEASER)
     engine = engine_for(demo_project)
     engine.deploy(demo_project.rules())
-    triggered = [r for r in demo_project.rules() if r.triggers and r.enabled]
-    return engine, triggered
+    return engine, demo_project
 
 
-def reset(sql):
+COMMENTATOR = (REPO / "rules" / "commentator.yaml").read_text()
+LOWERED = COMMENTATOR.replace("threshold: 10,", "threshold: 4,").replace(
+    "threshold: 100,", "threshold: 12,")
+
+
+def reset(sql, engine, project):
     sql("TRUNCATE challenge_entries, challenges, article_reads, comments, posts, users, "
-        "plaudit.user_badge, plaudit.user_progress, plaudit.event, plaudit.run RESTART IDENTITY")
-    sql("UPDATE plaudit.badge SET dirty = false")
+        "plaudit.user_badge, plaudit.user_progress, plaudit.event, plaudit.run, "
+        "plaudit.suppressed_grant, plaudit.grant_log RESTART IDENTITY")
+    project.write("rules/commentator.yaml", COMMENTATOR)
+    engine.deploy(project.rules())
+    # a site whose rules are up to date: nothing is due
+    sql("UPDATE plaudit.badge SET dirty = false, due = NULL")
     sql("INSERT INTO users (id, name, created_at) SELECT u, 'u' || u, '2023-01-01' "
         "FROM unnest(%s::bigint[]) AS u", [list(USERS)])
     sql("INSERT INTO challenges (id, title, starts_at, ends_at) VALUES "
         "(1, 'ended', '2023-12-01', '2024-02-01'), (2, 'running', '2024-01-15', '2030-01-01')")
 
 
-def apply(sql, engine, action):
+def apply(sql, engine, project, action):
     kind, *args = action
     if kind == "post":
         author, post_kind, h = args
@@ -90,18 +138,32 @@ def apply(sql, engine, action):
             "final_rank) VALUES (%s, %s, %s, %s, CASE WHEN %s = 1 THEN %s END) "
             "ON CONFLICT DO NOTHING",
             [challenge, user, 100 - rank, T0 + timedelta(hours=h), challenge, rank])
+    elif kind == "award":
+        user, (badge, level), h = args
+        engine.award(badge, user, "property", level=level, achieved_at=T0 + timedelta(hours=h))
+    elif kind == "revoke":
+        user, badge = args
+        engine.revoke(badge, user, "property")
+    elif kind == "redeploy":
+        project.write("rules/commentator.yaml", LOWERED)
+        engine.deploy(project.rules())
     else:
         (batch_size,) = args
         run_batch(engine, batch_size)
 
 
-def grants(sql, slugs):
-    return sql("SELECT user_id, badge, level, scope, achieved_at FROM plaudit.user_badge "
-               "WHERE badge = ANY(%s) ORDER BY 1, 2, 3, 4", [slugs])
+def state(sql):
+    """Every grant (rule and manual) with its date, and every progress value."""
+    return (
+        sql("SELECT user_id, badge, level, scope, achieved_at, source FROM plaudit.user_badge "
+            "ORDER BY 1, 2, 3, 4"),
+        sql("SELECT user_id, badge, scope, value, next_level FROM plaudit.user_progress "
+            "ORDER BY 1, 2, 3"),
+    )
 
 
 @settings(
-    max_examples=25,
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -112,24 +174,52 @@ def grants(sql, slugs):
              ("comments", 2, 3, 0, 0)],
     final_batch=13,
 )
-def test_incremental_runs_in_any_batch_split_equal_one_backfill(bundled, sql, history,
-                                                                final_batch):
-    engine, rules = bundled
-    slugs = [rule.slug for rule in rules]
-    reset(sql)
+@example(  # user 1's influencer grant comes from user 3's comments: crowd_pleaser follows
+    history=[("comments", 3, 1, 5, 0), ("run", 40)], final_batch=1,
+)
+@example(  # manual awards, a revocation and a lowered threshold, between runs
+    history=[("comments", 1, 5, 10, 1), ("run", 3), ("award", 2, ("influencer", "silver"), 4),
+             ("revoke", 1, "commentator"), ("redeploy",), ("comments", 1, 2, 0, 0),
+             ("run", 40)],
+    final_batch=7,
+)
+@example(  # user 4's influencer grants revoked: crowd_pleaser's progress for 4 goes
+    history=[("comments", 3, 3, 955, 1), ("redeploy",), ("comments", 4, 2, 500, 3), ("run", 39),
+             ("award", 4, ("influencer", "silver"), 98), ("revoke", 4, "influencer"),
+             ("comments", 1, 15, 522, 0)],
+    final_batch=40,
+)
+def test_incremental_runs_with_the_jobs_equal_a_backfill(bundled, sql, dsn, history,
+                                                         final_batch):
+    engine, project = bundled
+    reset(sql, engine, project)
     for action in history:
-        apply(sql, engine, action)
+        apply(sql, engine, project, action)
     while run_batch(engine, final_batch).events:
         pass
-    incremental = grants(sql, slugs)
     assert sql("SELECT badge, message FROM plaudit.run WHERE status <> 'ok'") == []
+    # the backfills the nightly job runs: due (new or changed), dirty and untriggered rules
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CALL plaudit.job_nightly()")
+    incremental = state(sql)
 
-    sql("TRUNCATE plaudit.user_badge, plaudit.user_progress")
-    results = engine.backfill(rules)
-    assert [r.status for r in results] == ["ok"] * len(rules)
-    assert incremental == grants(sql, slugs)
+    # a complete backfill on top finds nothing to add, move or correct
+    results = engine.backfill(project.rules())
+    assert [(r.slug, r.status, r.granted, r.moved) for r in results if r.status != "ok"
+            or r.granted or r.moved] == []
+    assert state(sql) == incremental
+
+    # from scratch (manual grants and revocations are decisions, kept)
+    if any(action[0] == "revoke" for action in history):
+        return
+    sql("DELETE FROM plaudit.user_badge WHERE source = 'rule'")
+    sql("TRUNCATE plaudit.user_progress")
+    engine.backfill(project.rules())
+    assert state(sql) == incremental
 
 
 def test_the_property_covers_the_bundled_rules(bundled):
-    _, rules = bundled
-    assert {"commentator", "first_post", "popular_author"} <= {r.slug for r in rules}
+    _, project = bundled
+    slugs = {r.slug for r in project.rules()}
+    assert {"commentator", "first_post", "popular_author", "influencer", "crowd_pleaser",
+            "all_rounder"} <= slugs

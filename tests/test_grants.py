@@ -147,7 +147,8 @@ def test_award_and_revoke_on_the_command_line(deployed, run_cli, sql):
 
     revoked = run_cli(deployed, "revoke", "commentator", "7", "--reason", "duplicate account")
     assert (revoked.exit_code, revoked.stderr) == (
-        0, "revoked commentator/silver from user 7 (manual grant)\n")
+        0, "revoked commentator/silver from user 7 (manual grant)\n"
+           "note: no rule grants it again; `plaudit award` gives it back\n")
     assert sql("SELECT action, source, reason FROM plaudit.grant_log ORDER BY log_id") == [
         ("award", "manual", "moderator's pick"), ("award", "manual", "final"),
         ("revoke", "manual", "duplicate account")]
@@ -157,18 +158,30 @@ def test_award_and_revoke_on_the_command_line(deployed, run_cli, sql):
     assert grants(sql) == [(7, "default", "3", "manual")]
 
 
-def test_revoking_a_rule_grant_warns_that_the_rule_grants_it_again(deployed, run_cli, sql):
+def test_a_revoked_rule_grant_stays_revoked_until_awarded(deployed, run_cli, sql):
     sql("INSERT INTO given VALUES (7, '2024-01-01'), (7, '2024-01-02')")
     run_cli(deployed, "backfill")
     result = run_cli(deployed, "revoke", "commentator", "7", "--level", "bronze",
-                     "--reason", "test")
+                     "--reason", "spam")
     assert (result.exit_code, result.stderr) == (0, (
         "revoked commentator/bronze from user 7 (rule grant)\n"
-        "note: a rule grant is granted again by the rule's next run while its query still "
-        "returns it\n"))
+        "note: no rule grants it again; `plaudit award` gives it back\n"))
     assert grants(sql) == []
-    run_cli(deployed, "backfill")
-    assert grants(sql) == [(7, "bronze", "", "rule")]
+    assert sql("SELECT user_id, badge, level, scope, reason FROM plaudit.suppressed_grant") == [
+        (7, "commentator", "bronze", "", "spam")]
+    # a backfill does not grant it again, nor moves the revoked grant's date
+    sql("INSERT INTO given VALUES (7, '2023-12-01')")
+    result = run_cli(deployed, "backfill")
+    assert result.exit_code == 0
+    assert grants(sql) == [(7, "silver", "", "rule")]
+    user = run_cli(deployed, "user", "7").stdout
+    assert re.search(r"Revoked\n  \d{4}-\d\d-\d\d \d\d:\d\d  Commentator · Chatty: spam\n", user)
+    # an award lifts the revocation; the grant is manual now
+    result = run_cli(deployed, "award", "commentator", "7", "--level", "bronze",
+                     "--reason", "appeal")
+    assert result.exit_code == 0
+    assert sql("SELECT count(*) FROM plaudit.suppressed_grant") == [(0,)]
+    assert grants(sql) == [(7, "bronze", "", "manual"), (7, "silver", "", "rule")]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -340,7 +340,14 @@ def test_nightly_job_backfills_due_rules_and_prunes_old_runs(project, run_cli, d
           SELECT g.user_id, g.achieved_at FROM {{ badge('commentator') }} AS g
           WHERE {{ affected('g.user_id') }}
     """)
-    assert run_cli(project, "deploy").exit_code == 0
+    deployed = run_cli(project, "deploy")
+    assert deployed.exit_code == 0
+    assert "3 rules are due for a backfill (new: b_fast, commentator, all_in)" in deployed.stderr
+    # new rules are due until a complete backfill
+    assert sql("SELECT slug, reason FROM plaudit.due_rules()") == [
+        ("b_fast", "new"), ("commentator", "new"), ("all_in", "new")]
+    assert run_cli(project, "backfill").exit_code == 0
+    sql("DELETE FROM plaudit.run")
     seed_comments(sql, (7, "2024-05-01"), (7, "2024-05-02"))
     assert sql("SELECT slug, reason FROM plaudit.due_rules()") == [("b_fast", "no triggers")]
     sql("UPDATE plaudit.badge SET dirty = true WHERE slug = 'commentator'")
@@ -483,10 +490,20 @@ def test_a_superuser_is_refused_as_runner_role(project, run_cli):
 def test_status_is_0_when_all_is_well_and_1_when_something_needs_attention(
         counting_project, run_cli, sql):
     project = counting_project
+    # a new rule is due until its first complete backfill
+    due = run_cli(project, "status")
+    assert (due.exit_code, due.stderr) == (1, (
+        "attention: 1 rule is due for a backfill (new: commentator): until then incremental "
+        "runs read their users' whole history; the nightly job or `plaudit backfill --select "
+        "state:due` brings them up to date\n"))
+    assert due.stdout.splitlines()[4].split() == ["commentator", "due", "(new)", "never"]
+    assert json.loads(run_cli(project, "status", "--json").stdout)["due_rules"] == {
+        "new": ["commentator"]}
+    assert run_cli(project, "backfill").exit_code == 0
     fine = run_cli(project, "status")
     assert (fine.exit_code, fine.stderr) == (0, "ok: nothing needs attention\n")
     assert fine.stdout.splitlines()[0] == "pending events: 0"
-    assert fine.stdout.splitlines()[4].split() == ["commentator", "ok", "never"]
+    assert fine.stdout.splitlines()[4].split()[:2] == ["commentator", "ok"]
     assert fine.stdout.splitlines()[-1] == "failures in the last day: none"
 
     seed_comments(sql, (7, "2024-05-01"))

@@ -79,8 +79,13 @@ def test_a_changed_threshold_is_reported_and_existing_grants_stand(talking, run_
         "Talker: bronze threshold 2 → 1; existing grants stand; "
         "run `plaudit backfill --select talker` to award new ones\n"
         "deployed 2 rules (0 created, 1 changed)\n"
+        "note: 1 rule is due for a backfill (changed: talker): until then incremental runs read "
+        "their users' whole history; the nightly job or `plaudit backfill --select state:due` "
+        "brings them up to date\n"
     )
     assert grants(sql) == [("poster", "default"), ("talker", "bronze"), ("talker", "silver")]
+    assert sql("SELECT slug, due FROM plaudit.badge ORDER BY 1") == [
+        ("poster", None), ("talker", "changed")]
 
 
 def test_a_changed_query_and_cosmetic_changes(talking, run_cli):
@@ -94,6 +99,9 @@ def test_a_changed_query_and_cosmetic_changes(talking, run_cli):
         "Talker: query changed; silver name Talkative → Chatterbox; silver points 10 → 15; "
         "existing grants stand; run `plaudit backfill --select talker` to award new ones",
         "deployed 2 rules (0 created, 2 changed)",
+        "note: 1 rule is due for a backfill (changed: talker): until then incremental runs read "
+        "their users' whole history; the nightly job or `plaudit backfill --select state:due` "
+        "brings them up to date",
     ]
 
 
@@ -115,8 +123,14 @@ def test_removing_a_level_with_grants_is_refused_without_force(talking, run_cli,
     assert forced.stderr == (
         "Talker: level silver removed with its 1 grant\n"
         "deployed 2 rules (0 created, 1 changed)\n"
+        "note: 1 rule is due for a backfill (changed: talker): until then incremental runs read "
+        "their users' whole history; the nightly job or `plaudit backfill --select state:due` "
+        "brings them up to date\n"
     )
     assert grants(sql) == [("poster", "default"), ("talker", "bronze")]
+    # the deleted grant is in the log, with why
+    assert sql("SELECT user_id, badge, level, action, source, reason FROM plaudit.grant_log") == [
+        (1, "talker", "silver", "revoke", "rule", "deploy --force: level removed from the rule file")]
 
 
 def test_removing_a_level_without_grants_needs_no_force(talking, run_cli, sql):
@@ -162,6 +176,8 @@ def test_removing_a_badge_with_grants_is_refused_without_force(talking, run_cli,
     )
     assert sql("SELECT slug FROM plaudit.badge") == [("talker",)]
     assert grants(sql) == [("talker", "bronze"), ("talker", "silver")]
+    assert sql("SELECT user_id, badge, level, action, source, reason FROM plaudit.grant_log") == [
+        (1, "poster", "default", "revoke", "rule", "deploy --force: rule file removed")]
 
 
 def test_a_disabled_rule_keeps_its_grants_and_stops_running(talking, run_cli, sql):

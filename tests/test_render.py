@@ -52,9 +52,10 @@ def test_helpers_render_shape_not_values(project):
         "  -- mode: backfill",
     ]
     incremental = render_query(rule, "incremental").splitlines()
+    # a count rule reading `batch` maps events to users itself: done users are read too
     assert incremental[2] == (
         "WHERE c.author_id IN (SELECT plaudit_b.user_id FROM pg_temp.plaudit_batch AS plaudit_b "
-        "WHERE plaudit_b.type IN ('comment_created') AND " + done_check("plaudit_b.user_id", 1) + ")"
+        "WHERE plaudit_b.type IN ('comment_created'))"
     )
     assert incremental[5] == (
         "  AND c.id IN (SELECT (payload->>'id')::bigint FROM (SELECT event_id, type, user_id, "
@@ -62,16 +63,22 @@ def test_helpers_render_shape_not_values(project):
     )
 
 
-def done_check(column, levels):
-    """What `unfinished(column)` renders where it skips: fewer levels held than the rule has,
-    counting only grants dated no later than the batch's earliest event."""
+def held_all(column, levels):
+    """How many levels the user holds, counting only grants dated no later than the batch's
+    earliest event, equals the rule's levels."""
     return (
         f"(SELECT count(*) FROM plaudit.user_badge AS plaudit_done "
         f"WHERE plaudit_done.user_id = {column} AND plaudit_done.badge = 'probe' "
         "AND plaudit_done.scope = '' AND plaudit_done.achieved_at <= "
         "(SELECT min(plaudit_first.occurred_at) FROM pg_temp.plaudit_batch AS plaudit_first "
-        f"WHERE plaudit_first.type IN ('comment_created'))) < {levels}"
+        f"WHERE plaudit_first.type IN ('comment_created'))) = {levels}"
     )
+
+
+TRUSTED = (
+    "coalesce((SELECT plaudit_due.due IS NULL FROM plaudit.badge AS plaudit_due "
+    "WHERE plaudit_due.slug = 'probe'), false)"
+)
 
 
 @pytest.mark.parametrize(
@@ -89,7 +96,7 @@ def done_check(column, levels):
         ("growth", "c.created_at AS occurred_at", False),
     ],
 )
-def test_unfinished_leaves_out_users_done_with_the_rule_only_where_that_is_exact(
+def test_done_users_are_left_out_only_where_that_is_exact(
     project, kind, columns, skips
 ):
     rule = make_rule(
@@ -105,10 +112,13 @@ def test_unfinished_leaves_out_users_done_with_the_rule_only_where_that_is_exact
         "WHERE plaudit_b.type IN ('comment_created')"
     )
     if skips:
-        assert where == (
-            f"c.author_id IN ({users} AND {done_check('plaudit_b.user_id', 1)}) "
-            f"AND {done_check('c.post_id', 1)}"
-        )
+        done = f"{TRUSTED} AND {held_all('plaudit_b.user_id', 1)}"
+        assert where.startswith(f"c.author_id IN ({users} AND NOT ({done}")
+        if kind == "award":  # no progress: a done user is left out wherever the rule says
+            assert where.endswith(f" AND NOT ({TRUSTED} AND {held_all('c.post_id', 1)})")
+        else:  # progress is carried forward from through_at, for the batch's users only
+            assert "plaudit_through.through_at < (SELECT min(plaudit_first.occurred_at)" in where
+            assert where.endswith(") AND TRUE")
     else:
         assert where == f"c.author_id IN ({users}) AND TRUE"
 

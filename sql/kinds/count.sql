@@ -18,10 +18,17 @@
   not hold before the batch's earliest event: a held level's date is at or before every
   batch row, which cannot move it, so a user crossing nothing new is not read twice.
 
+  Users done with the rule (`carry` is set: every level held since before the batch, and
+  progress counting the source up to a time before it) are left out of `query` by
+  affected(); their progress is carried forward instead: the value in user_progress plus
+  the rows after its `through_at`, read through `carry.query` (the query for every batch
+  user) one index range per user. `carry.progress` holds their progress rows.
+
   Output: canonical rows (user_id, scope, level, achieved_at, value, meta, is_progress);
-  progress rows carry the next level to reach (NULL once all are reached).
+  progress rows carry the next level to reach (NULL once all are reached), and in meta the
+  time of the latest row counted ({"through": ...}).
 -#}
-{% macro count(query, levels, has_scope, held=none) -%}
+{% macro count(query, levels, has_scope, held=none, carry=none) -%}
 {%- set first_free = levels[0].threshold == 1 %}
 {%- set looked_up = levels[1:] if first_free else levels %}
 WITH src AS NOT MATERIALIZED (
@@ -30,10 +37,25 @@ WITH src AS NOT MATERIALIZED (
 totals AS (
     -- NULL and '' are the same scope: they must count together (one grant per scope)
     SELECT src.user_id, {{ "coalesce(src.scope::text, '')" if has_scope else "''" }} AS scope,
-           count(*) AS value{% if first_free %}, min(src.occurred_at::timestamptz) AS first_at{% endif %}
+           count(*) AS value, max(src.occurred_at::timestamptz) AS through_at
+           {%- if first_free %}, min(src.occurred_at::timestamptz) AS first_at{% endif %}
     FROM src
     GROUP BY 1, 2
 ),
+{%- if carry %}
+every AS NOT MATERIALIZED (
+{{ carry.query }}
+),
+carried AS (
+    SELECT p.user_id, p.value + n.value AS value, coalesce(n.through_at, p.through_at) AS through_at
+    FROM {{ carry.progress }} AS p
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS value, max(s.occurred_at::timestamptz) AS through_at
+        FROM every AS s
+        WHERE s.user_id = p.user_id AND s.occurred_at > p.through_at
+    ) AS n
+),
+{%- endif %}
 levels (key, threshold) AS (
     VALUES {% for l in levels %}({{ l.key | sqlstring }}, {{ l.threshold }}::bigint){{ ", " if not loop.last }}{% endfor %}
 )
@@ -77,7 +99,14 @@ WHERE t.value >= {{ looked_up[0].threshold }}
 UNION ALL
 SELECT t.user_id, coalesce(t.scope::text, '') AS scope,
        CASE {% for l in levels %}WHEN t.value < {{ l.threshold }} THEN {{ l.key | sqlstring }} {% endfor %}END AS level,
-       NULL::timestamptz AS achieved_at, t.value::numeric AS value, NULL::jsonb AS meta,
-       true AS is_progress
+       NULL::timestamptz AS achieved_at, t.value::numeric AS value,
+       jsonb_build_object('through', t.through_at) AS meta, true AS is_progress
 FROM totals AS t
+{%- if carry %}
+UNION ALL
+SELECT c.user_id, '' AS scope, NULL AS level, NULL::timestamptz AS achieved_at,
+       c.value::numeric AS value, jsonb_build_object('through', c.through_at) AS meta,
+       true AS is_progress
+FROM carried AS c
+{%- endif %}
 {%- endmacro %}

@@ -7,9 +7,12 @@
   One aggregate pass: the earliest qualifying achieved_at of each level is a filtered min,
   so nothing is sorted. Progress: the value is the user's latest value (of the row with the
   latest achieved_at, the largest on a tie), looked up only for users with several rows;
-  the next level is the first one above the highest value ever reached.
+  the next level is the first one above the highest value ever reached; meta holds the time
+  of the latest row ({"through": ...}). Users done with the rule (`carry` is set) are carried
+  forward: the value of their latest row after `through_at`, if any, else the value in
+  user_progress.
 -#}
-{% macro gauge(query, levels, has_scope) -%}
+{% macro gauge(query, levels, has_scope, carry=none) -%}
 WITH src AS NOT MATERIALIZED (
 {{ query }}
 ),
@@ -31,6 +34,23 @@ users AS (
            END AS value
     FROM metrics AS m
 )
+{%- if carry %},
+every AS NOT MATERIALIZED (
+{{ carry.query }}
+),
+carried AS (
+    SELECT p.user_id, coalesce(n.value, p.value) AS value,
+           coalesce(n.through_at, p.through_at) AS through_at
+    FROM {{ carry.progress }} AS p
+    LEFT JOIN LATERAL (
+        SELECT s.value::numeric AS value, s.achieved_at::timestamptz AS through_at
+        FROM every AS s
+        WHERE s.user_id = p.user_id AND s.achieved_at > p.through_at AND s.value IS NOT NULL
+        ORDER BY s.achieved_at DESC, s.value DESC
+        LIMIT 1
+    ) AS n ON true
+)
+{%- endif %}
 SELECT u.user_id, u.scope, r.level, r.achieved_at, u.value, NULL::jsonb AS meta,
        false AS is_progress
 FROM users AS u
@@ -40,6 +60,13 @@ CROSS JOIN LATERAL (
 WHERE r.achieved_at IS NOT NULL
 UNION ALL
 SELECT u.user_id, u.scope, {{ next_level('u.peak', levels) }} AS level,
-       NULL::timestamptz AS achieved_at, u.value, NULL::jsonb AS meta, true AS is_progress
+       NULL::timestamptz AS achieved_at, u.value, jsonb_build_object('through', u.last_at) AS meta,
+       true AS is_progress
 FROM users AS u
+{%- if carry %}
+UNION ALL
+SELECT c.user_id, '' AS scope, NULL AS level, NULL::timestamptz AS achieved_at, c.value,
+       jsonb_build_object('through', c.through_at) AS meta, true AS is_progress
+FROM carried AS c
+{%- endif %}
 {%- endmacro %}

@@ -27,7 +27,7 @@
   goes on from the current one; the longest run so far is at least `floor`, the threshold
   of the highest level below the next. A heavy user active every day is read for a day or
   two, not for years. Anyone else (no progress yet, a late event, a level missing below the
-  next) is read in full.
+  next, a rule due for a backfill: `window.trusted` is false) is read in full.
 -#}
 {% macro streak(query, levels, has_scope, period, timezone, window=none) -%}
 WITH src AS NOT MATERIALIZED (
@@ -46,7 +46,7 @@ checked AS (
       ON p.user_id = u.user_id AND p.badge = {{ window.badge }} AND p.scope = ''
     LEFT JOIN levels AS nl ON nl.key = p.next_level
     CROSS JOIN LATERAL (
-        SELECT CASE WHEN p.value >= 1
+        SELECT CASE WHEN p.value >= 1 AND {{ window.trusted }}
                      AND (p.next_level IS NULL OR nl.key IS NOT NULL)
                      AND {{ last }} <= {{ period_start(window.batch_start, period, timezone) }}
                      AND NOT EXISTS (SELECT FROM levels AS l

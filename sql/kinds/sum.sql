@@ -13,19 +13,37 @@
   total, and a level once reached stays reached.
 
   Progress: the value is the current total; the next level is the first one above the peak
-  of the running sum.
+  of the running sum; meta holds the time of the latest row summed ({"through": ...}). Users
+  done with the rule (`carry` is set) are carried forward like count's: the total in
+  user_progress plus the amounts after its `through_at`.
 -#}
-{% macro sum(query, levels, has_scope) -%}
+{% macro sum(query, levels, has_scope, carry=none) -%}
 WITH src AS NOT MATERIALIZED (
 {{ query }}
 ),
 totals AS (
     SELECT src.user_id, {{ scope(has_scope) }} AS scope,
            coalesce(sum(src.amount), 0)::numeric AS value,
-           coalesce(bool_or(src.amount < 0), false) AS dips
+           coalesce(bool_or(src.amount < 0), false) AS dips,
+           max(src.occurred_at::timestamptz) AS through_at
     FROM src
     GROUP BY 1, 2
 ),
+{%- if carry %}
+every AS NOT MATERIALIZED (
+{{ carry.query }}
+),
+carried AS (
+    SELECT p.user_id, p.value + n.value AS value, coalesce(n.through_at, p.through_at) AS through_at
+    FROM {{ carry.progress }} AS p
+    CROSS JOIN LATERAL (
+        SELECT coalesce(sum(s.amount), 0)::numeric AS value,
+               max(s.occurred_at::timestamptz) AS through_at
+        FROM every AS s
+        WHERE s.user_id = p.user_id AND s.occurred_at > p.through_at
+    ) AS n
+),
+{%- endif %}
 {{ levels_cte(levels) }},
 -- the new highs of each candidate's running sum: a level is reached by the step that lifts
 -- the running sum to its threshold for the first time (above every earlier step)
@@ -63,7 +81,14 @@ JOIN levels AS l
   ON l.threshold <= s.running AND (s.before IS NULL OR l.threshold > s.before)
 UNION ALL
 SELECT t.user_id, t.scope, {{ next_level('greatest(t.value, p.peak)', levels) }} AS level,
-       NULL::timestamptz AS achieved_at, t.value, NULL::jsonb AS meta, true AS is_progress
+       NULL::timestamptz AS achieved_at, t.value, jsonb_build_object('through', t.through_at) AS meta,
+       true AS is_progress
 FROM totals AS t
 LEFT JOIN peaks AS p ON p.user_id = t.user_id AND p.scope = t.scope
+{%- if carry %}
+UNION ALL
+SELECT c.user_id, '' AS scope, NULL AS level, NULL::timestamptz AS achieved_at, c.value,
+       jsonb_build_object('through', c.through_at) AS meta, true AS is_progress
+FROM carried AS c
+{%- endif %}
 {%- endmacro %}

@@ -112,3 +112,29 @@ CREATE TABLE IF NOT EXISTS {{ schema }}.user_progress (
     PRIMARY KEY (user_id, badge, scope)
 );
 
+
+-- Incremental runs equal a backfill (README, "Incremental equals backfill").
+-- A rule is due until a complete backfill of its current SQL has succeeded: 'new' (never
+-- backfilled) or 'changed' (its compiled SQL changed). While due, incremental runs do not
+-- trust its grants and progress for shortcuts, and due_rules() lists it for the nightly job.
+ALTER TABLE {{ schema }}.badge ADD COLUMN IF NOT EXISTS due text
+    CHECK (due IN ('new', 'changed'));
+-- Rule grants whose achieved_at a run moved earlier (a late event): reported, not notified.
+ALTER TABLE {{ schema }}.run ADD COLUMN IF NOT EXISTS moved int NOT NULL DEFAULT 0;
+-- The time of the latest source row the progress value counts (count, sum, gauge): an
+-- incremental run of a user who holds every level adds only the rows after it.
+ALTER TABLE {{ schema }}.user_progress ADD COLUMN IF NOT EXISTS through_at timestamptz;
+
+-- Revocations are decisions: no rule run grants a revoked (user, badge, level, scope) again
+-- until `plaudit award` lifts it.
+CREATE TABLE IF NOT EXISTS {{ schema }}.suppressed_grant (
+    user_id {{ user_id_type }} NOT NULL,
+    badge text NOT NULL,
+    level text NOT NULL,
+    scope text NOT NULL,
+    reason text NOT NULL,
+    revoked_by text NOT NULL DEFAULT session_user,
+    revoked_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, badge, level, scope),
+    FOREIGN KEY (badge, level) REFERENCES {{ schema }}.badge_level (badge, key) ON DELETE CASCADE
+);

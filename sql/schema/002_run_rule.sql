@@ -29,6 +29,7 @@ DECLARE
     v_run_id bigint;
     v_levels jsonb := '{}';
     v_granted int := 0;
+    v_moved int := 0;
     v_progressed int := 0;
     -- a run restricted by params sees part of each user's history: its values are partial,
     -- so it must not overwrite progress (grants are still exact: the filter is the criterion)
@@ -48,6 +49,15 @@ DECLARE
     -- `plaudit init --runner-role`: the rule's statement runs as this role, which may read the
     -- app tables granted to it and write only the plaudit schema (sql/schema/007_jobs.sql)
     v_role text := (SELECT value FROM {{ schema }}.meta WHERE key = 'rule_role');
+    -- Grants are events for the rules that read them (badge('slug')): each grant this run
+    -- adds or moves goes into the session's batch as a `badge:<slug>` event, so that the
+    -- loop running the batch (plaudit.next_batch_rule) re-checks those rules after this one,
+    -- in the same transaction. Only when a batch is open and an enabled rule reads this one.
+    v_events boolean := to_regclass('pg_temp.plaudit_batch') IS NOT NULL AND EXISTS (
+        SELECT FROM {{ schema }}.badge AS d
+        WHERE d.enabled AND coalesce(d.definition -> 'depends_on', '[]') ? p_badge);
+    -- a complete backfill also removes the progress rows its result no longer supports
+    v_complete boolean;
     v_session_role text := current_setting('role');
     v_error text;
     v_state text;
@@ -66,6 +76,7 @@ BEGIN
     IF cardinality(p_params) > 16 OR jsonb_array_length(v_param_defs) > 16 THEN
         RAISE EXCEPTION 'rule % has more than 16 params', p_badge;
     END IF;
+    v_complete := p_mode = 'backfill' AND NOT v_filtered;
     SELECT coalesce(jsonb_object_agg(d.def ->> 'name', p_params[d.i]), '{}')
     INTO v_params
     FROM jsonb_array_elements(v_param_defs) WITH ORDINALITY AS d (def, i)
@@ -107,6 +118,10 @@ BEGIN
                         SELECT FROM {{ schema }}.user_badge AS ub
                         WHERE ub.user_id = r.user_id AND ub.badge = %2$L
                           AND ub.level = r.level AND ub.scope = r.scope)
+                      AND NOT EXISTS (
+                        SELECT FROM {{ schema }}.suppressed_grant AS sg
+                        WHERE sg.user_id = r.user_id AND sg.badge = %2$L
+                          AND sg.level = r.level AND sg.scope = r.scope)
                     GROUP BY r.level
                 ) AS x
             $q$, v_sql, p_badge)
@@ -122,7 +137,8 @@ BEGIN
 
             -- Grants are only ever added. A grant already held keeps its row, except that a
             -- rule grant moves to an earlier achieved_at when the history shows one (an event
-            -- that arrived late): this keeps incremental runs equal to a backfill.
+            -- that arrived late): this keeps incremental runs equal to a backfill. A revoked
+            -- grant (suppressed_grant) is not granted again.
             EXECUTE format($q$
                 WITH r AS MATERIALIZED (%1$s),
                 granted AS (
@@ -131,7 +147,11 @@ BEGIN
                     SELECT r.user_id, %2$L, r.level, r.scope, r.achieved_at, r.value, r.meta,
                            'rule', %3$s,
                            CASE WHEN r.achieved_at < %4$L::timestamptz THEN now() END
-                    FROM r WHERE NOT r.is_progress
+                    FROM r
+                    WHERE NOT r.is_progress AND NOT EXISTS (
+                        SELECT FROM {{ schema }}.suppressed_grant AS sg
+                        WHERE sg.user_id = r.user_id AND sg.badge = %2$L
+                          AND sg.level = r.level AND sg.scope = r.scope)
                     ON CONFLICT (user_id, badge, level, scope) DO UPDATE
                         SET achieved_at = excluded.achieved_at
                         WHERE excluded.achieved_at < ub.achieved_at AND ub.source = 'rule'
@@ -150,24 +170,53 @@ BEGIN
                 ),
                 progressed AS (
                     INSERT INTO {{ schema }}.user_progress AS up
-                        (user_id, badge, scope, value, next_level, expires_at, updated_at)
-                    -- a progress row's achieved_at is when its value lapses (streaks)
-                    SELECT r.user_id, %2$L, r.scope, r.value, r.level, r.achieved_at, now()
-                    FROM r WHERE r.is_progress AND NOT %5$L::boolean
+                        (user_id, badge, scope, value, next_level, expires_at, through_at, updated_at)
+                    -- a progress row's achieved_at is when its value lapses (streaks); its meta
+                    -- carries the time of the latest source row counted (count, sum, gauge)
+                    SELECT r.user_id, %2$L, r.scope, r.value, r.level, r.achieved_at,
+                           (r.meta ->> 'through')::timestamptz, now()
+                    FROM r WHERE r.is_progress AND r.value IS NOT NULL AND NOT %5$L::boolean
                     ON CONFLICT (user_id, badge, scope) DO UPDATE
                         SET value = excluded.value, next_level = excluded.next_level,
-                            expires_at = excluded.expires_at, updated_at = excluded.updated_at
-                        WHERE (up.value, up.next_level, up.expires_at)
-                              IS DISTINCT FROM (excluded.value, excluded.next_level, excluded.expires_at)
+                            expires_at = excluded.expires_at, through_at = excluded.through_at,
+                            updated_at = excluded.updated_at
+                        WHERE (up.value, up.next_level, up.expires_at, up.through_at)
+                              IS DISTINCT FROM (excluded.value, excluded.next_level,
+                                                excluded.expires_at, excluded.through_at)
                     RETURNING 1
-                )
+                ),
+                -- progress its result does not support is gone (the source rows were
+                -- deleted): everyone's in a complete backfill, the users an incremental run
+                -- re-read and found nothing for (marker rows: progress with a NULL value,
+                -- render._clearing); grants are never taken back here
+                cleared AS (
+                    DELETE FROM {{ schema }}.user_progress AS up
+                    WHERE up.badge = %2$L AND NOT %5$L::boolean
+                      AND (%7$L::boolean OR up.user_id IN (
+                          SELECT r.user_id FROM r WHERE r.is_progress AND r.value IS NULL))
+                      AND NOT EXISTS (
+                          SELECT FROM r
+                          WHERE r.is_progress AND r.value IS NOT NULL
+                            AND r.user_id = up.user_id AND r.scope = up.scope)
+                    RETURNING 1
+                )%8$s
                 SELECT
                     (SELECT coalesce(jsonb_object_agg(g.level, g.n), '{}')
                      FROM (SELECT level, count(*) AS n FROM granted WHERE inserted GROUP BY level) AS g),
-                    (SELECT count(*) FROM progressed),
+                    (SELECT count(*) FROM granted WHERE NOT inserted),
+                    (SELECT count(*) FROM progressed) + (SELECT count(*) FROM cleared),
                     (SELECT count(*) FROM notified)
-            $q$, v_sql, p_badge, v_run_id, v_quiet_before, v_filtered, v_channel)
-            INTO v_levels, v_progressed, v_notified
+            $q$, v_sql, p_badge, v_run_id, v_quiet_before, v_filtered, v_channel, v_complete,
+                 CASE WHEN v_events THEN format($e$,
+                -- grants as events for the rules reading this badge (v_events)
+                grant_events AS (
+                    INSERT INTO pg_temp.plaudit_batch (event_id, type, user_id, occurred_at, payload)
+                    SELECT NULL, 'badge:' || %1$L, g.user_id, g.achieved_at,
+                           jsonb_build_object('level', g.level, 'scope', g.scope)
+                    FROM granted AS g
+                    RETURNING 1
+                )$e$, p_badge) ELSE '' END)
+            INTO v_levels, v_moved, v_progressed, v_notified
             USING p_params[1], p_params[2], p_params[3], p_params[4], p_params[5],
                   p_params[6], p_params[7], p_params[8], p_params[9], p_params[10],
                   p_params[11], p_params[12], p_params[13], p_params[14], p_params[15],
@@ -178,15 +227,20 @@ BEGIN
                 PERFORM {{ schema }}.revoke_stale(p_badge, v_sql, p_params, v_run_id);
             END IF;
 
-            SELECT coalesce(sum(n::int), 0) INTO v_granted FROM jsonb_each_text(v_levels) AS l (level, n);
             UPDATE {{ schema }}.run AS r
-            SET finished_at = clock_timestamp(), granted = v_granted, progressed = v_progressed
+            SET finished_at = clock_timestamp(),
+                granted = (SELECT coalesce(sum(n::int), 0) FROM jsonb_each_text(v_levels) AS l (level, n)),
+                moved = v_moved, progressed = v_progressed
             WHERE r.run_id = v_run_id;
-            -- a complete backfill repairs whatever a failed run may have missed
-            IF p_mode = 'backfill' AND NOT v_filtered THEN
-                UPDATE {{ schema }}.badge SET dirty = false WHERE slug = p_badge AND dirty;
+            -- a complete backfill repairs whatever a failed run may have missed, and brings
+            -- a new or changed rule up to date
+            IF v_complete THEN
+                UPDATE {{ schema }}.badge SET dirty = false, due = NULL
+                WHERE slug = p_badge AND (dirty OR due IS NOT NULL);
             END IF;
         END IF;
+        -- what a run adds (or a dry run would add), per level
+        SELECT coalesce(sum(n::int), 0) INTO v_granted FROM jsonb_each_text(v_levels) AS l (level, n);
         IF v_role IS NOT NULL THEN
             PERFORM set_config('role', v_session_role, true);
         END IF;

@@ -134,22 +134,35 @@ BEGIN
 END;
 $function$;
 
--- The enabled rules that the batch's event types trigger, in the order they run. Every
+-- The loop every runner drives over a batch (plaudit run, check, the events job, manual
+-- awards and revocations, a backfill's dependents): the next enabled rule, after p_after in
+-- run order, that the batch's event types trigger; NULL when none is left. Asked again after
+-- each rule, because a rule's grants join the batch as `badge:<slug>` events (run_rule) that
+-- trigger the rules reading them, which run later in the order (005_grants.sql). Every
 -- runner takes rule locks in this order, so concurrent runners cannot deadlock.
 -- (PL/pgSQL, not SQL: a SQL function body is checked at creation, before any batch exists.)
-CREATE OR REPLACE FUNCTION {{ schema }}.batch_rules() RETURNS SETOF text
+CREATE OR REPLACE FUNCTION {{ schema }}.next_batch_rule(
+    p_after text DEFAULT NULL,
+    p_exclude text[] DEFAULT '{}'
+) RETURNS text
 LANGUAGE plpgsql AS $function$
+DECLARE
+    v_next text;
 BEGIN
-    RETURN QUERY
-    SELECT b.slug
+    SELECT b.slug INTO v_next
     FROM {{ schema }}.badge AS b
-    -- composite rules after the rules whose grants they read (005_grants.sql)
     JOIN {{ schema }}.badge_run_order AS o ON o.slug = b.slug
-    WHERE b.enabled
+    WHERE b.enabled AND NOT b.slug = ANY (p_exclude)
       AND b.triggers && ARRAY(SELECT DISTINCT t.type FROM pg_temp.plaudit_batch AS t)
-    ORDER BY o.depth, b.slug;
+      AND (p_after IS NULL OR (o.depth, b.slug) > (
+          SELECT a.depth, a.slug FROM {{ schema }}.badge_run_order AS a WHERE a.slug = p_after))
+    ORDER BY o.depth, b.slug
+    LIMIT 1;
+    RETURN v_next;
 END;
 $function$;
+
+DROP FUNCTION IF EXISTS {{ schema }}.batch_rules();
 
 -- One rule on the current batch. Unlike a backfill, which skips a busy rule, this waits for
 -- the rule's lock: the batch's events are consumed with this transaction, so skipping the
@@ -206,7 +219,9 @@ BEGIN
     runs := 0;
     granted := 0;
     failed := 0;
-    FOR v_slug IN SELECT * FROM {{ schema }}.batch_rules() LOOP
+    LOOP
+        v_slug := {{ schema }}.next_batch_rule(v_slug);
+        EXIT WHEN v_slug IS NULL;
         SELECT * INTO v_run FROM {{ schema }}.run_batch_rule(v_slug);
         runs := runs + 1;
         granted := granted + v_run.granted;
@@ -246,7 +261,9 @@ DECLARE
     v_run record;
 BEGIN
     PERFORM {{ schema }}.batch_fill(p_events);
-    FOR v_slug IN SELECT * FROM {{ schema }}.batch_rules() LOOP
+    LOOP
+        v_slug := {{ schema }}.next_batch_rule(v_slug);
+        EXIT WHEN v_slug IS NULL;
         SELECT * INTO v_run FROM {{ schema }}.run_rule(v_slug, 'incremental');
         IF v_run.granted > 0 THEN
             v_runs := v_runs || v_run.run_id;

@@ -41,7 +41,7 @@ FROM {{ schema }}.user_progress AS p;
 -- The order rules run in, for every runner: composite rules read other badges' grants
 -- through badge('slug'), recorded by deploy as definition.depends_on, so a rule runs after
 -- every deployed rule it reads. Ordering by (depth, slug) runs dependencies first and is one
--- total order: the order every runner takes rule locks in (plaudit.batch_rules uses it).
+-- total order: the order every runner takes rule locks in (plaudit.next_batch_rule uses it).
 CREATE OR REPLACE VIEW {{ schema }}.badge_run_order AS
 WITH RECURSIVE edge AS (
     SELECT b.slug, d.dependency
@@ -142,10 +142,42 @@ BEGIN
 END;
 $function$;
 
+-- A grant added or removed outside a rule run (award, revoke) is an event for the rules that
+-- read that badge: they re-check the user now, in the caller's transaction, in run order
+-- (the loop of next_batch_rule, each rule waiting for its lock like a batch does).
+-- p_events: [{user_id, occurred_at, level, scope}], occurred_at being the grant's date (a
+-- revoked grant's old date, so that no shortcut trusts what it removed).
+CREATE OR REPLACE FUNCTION {{ schema }}.recheck_readers(p_badge text, p_events jsonb)
+RETURNS void
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_slug text;
+BEGIN
+    IF jsonb_array_length(p_events) = 0 OR NOT EXISTS (
+        SELECT FROM {{ schema }}.badge AS d
+        WHERE d.enabled AND coalesce(d.definition -> 'depends_on', '[]') ? p_badge) THEN
+        RETURN;
+    END IF;
+    PERFORM {{ schema }}.batch_reset();
+    INSERT INTO pg_temp.plaudit_batch (event_id, type, user_id, occurred_at, payload)
+    SELECT NULL, 'badge:' || p_badge, x.user_id, x.occurred_at,
+           jsonb_build_object('level', x.level, 'scope', x.scope)
+    FROM jsonb_to_recordset(p_events)
+        AS x (user_id {{ user_id_type }}, occurred_at timestamptz, level text, scope text);
+    LOOP
+        v_slug := {{ schema }}.next_batch_rule(v_slug);
+        EXIT WHEN v_slug IS NULL;
+        PERFORM {{ schema }}.run_batch_rule(v_slug);
+    END LOOP;
+    DELETE FROM pg_temp.plaudit_batch;
+END;
+$function$;
+
 -- `plaudit award`: grant a badge by hand (source 'manual', the reason in meta and the log).
 -- A grant already held (by a rule or by hand) is left as it is: outcome 'held'. A new manual
 -- grant is news: unseen and notified like an incremental grant. Rules never move, revoke
--- or overwrite a manual grant.
+-- or overwrite a manual grant. An award lifts a revocation of that grant (suppressed_grant),
+-- whether or not the grant was held, and re-checks the rules that read the badge.
 CREATE OR REPLACE FUNCTION {{ schema }}.award_badge(
     p_user_id {{ user_id_type }},
     p_badge text,
@@ -166,6 +198,9 @@ BEGIN
     IF coalesce(btrim(p_reason), '') = '' THEN
         RAISE EXCEPTION 'a manual grant needs a reason' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    DELETE FROM {{ schema }}.suppressed_grant AS sg
+    WHERE sg.user_id = p_user_id AND sg.badge = p_badge AND sg.level = v_level
+      AND sg.scope = v_scope;
     INSERT INTO {{ schema }}.user_badge AS ub
         (user_id, badge, level, scope, achieved_at, meta, source)
     VALUES (p_user_id, p_badge, v_level, v_scope, v_at,
@@ -182,6 +217,8 @@ BEGIN
             'achieved_at', v_at))::text)
         FROM {{ schema }}.badge_level AS l
         WHERE l.badge = p_badge AND l.key = v_level;
+        PERFORM {{ schema }}.recheck_readers(p_badge, jsonb_build_array(jsonb_build_object(
+            'user_id', p_user_id, 'occurred_at', v_at, 'level', v_level, 'scope', v_scope)));
         RETURN QUERY SELECT v_level, v_scope, 'awarded'::text, 'manual'::text, v_at;
         RETURN;
     END IF;
@@ -195,7 +232,9 @@ $function$;
 
 -- `plaudit revoke`: remove a user's grants of a badge (one level, or all when p_level is
 -- NULL; one scope, or all when p_scope is NULL), manual or by a rule, and log each with the
--- reason. A rule grant comes back with the rule's next run if its query still returns it.
+-- reason. A revocation is a decision: each removed grant is recorded in suppressed_grant, so
+-- no rule run grants it again until `plaudit award` lifts it; the rules that read the badge
+-- re-check the user.
 CREATE OR REPLACE FUNCTION {{ schema }}.revoke_badge(
     p_user_id {{ user_id_type }},
     p_badge text,
@@ -206,11 +245,11 @@ CREATE OR REPLACE FUNCTION {{ schema }}.revoke_badge(
 LANGUAGE plpgsql AS $function$
 DECLARE
     v_level text := {{ schema }}.manual_level(p_badge, p_level, true);
+    v_gone jsonb;
 BEGIN
     IF coalesce(btrim(p_reason), '') = '' THEN
         RAISE EXCEPTION 'revoking a grant needs a reason' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN QUERY
     WITH gone AS (
         DELETE FROM {{ schema }}.user_badge AS ub
         WHERE ub.user_id = p_user_id AND ub.badge = p_badge
@@ -224,9 +263,25 @@ BEGIN
         SELECT p_user_id, p_badge, g.level, g.scope, 'revoke', g.source, p_reason, g.achieved_at
         FROM gone AS g
         RETURNING 1
+    ),
+    suppressed AS (
+        INSERT INTO {{ schema }}.suppressed_grant AS sg (user_id, badge, level, scope, reason)
+        SELECT p_user_id, p_badge, g.level, g.scope, p_reason
+        FROM gone AS g
+        ON CONFLICT ON CONSTRAINT suppressed_grant_pkey DO UPDATE
+            SET reason = excluded.reason, revoked_by = excluded.revoked_by,
+                revoked_at = excluded.revoked_at
+        RETURNING 1
     )
-    SELECT g.level, g.scope, g.source, g.achieved_at
-    FROM gone AS g
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+               'user_id', p_user_id, 'occurred_at', g.achieved_at, 'level', g.level,
+               'scope', g.scope, 'source', g.source)), '[]')
+    INTO v_gone
+    FROM gone AS g;
+    PERFORM {{ schema }}.recheck_readers(p_badge, v_gone);
+    RETURN QUERY
+    SELECT g.level, g.scope, g.source, g.occurred_at
+    FROM jsonb_to_recordset(v_gone) AS g (level text, scope text, source text, occurred_at timestamptz)
     JOIN {{ schema }}.badge_level AS l ON l.badge = p_badge AND l.key = g.level
     ORDER BY l.position, g.scope;
 END;

@@ -97,15 +97,17 @@ LANGUAGE sql AS $function$
 $function$;
 
 -- The rules a nightly job backfills, in run order: enabled rules without triggers (nothing
--- else re-checks them), dirty rules (a failed run left them behind), and the rules that read
--- the grants of either (composite rules), so that they see what the backfill added.
+-- else re-checks them), dirty rules (a failed run left them behind), due rules (new or
+-- changed, never backfilled as they are now), and the rules that read the grants of any of
+-- them (composite rules), so that they see what the backfill added.
 CREATE OR REPLACE FUNCTION {{ schema }}.due_rules()
 RETURNS TABLE (slug text, reason text)
 LANGUAGE sql STABLE AS $function$
     WITH RECURSIVE due (slug, reason) AS (
-        SELECT b.slug, CASE WHEN b.dirty THEN 'dirty' ELSE 'no triggers' END
+        SELECT b.slug, CASE WHEN b.dirty THEN 'dirty' WHEN b.due IS NOT NULL THEN b.due
+                            ELSE 'no triggers' END
         FROM {{ schema }}.badge AS b
-        WHERE b.enabled AND (b.dirty OR b.triggers = '{}')
+        WHERE b.enabled AND (b.dirty OR b.due IS NOT NULL OR b.triggers = '{}')
         UNION
         SELECT b.slug, 'reads ' || d.slug
         FROM due AS d
@@ -115,7 +117,8 @@ LANGUAGE sql STABLE AS $function$
     SELECT DISTINCT ON (o.depth, d.slug) d.slug, d.reason
     FROM due AS d
     JOIN {{ schema }}.badge_run_order AS o ON o.slug = d.slug
-    ORDER BY o.depth, d.slug, d.reason <> 'dirty', d.reason <> 'no triggers', d.reason;
+    ORDER BY o.depth, d.slug, d.reason <> 'dirty', d.reason NOT IN ('new', 'changed'),
+             d.reason <> 'no triggers', d.reason;
 $function$;
 
 -- Retention: run rows older than p_keep, except each rule's latest run (`plaudit status` shows
@@ -167,7 +170,10 @@ BEGIN
     END IF;
     LOOP
         v_events := {{ schema }}.take_events(p_batch_size);
-        FOR v_slug IN SELECT * FROM {{ schema }}.batch_rules() LOOP
+        v_slug := NULL;
+        LOOP
+            v_slug := {{ schema }}.next_batch_rule(v_slug);
+            EXIT WHEN v_slug IS NULL;
             SELECT * INTO v_run FROM {{ schema }}.job_run_rule(v_slug, 'incremental', p_timeout);
             v_runs := v_runs + 1;
             IF v_run.status = 'failed' THEN
@@ -255,8 +261,9 @@ CREATE OR REPLACE FUNCTION {{ schema }}.enter_rule_role(p_role text) RETURNS voi
 LANGUAGE plpgsql AS $function$
 BEGIN
     IF to_regclass('pg_temp.plaudit_batch') IS NOT NULL
-       AND NOT has_table_privilege(p_role, 'pg_temp.plaudit_batch', 'SELECT') THEN
-        EXECUTE format('GRANT SELECT ON pg_temp.plaudit_batch TO %I', p_role);
+       AND NOT has_table_privilege(p_role, 'pg_temp.plaudit_batch', 'INSERT') THEN
+        -- INSERT: a rule's grants join the batch as events for the rules reading them
+        EXECUTE format('GRANT SELECT, INSERT ON pg_temp.plaudit_batch TO %I', p_role);
     END IF;
     PERFORM set_config('role', p_role, true);
 END;

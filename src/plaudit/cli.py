@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 a rule or check failed, 2 usage, config or connection error.
 
 from __future__ import annotations
 
+import json
 import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -266,6 +267,10 @@ def _report_deploy(plan: DeployPlan, dry_run: bool = False) -> None:
         click.echo(f"dry run: would deploy {summary}; nothing was written", err=True)
     else:
         click.echo(f"deployed {summary}", err=True)
+    if plan.due:
+        from .jobs import due_sentence
+
+        click.echo(f"note: {due_sentence(plan.due)}", err=True)
 
 
 @cli.command("render")
@@ -299,11 +304,22 @@ def render_command(app: App, slug: str, mode: str, params: tuple[str, ...]) -> N
     is_flag=True,
     help="Treat the grants as news: unseen and notified (default: quiet).",
 )
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per rule run (status, granted per level, moved, "
+                   "revoked) instead of the summary table.")
 @click.pass_obj
 def backfill(
-    app: App, selectors: tuple[str, ...], params: tuple[str, ...], dry_run: bool, announce: bool
+    app: App,
+    selectors: tuple[str, ...],
+    params: tuple[str, ...],
+    dry_run: bool,
+    announce: bool,
+    as_json: bool,
 ) -> None:
-    """Run the rules over all history, awarding everything already earned, with real dates."""
+    """Run the rules over all history, awarding everything already earned, with real dates.
+
+    Grants are never taken back (except by `revoke: true` rules); a grant whose date the
+    history shows earlier is moved, and counted as moved. Exits 1 if a rule failed."""
     given = parse_params(params)
     rules = [r for r in app.select(selectors) if r.enabled]
     if not rules:
@@ -334,6 +350,8 @@ def backfill(
                 if result.status == "ok"
                 else f"{result.status}: {result.message}"
             )
+            if result.moved:  # late history: an earlier date
+                outcome += f", {result.moved:,} moved earlier"
             if result.revoked:  # `revoke: true` rules
                 outcome += f", {result.revoked:,} revoked"
             lines.pop(rule.slug).done(outcome)
@@ -341,7 +359,15 @@ def backfill(
         results = engine.backfill(
             rules, given, announce=announce, dry_run=dry_run, on_start=start, on_done=done
         )
-        if dry_run:
+        if as_json:
+            for result in results:
+                click.echo(json.dumps({
+                    "rule": result.slug, "status": result.status, "dry_run": dry_run,
+                    "granted": result.granted, "levels": dict(result.levels),
+                    "moved": result.moved, "revoked": result.revoked,
+                    "progressed": result.progressed, "message": result.message,
+                    "seconds": round(result.seconds, 3)}))
+        elif dry_run:
             for result in results:
                 for level, n in sorted(result.levels.items()):
                     click.echo(f"{result.slug}\t{level}\t{n}")

@@ -44,7 +44,8 @@ def award(
 ) -> None:
     """Grant a badge by hand (source 'manual'). Rules never move, revoke or replace it.
 
-    A grant the user already holds is left as it is."""
+    A grant the user already holds is left as it is. An award lifts a revocation of the
+    same grant, and the rules that read this badge re-check the user at once."""
     at = parse_timestamp(achieved_at, app.config.timezone) if achieved_at else None
     with app.engine() as engine:
         row = engine.award(slug, user_id, reason, level=level, scope=scope, achieved_at=at)
@@ -71,7 +72,8 @@ def revoke(
 ) -> None:
     """Remove a user's grants of a badge, manual or by a rule; exit 1 if there were none.
 
-    A rule grant comes back with the rule's next run while its query still returns it."""
+    A revocation sticks: no rule grants it again until `plaudit award` gives it back. The
+    rules that read this badge re-check the user at once."""
     with app.engine() as engine:
         rows = engine.revoke(slug, user_id, reason, level=level, scope=scope)
     if not rows:
@@ -81,9 +83,6 @@ def revoke(
     for row in rows:
         grant = _grant(slug, row["level"], row["scope"])
         click.echo(f"revoked {grant} from user {user_id} ({row['source']} grant)", err=True)
-    if any(row["source"] == "rule" for row in rows):
-        click.echo(
-            "note: a rule grant is granted again by the rule's next run while its query "
-            "still returns it",
-            err=True,
-        )
+    click.echo(
+        "note: no rule grants it again; `plaudit award` gives it back", err=True
+    )

@@ -147,7 +147,7 @@ def status_command(app: App, as_json: bool, max_lag: str) -> None:
     """Pending events, dirty rules, each rule's last run, the failures of the last day.
 
     Exits 1 when something needs attention (events waiting longer than --max-lag, dirty
-    rules), so that monitoring can run it.
+    rules, rules due for a backfill), so that monitoring can run it.
     """
     if not is_duration(max_lag):
         raise click.BadParameter(f"{max_lag!r} {DURATION_REQUIREMENT}", param_hint="--max-lag")
@@ -188,7 +188,9 @@ def _status_text(report: Status, zone: ZoneInfo) -> str:
 def _state(rule: dict[str, Any]) -> str:
     if not rule["enabled"]:
         return "disabled"
-    return "dirty" if rule["dirty"] else "ok"
+    if rule["dirty"]:
+        return "dirty"
+    return f"due ({rule['due']})" if rule["due"] else "ok"
 
 
 def _time(value: datetime | None, zone: ZoneInfo) -> str | None:

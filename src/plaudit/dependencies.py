@@ -5,14 +5,16 @@ found statically in the Jinja syntax tree (like dbt's `ref()`), so they are know
 and without rendering: the slug must be a literal. A rule runs after every rule it
 references, and a cycle is a validation error naming the rules in it.
 
-The incremental runner uses the same two functions as the backfill: `ordered()` to run a
-batch's rules dependencies first, `dependents()` to find the rules to re-check in the same
-batch after a rule granted something.
+Grants are events for the rules that read them: a rule reading badge('x') is triggered by
+`badge:x` events besides its own triggers (`event_types()`), which a run of `x` adds to the
+batch for each grant it makes or moves, and `plaudit award`/`revoke` for each grant they
+add or remove. The database runs a batch's rules in the order of its `badge_run_order`
+view, asking after each rule which one comes next (`plaudit.next_batch_rule`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import jinja2
 from jinja2 import nodes
@@ -22,6 +24,17 @@ from .errors import Problem, RuleError
 from .rules import Rule
 
 _FUNCTION = "badge"
+
+
+# The event type of a grant of badge `slug` (app event types match [a-z0-9_]+, so they
+# cannot collide with it).
+GRANT_EVENT = "badge:{}"
+
+
+def event_types(rule: Rule) -> tuple[str, ...]:
+    """The event types that trigger `rule`: its triggers, then a `badge:<slug>` for each
+    badge whose grants it reads."""
+    return rule.triggers + tuple(GRANT_EVENT.format(slug) for slug in sorted(references(rule)))
 
 
 def references(rule: Rule) -> dict[str, int]:
@@ -70,16 +83,6 @@ def check(rules: Sequence[Rule]) -> None:
             if slug not in by_slug:
                 message = f"{rule.slug}: badge('{slug}') references no rule in the rule set"
                 problems.append(Problem(file, line, message))
-                continue
-            # Incremental runs re-check a composite rule in the batch that granted what it
-            # reads only if the same events trigger it ([] = backfill only).
-            missing = [t for t in by_slug[slug].triggers if t not in rule.triggers]
-            if rule.triggers and missing:
-                message = (
-                    f"{rule.slug}: triggers must include {', '.join(missing)} (triggers of "
-                    f"{slug}, whose grants it reads), or be [] to run in backfills only"
-                )
-                problems.append(Problem(file, line, message))
     problems += _cycle_problems(rules)
     if problems:
         raise RuleError(problems)
@@ -101,18 +104,6 @@ def ordered(rules: Sequence[Rule]) -> list[Rule]:
         result.append(rule)
         done.add(rule.slug)
     return result
-
-
-def dependents(rules: Sequence[Rule], slugs: Iterable[str]) -> list[Rule]:
-    """The rules that read the grants of `slugs`, directly or through other rules, in run
-    order: what to re-check after those badges granted something."""
-    changed = set(slugs)
-    found: list[Rule] = []
-    for rule in ordered(rules):
-        if set(references(rule)) & changed:
-            found.append(rule)
-            changed.add(rule.slug)
-    return found
 
 
 def _cycle_problems(rules: Sequence[Rule]) -> list[Problem]:

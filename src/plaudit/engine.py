@@ -17,7 +17,7 @@ from typing import Any
 
 from .config import Config
 from .db import Database, connect, render_sql, resolve_dsn
-from .dependencies import ordered, references
+from .dependencies import event_types, ordered, references
 from .errors import RenderError
 from .render import bind_params, modes, render
 from .rules import Rule
@@ -37,15 +37,21 @@ class RunResult:
     seconds: float
     run_id: int | None = None
     revoked: int = 0  # rule grants a `revoke: true` backfill removed
+    moved: int = 0  # grants moved to an earlier achieved_at (a late event)
 
     @classmethod
     def from_row(
-        cls, slug: str, row: Mapping[str, Any], seconds: float, revoked: int = 0
+        cls, slug: str, row: Mapping[str, Any], seconds: float, db: Database | None = None
     ) -> RunResult:
-        """From a row of `run_rule` (or a function returning the same columns)."""
+        """From a row of `run_rule` (or a function returning the same columns); with `db`,
+        the run row's further counts (revoked, moved) too, read in a statement of their own
+        (the one calling run_rule cannot see the run row it writes)."""
+        counts = db.one("run_counts", [row["run_id"]]) if db and row["run_id"] else None
         return cls(slug=slug, status=row["status"], granted=row["granted"],
                    progressed=row["progressed"], levels=row["levels"], message=row["message"],
-                   seconds=seconds, run_id=row["run_id"], revoked=revoked)
+                   seconds=seconds, run_id=row["run_id"],
+                   revoked=counts["revoked"] if counts else 0,
+                   moved=counts["moved"] if counts else 0)
 
 
 @dataclass
@@ -53,6 +59,7 @@ class TrophyCase:
     user_id: str
     grants: list[dict[str, Any]] = field(default_factory=list)
     progress: list[dict[str, Any]] = field(default_factory=list)
+    revoked: list[dict[str, Any]] = field(default_factory=list)  # no rule grants these again
 
     @property
     def points(self) -> int:
@@ -85,7 +92,8 @@ def definition(rule: Rule, config: Config | None = None) -> dict[str, Any]:
         "name": rule.name,
         "description": rule.description,
         "kind": rule.kind,
-        "triggers": list(rule.triggers),
+        # its triggers and the grant events of the badges it reads (`badge:<slug>`)
+        "triggers": list(event_types(rule)),
         "tags": list(rule.tags),
         "enabled": rule.enabled,
         "params": [{"name": p.name, "type": p.type} for p in rule.params],
@@ -212,18 +220,46 @@ class Engine:
         *,
         announce: bool = False,
         dry_run: bool = False,
+        then: Sequence[str] = (),
     ) -> RunResult:
-        """One run of one deployed rule, in its own transaction (rolled back for a dry run)."""
+        """One run of one deployed rule, in its own transaction (rolled back for a dry run).
+
+        A backfill's new and moved grants are events for the rules that read the badge:
+        those rules re-check the users concerned in the same transaction (incremental runs,
+        in run order), except the rules in `then`, which the caller backfills next."""
         values = bind_params(rule, params or {})
         started = time.monotonic()
         tx = self.db.conn.transaction(force_rollback=dry_run)
         with tx:
+            if mode == "backfill" and not dry_run:
+                self.db.execute("batch_reset")  # run_rule adds its grant events to it
             self.db.execute("set_rule_timeout", [rule.slug, self.config.timeout(mode)])
             row = self.db.one("run_rule", [rule.slug, mode, values, announce, dry_run])
             assert row is not None
-            revoked = self.db.one("run_revoked", [row["run_id"]]) if rule.revoke else None
-        return RunResult.from_row(rule.slug, row, time.monotonic() - started,
-                                  revoked=revoked["revoked"] if revoked else 0)
+            result = RunResult.from_row(rule.slug, row, time.monotonic() - started, self.db)
+            if mode == "backfill" and not dry_run:
+                self.run_batch_rules(exclude=then)
+        return result
+
+    def run_batch_rules(
+        self, exclude: Sequence[str] = (), after: str | None = None
+    ) -> list[RunResult]:
+        """Run the rules the session's batch triggers, in run order, each in incremental
+        mode under its own timeout, in the current transaction. The batch grows as rules
+        grant (grant events), so the next rule is asked for after each one."""
+        runs: list[RunResult] = []
+        slug = after
+        while True:
+            row = self.db.one("next_batch_rule", [slug, list(exclude)])
+            slug = row["slug"] if row else None
+            if slug is None:
+                return runs
+            started = time.monotonic()
+            # the rule's timeout is armed for the next statement, the one running it
+            self.db.execute("set_rule_timeout", [slug, self.config.timeout("incremental")])
+            run = self.db.one("run_batch_rule", [slug])
+            assert run is not None
+            runs.append(RunResult.from_row(slug, run, time.monotonic() - started, self.db))
 
     def backfill(
         self,
@@ -239,10 +275,14 @@ class Engine:
 
         Composite rules run after the rules whose grants they read (`badge('slug')`)."""
         results = []
-        for rule in ordered(rules):
+        order = ordered(rules)
+        for index, rule in enumerate(order):
             if on_start:
                 on_start(rule)
-            result = self.run_rule(rule, "backfill", params, announce=announce, dry_run=dry_run)
+            later = [r.slug for r in order[index + 1:]]
+            result = self.run_rule(
+                rule, "backfill", params, announce=announce, dry_run=dry_run, then=later
+            )
             if on_done:
                 on_done(rule, result)
             results.append(result)
@@ -256,6 +296,7 @@ class Engine:
             user_id=user_id,
             grants=self.db.execute("user_grants", [user_id]),
             progress=self.db.execute("user_progress", [user_id]),
+            revoked=self.db.execute("user_revoked", [user_id]),
         )
 
     # -- manual grants ---------------------------------------------------------------------

@@ -212,11 +212,17 @@ class Status:
     def dirty(self) -> list[str]:
         return [r["slug"] for r in self.rules if r["dirty"] and r["enabled"]]
 
+    @property
+    def due(self) -> dict[str, list[str]]:
+        """Rules due for a backfill, by why: {new: [...], changed: [...]}."""
+        return due_by_reason(self.rules)
+
     def as_json(self) -> dict[str, Any]:
         return {
             "pending_events": self.pending,
             "oldest_pending_seconds": self.oldest_seconds,
             "dirty_rules": self.dirty,
+            "due_rules": self.due,
             "rules": [_jsonable(r) for r in self.rules],
             "failures_last_day": [_jsonable(f) for f in self.failures],
             "attention": self.attention,
@@ -249,7 +255,29 @@ def status(engine: Engine, max_lag_seconds: float) -> Status:
             f"({', '.join(report.dirty)}): a run failed; the nightly job or "
             "`plaudit backfill --select state:dirty` repairs them"
         )
+    if report.due:
+        report.attention.append(due_sentence(report.due))
     return report
+
+
+def due_by_reason(rules: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """The enabled rules that are due (rows with slug, enabled, due), grouped by reason."""
+    found: dict[str, list[str]] = {}
+    for r in rules:
+        if r["due"] and r["enabled"]:
+            found.setdefault(r["due"], []).append(r["slug"])
+    return found
+
+
+def due_sentence(due: Mapping[str, Sequence[str]]) -> str:
+    """`3 rules are due for a backfill (new: a, b; changed: c): ...`"""
+    count = sum(len(slugs) for slugs in due.values())
+    reasons = "; ".join(f"{reason}: {', '.join(slugs)}" for reason, slugs in due.items())
+    return (
+        f"{count} rule{'s are' if count != 1 else ' is'} due for a backfill ({reasons}): "
+        "until then incremental runs read their users' whole history; the nightly job or "
+        "`plaudit backfill --select state:due` brings them up to date"
+    )
 
 
 def duration(seconds: float) -> str:

@@ -51,6 +51,8 @@ class DeployPlan:
     refusals: list[str] = field(default_factory=list)  # what needs --force
     level_removals: list[tuple[str, str]] = field(default_factory=list)  # (slug, level) w/ grants
     badge_removals: list[str] = field(default_factory=list)
+    # after the deploy: rules due for a backfill, by why (new, changed), in run order
+    due: dict[str, list[str]] = field(default_factory=dict)
 
     def count(self, status: str) -> int:
         return sum(1 for c in self.changes if c.status == status)
@@ -86,6 +88,9 @@ def deploy_rules(
         for slug in plan.badge_removals:
             db.execute("remove_badge", [slug])
         engine.deploy(rules)
+        for row in db.execute("due_rules"):
+            if row["reason"] in ("new", "changed"):
+                plan.due.setdefault(row["reason"], []).append(row["slug"])
     return plan
 
 

@@ -28,6 +28,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from pglast.parser import ParseError, parse_sql_json
 
 from .config import NAME_PATTERN, Config
+from .dependencies import event_types
 from .errors import ParamError, RenderError
 from .rules import Rule
 from .sqlfiles import sql_dir
@@ -101,14 +102,27 @@ class _Batch:
 
 
 def _trigger_list(rule: Rule) -> str:
-    return ", ".join(sql_string(t) for t in rule.triggers)
+    return ", ".join(sql_string(t) for t in event_types(rule))
 
 
-# Kinds whose grants an event can only add at or after its own time, and whose progress
-# means nothing more once every level is held: incremental runs skip users who are done.
-# Not streak (its progress is the current run, which goes on after the last level) nor
-# growth (a month's growth is dated at the month, before the event that completes it).
+# Kinds whose grants an event can only add at or after its own time: incremental runs do
+# not read again the history of a user who holds every level. Not streak (its progress is
+# the current run, which goes on after the last level) nor growth (a month's growth is dated
+# at the month, before the event that completes it). An award has no progress, so such a
+# user is simply left out; the others keep their progress exact by carrying it forward from
+# user_progress.through_at (CARRIES_PROGRESS_KINDS, the `carry` of their macros).
 SKIPS_DONE_KINDS = ("count", "sum", "gauge", "award")
+CARRIES_PROGRESS_KINDS = ("count", "sum", "gauge")
+
+
+def trusted(rule: Rule, schema: str) -> str:
+    """SQL: whether incremental shortcuts may trust the rule's grants and progress, i.e.
+    the rule is not due (new or changed since its last complete backfill: 003_deploy.sql).
+    One lookup per run (an InitPlan); an undeployed rule is not trusted."""
+    return (
+        f"coalesce((SELECT plaudit_due.due IS NULL FROM {schema}.badge AS plaudit_due "
+        f"WHERE plaudit_due.slug = {sql_string(rule.slug)}), false)"
+    )
 
 
 def batch_start(rule: Rule) -> str:
@@ -132,12 +146,41 @@ def held_before_batch(rule: Rule, schema: str, column: str) -> str:
 
 def held_level(rule: Rule, schema: str, user: str, level: str, scope: str) -> str:
     """SQL: the user holds this level of the rule in this scope, achieved no later than the
-    batch's earliest event (so no row of the batch can move its date)."""
+    batch's earliest event (so no row of the batch can move its date), and the rule is not
+    due (its grants were computed by its current SQL)."""
     return (
-        f"EXISTS (SELECT FROM {schema}.user_badge AS plaudit_held "
+        f"({trusted(rule, schema)} AND EXISTS (SELECT FROM {schema}.user_badge AS plaudit_held "
         f"WHERE plaudit_held.user_id = {user} AND plaudit_held.badge = {sql_string(rule.slug)} "
         f"AND plaudit_held.level = {level} AND plaudit_held.scope = {scope} "
-        f"AND plaudit_held.achieved_at <= {batch_start(rule)})"
+        f"AND plaudit_held.achieved_at <= {batch_start(rule)}))"
+    )
+
+
+def done(rule: Rule, schema: str, column: str) -> str:
+    """SQL: the user `column` is done with the rule: it is not due, the user holds every
+    level, each achieved no later than the batch's earliest event, and (kinds with progress)
+    their progress counts the source up to a time before that event. Such a user cannot
+    gain a grant nor an earlier date from the batch (an event adds rows dated at or after
+    it), and their progress is carried forward from `through_at`."""
+    condition = (
+        f"{trusted(rule, schema)} AND {held_before_batch(rule, schema, column)} = "
+        f"{len(rule.levels)}"
+    )
+    if rule.kind in CARRIES_PROGRESS_KINDS:
+        condition += (
+            f" AND EXISTS (SELECT FROM {schema}.user_progress AS plaudit_through "
+            f"WHERE plaudit_through.user_id = {column} "
+            f"AND plaudit_through.badge = {sql_string(rule.slug)} "
+            f"AND plaudit_through.scope = '' "
+            f"AND plaudit_through.through_at < {batch_start(rule)})"
+        )
+    return f"({condition})"
+
+
+def _batch_users(rule: Rule) -> str:
+    return (
+        f"SELECT plaudit_b.user_id FROM {BATCH_TABLE} AS plaudit_b "
+        f"WHERE plaudit_b.type IN ({_trigger_list(rule)})"
     )
 
 
@@ -145,10 +188,10 @@ def _helpers(
     rule: Rule, mode: str, schema: str = "plaudit", skip_done: bool | None = None
 ) -> dict[str, Any]:
     """The template's helpers. `skip_done` (decided by a first render when not given):
-    whether `affected()` and `unfinished()` leave out users who are done with the rule."""
+    whether `affected()` (and, for awards, `unfinished()`) leave out users who are done
+    with the rule."""
     if skip_done is None:
         skip_done = _skips_done(rule, mode, schema)
-    triggers = _trigger_list(rule)
 
     def placeholder(name: str) -> str:
         for position, p in enumerate(rule.params, start=1):
@@ -158,22 +201,19 @@ def _helpers(
         raise RenderError(f"{rule.slug}: unknown param {name!r} (declared: {declared})")
 
     def unfinished(column: str) -> str:
-        # Done: holds every level of the rule, each achieved no later than the batch's
-        # earliest event. Such a user cannot gain a grant nor an earlier date from the batch
-        # (an event adds rows dated at or after it), so their history is not read again.
-        if not skip_done:
+        # For users a rule finds through `batch`: only an award (no progress) may leave out
+        # a done user; the progress of the other kinds must be read to stay exact.
+        if not skip_done or rule.kind in CARRIES_PROGRESS_KINDS:
             return "TRUE"
-        return f"{held_before_batch(rule, schema, column)} < {len(rule.levels)}"
+        return f"NOT {done(rule, schema, column)}"
 
     def affected(column: str) -> str:
         if mode == "backfill":
             return "TRUE"
-        users = (
-            f"SELECT plaudit_b.user_id FROM {BATCH_TABLE} AS plaudit_b "
-            f"WHERE plaudit_b.type IN ({triggers})"
-        )
+        users = _batch_users(rule)
         if skip_done:
-            users += f" AND {unfinished('plaudit_b.user_id')}"
+            # done users: an award's are left out; the others' progress is carried forward
+            users += f" AND NOT {done(rule, schema, 'plaudit_b.user_id')}"
         return f"{column} IN ({users})"
 
     def sql_filter(column: str, name: str) -> str:
@@ -205,8 +245,12 @@ def _helpers(
 
 def _skips_done(rule: Rule, mode: str, schema: str) -> bool:
     """Whether an incremental run of `rule` may skip users who are done with it: a kind
-    where that is exact, and no scope (a new scope has every level still to reach)."""
+    where that is exact, no scope (a new scope has every level still to reach), and for
+    kinds with progress, users found through affected() only (the batch's users, whose
+    progress the kind carries forward; a rule reading `batch` maps events to users itself)."""
     if mode != "incremental" or rule.kind not in SKIPS_DONE_KINDS:
+        return False
+    if rule.kind in CARRIES_PROGRESS_KINDS and "batch" in _template_names(rule):
         return False
     try:
         text = environment().from_string(rule.query).render(_helpers(rule, mode, schema, False))
@@ -214,6 +258,14 @@ def _skips_done(rule: Rule, mode: str, schema: str) -> bool:
     except (jinja2.TemplateError, RenderError):
         return False  # the real render reports it
     return columns is not None and "scope" not in columns
+
+
+def _template_names(rule: Rule) -> set[str]:
+    """The names a rule's template reads (helpers included); empty if it does not parse."""
+    try:
+        return set(meta.find_undeclared_variables(environment().parse(rule.query)))
+    except jinja2.TemplateSyntaxError:
+        return set()
 
 
 def _template_line(exc: BaseException, name: str) -> int | None:
@@ -231,7 +283,7 @@ def render_query(rule: Rule, mode: str, config: Config | None = None) -> str:
     """The analyst's query rendered for `mode`, checked to be a single SELECT."""
     if mode not in MODES:
         raise RenderError(f"unknown mode {mode!r} (expected backfill or incremental)")
-    if mode == "incremental" and not rule.triggers:
+    if mode == "incremental" and not event_types(rule):
         raise RenderError(f"{rule.slug}: has no triggers, so it runs in backfill mode only")
     name = f"<rule {rule.slug}>"
     try:
@@ -350,8 +402,48 @@ def render(rule: Rule, mode: str, config: Config | None = None) -> Rendered:
             arguments["held"] = held
         if rule.kind == "streak" and not has["scope"]:
             arguments["window"] = _streak_window(rule, schema, held)
-    sql = macro(query, **arguments)
-    return Rendered(rule=rule, mode=mode, query=query, sql=str(sql).strip())
+        if rule.kind in CARRIES_PROGRESS_KINDS and _skips_done(rule, mode, schema):
+            arguments["carry"] = _carry(rule, schema)
+    sql = str(macro(query, **arguments)).strip()
+    if mode == "incremental" and rule.kind != "award" and "batch" not in _template_names(rule):
+        sql = _clearing(rule, sql)
+    return Rendered(rule=rule, mode=mode, query=query, sql=sql)
+
+
+def _clearing(rule: Rule, sql: str) -> str:
+    """An incremental run re-reads the batch's users (affected()): one of them without any
+    progress row in the result has no source rows left (deleted, or the grants a composite
+    read were revoked), so its progress goes, as a complete backfill removes it. Such users
+    get a marker row (a progress row whose value and scope are NULL) that run_rule turns
+    into that deletion."""
+    return (
+        f"WITH plaudit_rows AS MATERIALIZED (\n{sql}\n)\n"
+        "SELECT * FROM plaudit_rows\n"
+        "UNION ALL\n"
+        "SELECT DISTINCT plaudit_b.user_id, NULL::text, NULL::text, NULL::timestamptz, "
+        "NULL::numeric, NULL::jsonb, true\n"
+        f"FROM {BATCH_TABLE} AS plaudit_b\n"
+        f"WHERE plaudit_b.type IN ({_trigger_list(rule)}) AND NOT EXISTS (\n"
+        "    SELECT FROM plaudit_rows AS plaudit_r\n"
+        "    WHERE plaudit_r.user_id = plaudit_b.user_id AND plaudit_r.is_progress)"
+    )
+
+
+def _carry(rule: Rule, schema: str) -> dict[str, str]:
+    """What count, sum and gauge need to carry a done user's progress forward in an
+    incremental run (affected() leaves such users out of `query`): their progress rows, and
+    the rule's query for every batch user, read by the macro only after `through_at`."""
+    text = environment().from_string(rule.query).render(
+        _helpers(rule, "incremental", schema, False)
+    )
+    progress = (
+        f"(SELECT plaudit_p.user_id, plaudit_p.value, plaudit_p.through_at "
+        f"FROM {schema}.user_progress AS plaudit_p "
+        f"WHERE plaudit_p.badge = {sql_string(rule.slug)} AND plaudit_p.scope = '' "
+        f"AND plaudit_p.user_id IN ({_batch_users(rule)} "
+        f"AND {done(rule, schema, 'plaudit_b.user_id')}))"
+    )
+    return {"query": text.strip().rstrip(";"), "progress": progress}
 
 
 def _streak_window(
@@ -360,7 +452,7 @@ def _streak_window(
     """What the streak kind needs to read users from their last active period in
     incremental runs (sql/kinds/streak.sql): only when the rule's users come from
     affected(), so that the batch's users are the users to re-check."""
-    if "batch" in meta.find_undeclared_variables(environment().parse(rule.query)):
+    if "batch" in _template_names(rule):
         return None
     return {
         "batch": str(_Batch(rule, "incremental")),
@@ -368,6 +460,7 @@ def _streak_window(
         "badge": sql_string(rule.slug),
         "batch_start": batch_start(rule),
         "held": held,
+        "trusted": trusted(rule, schema),
     }
 
 
@@ -402,8 +495,9 @@ def _macro_arguments(rule: Rule, has: Mapping[str, bool], timezone: str) -> dict
 
 
 def modes(rule: Rule) -> tuple[str, ...]:
-    """The modes a rule runs in: incremental only when events trigger it."""
-    return MODES if rule.triggers else ("backfill",)
+    """The modes a rule runs in: incremental only when events (or grants of the badges it
+    reads) trigger it."""
+    return MODES if event_types(rule) else ("backfill",)
 
 
 def bind_params(rule: Rule, given: Mapping[str, str]) -> list[str | None]:

@@ -24,7 +24,7 @@ from pglast.parser import ParseError, parse_sql_json
 
 from .config import Config
 from .db import Database, describe
-from .dependencies import ordered, references
+from .dependencies import event_types, ordered, references
 from .engine import Engine, definition
 from .errors import PlauditError
 from .render import render_query
@@ -170,7 +170,7 @@ def _nodes(tree: Any, kind: str) -> Iterator[dict[str, Any]]:
 def _batch(case: Case) -> list[dict[str, Any]]:
     if case.events is not None:
         return case.events
-    trigger = case.rule.triggers[0]
+    trigger = event_types(case.rule)[0]  # a composite's first: a grant of a badge it reads
     users = dict.fromkeys(str(g["user_id"]) for g in case.expect)
     return [{"type": trigger, "user_id": user} for user in users]
 

@@ -44,6 +44,11 @@ class BatchResult:
     def granted(self) -> int:
         return sum(run.granted for run in self.runs)
 
+    @property
+    def moved(self) -> int:
+        """Grants moved to an earlier date (late events): reported, not notified."""
+        return sum(run.moved for run in self.runs)
+
 
 def run_batch(engine: Engine, batch_size: int) -> BatchResult:
     """Take up to `batch_size` pending events and run the rules they trigger, in one
@@ -57,8 +62,7 @@ def run_batch(engine: Engine, batch_size: int) -> BatchResult:
             taken = db.one("take_events", [batch_size])
             events = int(taken["events"]) if taken else 0
             if events:
-                for row in db.execute("batch_rules"):
-                    runs.append(_run_rule(engine, row["slug"]))
+                runs = engine.run_batch_rules()
                 new = [run.run_id for run in runs if run.granted]
                 if new:
                     grants = db.execute("run_grants", [new])
@@ -67,15 +71,6 @@ def run_batch(engine: Engine, batch_size: int) -> BatchResult:
         reason = describe(exc) if isinstance(exc, psycopg.Error) else str(exc)
         raise DatabaseError(f"processing a batch of events: {reason}") from exc
     return BatchResult(events, runs, grants, time.monotonic() - started)
-
-
-def _run_rule(engine: Engine, slug: str) -> RunResult:
-    started = time.monotonic()
-    # the rule's timeout is armed for the next statement, the one running it
-    engine.db.execute("set_rule_timeout", [slug, engine.config.timeout("incremental")])
-    row = engine.db.one("run_batch_rule", [slug])
-    assert row is not None
-    return RunResult.from_row(slug, row, time.monotonic() - started)
 
 
 class Runner:

@@ -59,18 +59,24 @@ def _unit(progress: Mapping[str, Any]) -> str:
     return "%" if kind == "growth" else ""
 
 
+def _title(grant: dict[str, Any]) -> str:
+    """A grant's badge and level name (one name when they are the same), and its scope."""
+    scope = f" [{grant['scope']}]" if grant["scope"] else ""
+    if grant["level_name"] == grant["badge_name"]:
+        return grant["badge_name"] + scope
+    return f"{grant['badge_name']} · {grant['level_name']}{scope}"
+
+
 def trophy_case(case: TrophyCase) -> str:
     count = len(case.grants)
     lines = [f"User {case.user_id}: {count} badge{'s' if count != 1 else ''}, {case.points} points"]
     for g in case.grants:
-        scope = f" [{g['scope']}]" if g["scope"] else ""
-        title = (
-            g["badge_name"]
-            if g["level_name"] == g["badge_name"]
-            else f"{g['badge_name']} · {g['level_name']}"
-        )
         manual = " (manual)" if g["source"] == "manual" else ""
-        lines.append(f"  {g['achieved_at']:%Y-%m-%d %H:%M}  {title}{scope}{manual}")
+        lines.append(f"  {g['achieved_at']:%Y-%m-%d %H:%M}  {_title(g)}{manual}")
+    if case.revoked:
+        lines.append("Revoked")
+        for r in case.revoked:
+            lines.append(f"  {r['revoked_at']:%Y-%m-%d %H:%M}  {_title(r)}: {r['reason']}")
     if case.progress:
         lines.append("Progress")
         width = max(
