@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from plaudit.runner import run_batch
+from sample_rules import commentator_rule
 
 # A post author's badge, earned through other people's comments: the event is the
 # commenter's, the grant the author's (like the bundled influencer).
@@ -48,19 +49,7 @@ STAR = """
       WHERE {{ affected('b.user_id') }}
 """
 
-COMMENTATOR = """
-    slug: commentator
-    name: Commentator
-    kind: count
-    triggers: [comment_created]
-    levels:
-      - {key: bronze, name: Chatty, threshold: 2, points: 5}
-      - {key: silver, name: Talkative, threshold: 3, points: 10}
-    query: |
-      SELECT c.author_id AS user_id, c.created_at AS occurred_at
-      FROM comments AS c
-      WHERE {{ affected('c.author_id') }}
-"""
+COMMENTATOR = commentator_rule(2, 3)
 
 EVENTS = """
 events:
@@ -175,8 +164,7 @@ def test_a_changed_rule_is_due_and_its_shortcuts_do_not_trust_old_grants(site, p
     assert grants(sql) == [(1, "commentator", "bronze", day(2)),
                            (1, "commentator", "silver", day(3))]
     # lower thresholds: every level is now reached earlier
-    engine = site(COMMENTATOR.replace("threshold: 2", "threshold: 1")
-                  .replace("threshold: 3", "threshold: 2"))
+    engine = site(commentator_rule(1, 2))
     assert sql("SELECT due FROM plaudit.badge") == [("changed",)]
     comment(sql, 1, day(5))
     run_batch(engine, 100)  # user 1 holds every level: only a full read finds the new dates
