@@ -227,6 +227,17 @@ SELECT set_config('TimeZone', $1, true);
 -- name: test_table
 SELECT {{ schema }}.test_table($1, $2::jsonb, $3) AS row_count;
 
+-- name: meta_exists
+-- Whether this schema is installed (plaudit test works before `plaudit init` too).
+SELECT to_regclass('{{ schema }}.meta') IS NOT NULL AS installed;
+
+-- name: adopt_rule_role
+-- plaudit test: the scratch schema's rules run as the real schema's runner role
+SELECT {{ schema }}.adopt_rule_role($1) AS role;
+
+-- name: grant_rule_role
+SELECT {{ schema }}.grant_rule_role($1::regclass);
+
 -- name: test_batch
 SELECT {{ schema }}.batch_fill($1::jsonb) AS events;
 

@@ -249,3 +249,19 @@ def cron(cron_server: CronServer, dsn: str) -> Iterator[CronServer]:
         "WHERE database = %s OR starts_with(jobname, %s)",
         [dbname, f"plaudit:{dbname}."],
     )
+
+
+@pytest.fixture
+def runner_role(dsn, sql):
+    """A runner role name of this test's own (roles belong to the whole server)."""
+    role = f"runner_{dsn.rsplit('/', 1)[1]}"
+    yield role
+    # The CLI's sessions granted the role read access to their temporary batch table; a
+    # backend drops its temporary tables after its client has gone, so DROP OWNED could meet
+    # a table half dropped ("cache lookup failed for relation"): wait for them (bounded).
+    sql("DO $$ BEGIN FOR i IN 1..100 LOOP EXIT WHEN NOT EXISTS (SELECT FROM pg_class AS c "
+        "JOIN pg_namespace AS n ON n.oid = c.relnamespace WHERE c.relname = 'plaudit_batch' "
+        "AND n.nspname LIKE 'pg_temp_%' AND n.oid <> pg_my_temp_schema()); "
+        "PERFORM pg_sleep(0.05); END LOOP; END $$")
+    sql(f'DROP OWNED BY "{role}"')
+    sql(f'DROP ROLE IF EXISTS "{role}"')

@@ -409,15 +409,6 @@ def test_an_overlapping_backfill_skips_the_busy_rule_and_exits_0(counting_projec
 # -- least privilege -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def runner_role(dsn, sql):
-    """A runner role name of this test's own (roles belong to the whole server)."""
-    role = f"runner_{dbname(dsn)}"
-    yield role
-    sql(f'DROP OWNED BY "{role}"')
-    sql(f'DROP ROLE IF EXISTS "{role}"')
-
-
 def test_rule_queries_run_as_the_runner_role_and_cannot_write_app_data(
         project, run_cli, sql, runner_role):
     project.write("rules/commentator.yaml", COUNT_RULE.replace("[comment_created]", "[]")
@@ -439,7 +430,7 @@ def test_rule_queries_run_as_the_runner_role_and_cannot_write_app_data(
     assert result.exit_code == 0, result.stderr
     assert result.stderr.splitlines()[-6:] == [
         f"runner role: created role {runner_role} (NOLOGIN)",
-        f"runner role: granted {runner_role} read and write on schema plaudit",
+        f"runner role: granted {runner_role} read access to plaudit's grants and progress",
         f"runner role: rule queries run as {runner_role}",
         f"runner role: {runner_role} may not read all the tables the rules read yet; as their "
         "owner, run:",
@@ -449,7 +440,7 @@ def test_rule_queries_run_as_the_runner_role_and_cannot_write_app_data(
     sql(f"GRANT SELECT ON comments, users TO {runner_role}")
     again = run_cli(project, "init", "--runner-role", runner_role)
     assert again.stderr.splitlines()[-2:] == [
-        f"runner role: granted {runner_role} read and write on schema plaudit",
+        f"runner role: granted {runner_role} read access to plaudit's grants and progress",
         f"runner role: rule queries run as {runner_role}",
     ]
 

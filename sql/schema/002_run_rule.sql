@@ -46,9 +46,11 @@ DECLARE
     v_channel text := coalesce(
         (SELECT value FROM {{ schema }}.meta WHERE key = 'notify_channel'), 'plaudit_award');
     v_notified int;
-    -- `plaudit init --runner-role`: the rule's statement runs as this role, which may read the
-    -- app tables granted to it and write only the plaudit schema (sql/schema/007_jobs.sql)
+    -- `plaudit init --runner-role`: the rule's SQL runs as this role, inside rule_rows
+    -- (008_boundary.sql); this function writes what it returns
     v_role text := (SELECT value FROM {{ schema }}.meta WHERE key = 'rule_role');
+    v_session jsonb;
+    v_undone text;
     -- Grants are events for the rules that read them (badge('slug')): each grant this run
     -- adds or moves goes into the session's batch as a `badge:<slug>` event, so that the
     -- loop running the batch (plaudit.next_batch_rule) re-checks those rules after this one,
@@ -58,7 +60,6 @@ DECLARE
         WHERE d.enabled AND coalesce(d.definition -> 'depends_on', '[]') ? p_badge);
     -- a complete backfill also removes the progress rows its result no longer supports
     v_complete boolean;
-    v_session_role text := current_setting('role');
     v_error text;
     v_state text;
     v_detail text;
@@ -74,7 +75,8 @@ BEGIN
             USING ERRCODE = 'undefined_object', HINT = 'run `plaudit deploy`';
     END IF;
     IF cardinality(p_params) > 16 OR jsonb_array_length(v_param_defs) > 16 THEN
-        RAISE EXCEPTION 'rule % has more than 16 params', p_badge;
+        RAISE EXCEPTION 'rule % has more than 16 params', p_badge
+            USING ERRCODE = 'program_limit_exceeded';
     END IF;
     v_complete := p_mode = 'backfill' AND NOT v_filtered;
     SELECT coalesce(jsonb_object_agg(d.def ->> 'name', p_params[d.i]), '{}')
@@ -105,12 +107,13 @@ BEGIN
 
     BEGIN
         IF v_role IS NOT NULL THEN
-            PERFORM {{ schema }}.enter_rule_role(v_role);  -- undone below, or by an error
+            PERFORM {{ schema }}.grant_batch(v_role);
         END IF;
+        v_session := {{ schema }}.rule_session();
         IF p_dry_run THEN
             -- what a real run would add: rows not granted yet, per level
             EXECUTE format($q$
-                WITH r AS MATERIALIZED (%1$s)
+                WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1))
                 SELECT coalesce(jsonb_object_agg(x.level, x.n), '{}')
                 FROM (
                     SELECT r.level, count(*) AS n FROM r
@@ -126,10 +129,7 @@ BEGIN
                 ) AS x
             $q$, v_sql, p_badge)
             INTO v_levels
-            USING p_params[1], p_params[2], p_params[3], p_params[4], p_params[5],
-                  p_params[6], p_params[7], p_params[8], p_params[9], p_params[10],
-                  p_params[11], p_params[12], p_params[13], p_params[14], p_params[15],
-                  p_params[16];
+            USING p_params;
         ELSE
             INSERT INTO {{ schema }}.run AS r (badge, mode, params, status, started_at, finished_at)
             VALUES (p_badge, p_mode, v_params, 'ok', v_started, v_started)
@@ -140,7 +140,7 @@ BEGIN
             -- that arrived late): this keeps incremental runs equal to a backfill. A revoked
             -- grant (suppressed_grant) is not granted again.
             EXECUTE format($q$
-                WITH r AS MATERIALIZED (%1$s),
+                WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1)),
                 granted AS (
                     INSERT INTO {{ schema }}.user_badge AS ub
                         (user_id, badge, level, scope, achieved_at, value, meta, source, run_id, seen_at)
@@ -217,10 +217,7 @@ BEGIN
                     RETURNING 1
                 )$e$, p_badge) ELSE '' END)
             INTO v_levels, v_moved, v_progressed, v_notified
-            USING p_params[1], p_params[2], p_params[3], p_params[4], p_params[5],
-                  p_params[6], p_params[7], p_params[8], p_params[9], p_params[10],
-                  p_params[11], p_params[12], p_params[13], p_params[14], p_params[15],
-                  p_params[16];
+            USING p_params;
             -- revoke: true: a complete backfill removes the rule grants it no longer returns
             IF p_mode = 'backfill' AND NOT v_filtered
                AND (SELECT b.revoke FROM {{ schema }}.badge AS b WHERE b.slug = p_badge) THEN
@@ -241,8 +238,12 @@ BEGIN
         END IF;
         -- what a run adds (or a dry run would add), per level
         SELECT coalesce(sum(n::int), 0) INTO v_granted FROM jsonb_each_text(v_levels) AS l (level, n);
-        IF v_role IS NOT NULL THEN
-            PERFORM set_config('role', v_session_role, true);
+        -- what the rule may have changed in the session besides its rows, undone
+        v_undone := {{ schema }}.restore_session(v_session);
+        IF v_undone IS NOT NULL AND NOT p_dry_run THEN
+            UPDATE {{ schema }}.run AS r
+            SET message = format('%s: undone after the rule: %s', p_badge, v_undone)
+            WHERE r.run_id = v_run_id;
         END IF;
         -- New grants of a badge: analyze now, not when autovacuum gets to it (10% of the
         -- table must change first, which a badge's grants among millions may never be).
@@ -250,7 +251,7 @@ BEGIN
         -- grants scanned every grant of the badge instead: measured (bench/), all_rounder's
         -- runs took 3.3 s instead of milliseconds after its backfill at 1M users, and 136 ms
         -- per batch at 10k users after it wrote 304 grants. ANALYZE reads a sample: a third
-        -- of a second at 5M grants. (After the role is restored: only the owner may analyze.)
+        -- of a second at 5M grants.
         IF p_mode = 'backfill' AND NOT p_dry_run AND v_granted > 0 THEN
             ANALYZE {{ schema }}.user_badge;
         END IF;
@@ -261,6 +262,10 @@ BEGIN
         -- the detail names the culprit, e.g. an award's level that is not one of the rule's
         message := format('%s: %s (SQLSTATE %s)', p_badge, v_error, v_state)
                    || coalesce(': ' || nullif(v_detail, ''), '');
+        -- settings roll back with the block; session advisory locks do not
+        IF v_session IS NOT NULL THEN
+            PERFORM {{ schema }}.restore_session(v_session);
+        END IF;
         v_run_id := NULL;
         IF NOT p_dry_run THEN
             INSERT INTO {{ schema }}.run AS r (badge, mode, params, status, started_at, finished_at, message)

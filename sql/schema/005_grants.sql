@@ -77,7 +77,7 @@ DECLARE
     v_revoked int;
 BEGIN
     EXECUTE format($q$
-        WITH r AS MATERIALIZED (%1$s),
+        WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1)),
         gone AS (
             DELETE FROM {{ schema }}.user_badge AS ub
             WHERE ub.badge = %2$L AND ub.source = 'rule'
@@ -98,10 +98,7 @@ BEGIN
         SELECT count(*) FROM logged
     $q$, p_sql, p_badge, p_run_id)
     INTO v_revoked
-    USING p_params[1], p_params[2], p_params[3], p_params[4], p_params[5],
-          p_params[6], p_params[7], p_params[8], p_params[9], p_params[10],
-          p_params[11], p_params[12], p_params[13], p_params[14], p_params[15],
-          p_params[16];
+    USING p_params;
     UPDATE {{ schema }}.run AS r SET revoked = v_revoked WHERE r.run_id = p_run_id;
     RETURN v_revoked;
 END;

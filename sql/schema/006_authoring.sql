@@ -23,7 +23,7 @@ BEGIN
         RAISE EXCEPTION 'rule % has more than 16 params', p_badge;
     END IF;
     EXECUTE format($q$
-        WITH r AS MATERIALIZED (%1$s),
+        WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1)),
         new AS MATERIALIZED (
             SELECT r.user_id::text AS user_id, r.level, r.scope, r.achieved_at, r.value
             FROM r
@@ -41,26 +41,12 @@ BEGIN
                              LIMIT %3$s) AS s))
     $q$, p_sql, p_badge, p_sample)
     INTO v_result
-    USING p_params[1], p_params[2], p_params[3], p_params[4], p_params[5],
-          p_params[6], p_params[7], p_params[8], p_params[9], p_params[10],
-          p_params[11], p_params[12], p_params[13], p_params[14], p_params[15],
-          p_params[16];
+    USING p_params;
     RETURN v_result;
 END;
 $function$;
 
--- The plan of the rule's compiled SQL with these params (EXPLAIN: planned, not executed).
-CREATE OR REPLACE FUNCTION {{ schema }}.explain_rule(p_sql text, p_params text[] DEFAULT '{}')
-RETURNS SETOF text
-LANGUAGE plpgsql AS $function$
-BEGIN
-    RETURN QUERY EXECUTE 'EXPLAIN ' || p_sql
-    USING p_params[1], p_params[2], p_params[3], p_params[4], p_params[5],
-          p_params[6], p_params[7], p_params[8], p_params[9], p_params[10],
-          p_params[11], p_params[12], p_params[13], p_params[14], p_params[15],
-          p_params[16];
-END;
-$function$;
+-- (explain_rule, the plan of a rule's SQL: 008_boundary.sql, under the rule boundary)
 
 -- A rule test case's app table: an empty temporary copy of p_table that shadows it for the
 -- rest of the transaction (pg_temp comes first in the search path), filled with the case's

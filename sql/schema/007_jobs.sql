@@ -216,11 +216,12 @@ BEGIN
 END;
 $procedure$;
 
--- `plaudit init --runner-role NAME`: the role rule queries run as (run_rule switches to it with
--- SET LOCAL ROLE for the rule's statement). It may read what the operator grants it (the app
--- tables the rules read) and write the plaudit schema, nothing else; so a rule cannot modify
--- app data, even through a volatile function. Created NOLOGIN if missing; an existing role is
--- used as it is, unless it is a superuser or bypasses row security. Returns what it did.
+-- `plaudit init --runner-role NAME`: the role rule queries run as (008_boundary.sql: rule_rows
+-- runs a rule's SQL as its owner, this role, and nothing in a rule can switch back). It may
+-- read what the operator grants it (the app tables the rules read) and plaudit's grants and
+-- progress; it writes nothing and executes no plaudit function. Created NOLOGIN if missing;
+-- an existing role is used as it is, unless it is a superuser or bypasses row security.
+-- Returns what it did.
 CREATE OR REPLACE FUNCTION {{ schema }}.setup_runner_role(p_role text)
 RETURNS SETOF text
 LANGUAGE plpgsql AS $function$
@@ -235,36 +236,33 @@ BEGIN
         RAISE EXCEPTION 'role % is a superuser or bypasses row security: rule queries must run as a role that can only read the app', p_role
             USING ERRCODE = 'invalid_parameter_value', HINT = 'name a role of its own, e.g. plaudit_runner';
     END IF;
-    -- whoever runs rules switches to the role: the session's user must be a member
+    -- the session's user gives plaudit's functions to the role: it must be a member
     IF NOT pg_has_role(session_user, p_role, 'MEMBER') THEN
         EXECUTE format('GRANT %I TO %I', p_role, session_user);
         RETURN NEXT format('granted %s to %s', p_role, session_user);
     END IF;
-    EXECUTE format('GRANT USAGE ON SCHEMA {{ schema }} TO %I', p_role);
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {{ schema }} TO %I', p_role);
-    EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {{ schema }} TO %I', p_role);
-    EXECUTE format('GRANT EXECUTE ON ALL ROUTINES IN SCHEMA {{ schema }} TO %I', p_role);
-    -- tables a later `plaudit init` adds
-    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA {{ schema }} GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO %I', p_role);
-    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA {{ schema }} GRANT USAGE, SELECT ON SEQUENCES TO %I', p_role);
-    RETURN NEXT format('granted %s read and write on schema {{ schema }}', p_role);
+    -- what an earlier plaudit granted the role (write on the plaudit schema) goes
+    EXECUTE format('REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA {{ schema }} FROM %I', p_role);
+    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA {{ schema }} REVOKE ALL ON TABLES FROM %I', p_role);
+    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA {{ schema }} REVOKE ALL ON SEQUENCES FROM %I', p_role);
     INSERT INTO {{ schema }}.meta AS m (key, value) VALUES ('rule_role', p_role)
     ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+    PERFORM {{ schema }}.apply_rule_role();
+    RETURN NEXT format('granted %s read access to plaudit''s grants and progress', p_role);
     RETURN NEXT format('rule queries run as %s', p_role);
 END;
 $function$;
 
--- Called by run_rule before a rule's statement when a runner role is set: the batch table
--- belongs to the session's user, so the role is given read access to it first (once per
--- session), then becomes the current role until run_rule switches back (or an error undoes it).
-CREATE OR REPLACE FUNCTION {{ schema }}.enter_rule_role(p_role text) RETURNS void
+-- Called by run_rule before a rule's SQL when a runner role is set: the batch table belongs to
+-- the session's user, so the role is given read access to it (once per session).
+CREATE OR REPLACE FUNCTION {{ schema }}.grant_batch(p_role text) RETURNS void
 LANGUAGE plpgsql AS $function$
 BEGIN
     IF to_regclass('pg_temp.plaudit_batch') IS NOT NULL
-       AND NOT has_table_privilege(p_role, 'pg_temp.plaudit_batch', 'INSERT') THEN
-        -- INSERT: a rule's grants join the batch as events for the rules reading them
-        EXECUTE format('GRANT SELECT, INSERT ON pg_temp.plaudit_batch TO %I', p_role);
+       AND NOT has_table_privilege(p_role, 'pg_temp.plaudit_batch', 'SELECT') THEN
+        EXECUTE format('GRANT SELECT ON pg_temp.plaudit_batch TO %I', p_role);
     END IF;
-    PERFORM set_config('role', p_role, true);
 END;
 $function$;
+
+DROP FUNCTION IF EXISTS {{ schema }}.enter_rule_role(text);

@@ -66,6 +66,8 @@ def run_cases(
     outcomes: list[Outcome] = []
     with conn.transaction(force_rollback=True):
         Engine(db, scratch_config).init()
+        # the rules run as the site's runner role, as they would in production
+        db.one("adopt_rule_role", [_rule_role(Database(conn, config.schema))])
         db.execute("set_timezone", [config.timezone])
         by_slug = {rule.slug: rule for rule in rules}
         needed: dict[str, Rule] = {}
@@ -79,6 +81,15 @@ def run_cases(
             for mode in case.modes:
                 outcomes.append(_run(db, scratch_config, config, case, chain, mode))
     return outcomes
+
+
+def _rule_role(real: Database) -> str | None:
+    """The runner role of the project's schema, if it is installed and has one."""
+    installed = real.one("meta_exists")
+    if not installed or not installed["installed"]:
+        return None
+    row = real.one("rule_role")
+    return row["role"] if row else None
 
 
 def _with_dependencies(rule: Rule, by_slug: dict[str, Rule]) -> list[Rule]:
@@ -140,6 +151,7 @@ def _tables(db: Database, scratch: Config, case: Case, chain: list[Rule], mode: 
             db.execute("test_table", [table, None, rows])
         else:
             db.execute("test_table", [table, json.dumps(rows, default=_json), None])
+        db.execute("grant_rule_role", [f"pg_temp.{table}"])
 
 
 def _relations(query: str) -> Iterator[tuple[str | None, str]]:

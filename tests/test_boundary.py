@@ -1,0 +1,215 @@
+"""Rule SQL is untrusted (issue 19): every probe the red team ran, as a rule under the runner
+role, through every path that executes rule SQL (backfill, run, check, the pg_cron job
+procedures, test, preview). Each is refused ("permission denied", or PostgreSQL's refusal to
+change role inside the boundary) and leaves nothing behind: no file written, no app or
+plaudit row changed, the queue and `meta` intact, no lock or setting left in the session.
+
+The probes hide behind app functions (SECURITY INVOKER, executable by PUBLIC, as an app
+would have), so that what is tested is the runtime boundary, not validate's early refusal
+of known functions.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from plaudit.engine import Event
+
+# name -> (the probe's body, what the database says when it is refused)
+PROBES = {
+    # set_config('role', 'none') dropped back to the login role (a superuser)
+    "escape_role": (
+        "PERFORM set_config('role', 'none', true); "
+        "EXECUTE format('COPY (SELECT 1) TO PROGRAM %L', 'touch ' || {marker});",
+        'cannot set parameter "role" within security-definer function',
+    ),
+    "copy_to_program": (
+        "EXECUTE format('COPY (SELECT 1) TO PROGRAM %L', 'touch ' || {marker});",
+        "pg_execute_server_program role to COPY to or from an external program",
+    ),
+    "read_server_file": (
+        "PERFORM pg_read_file('/etc/hostname');",
+        "permission denied for function pg_read_file",
+    ),
+    "take_the_queue": (
+        "PERFORM plaudit.take_events(1000000);",
+        "permission denied for function take_events",
+    ),
+    "forge_a_grant": (
+        "INSERT INTO plaudit.user_badge (user_id, badge, level, achieved_at) "
+        "VALUES (99, 'victim', 'default', now());",
+        "permission denied for table user_badge",
+    ),
+    "award_by_hand": (
+        "PERFORM plaudit.award_badge(99, 'victim', NULL, '', 'forged');",
+        "permission denied for function award_badge",
+    ),
+    "drop_the_runner_role": (
+        "DELETE FROM plaudit.meta WHERE key = 'rule_role';",
+        "permission denied for table meta",
+    ),
+    "write_app_data": (
+        "UPDATE users SET name = 'pwned';",
+        "permission denied for table users",
+    ),
+    "kill_a_session": (
+        "PERFORM pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid();",
+        "must be a superuser to terminate superuser process",
+    ),
+}
+
+EVENTS = """
+events:
+  comment_created: {table: comments, on: insert, user: author_id, at: created_at}
+"""
+
+PROBE_RULE = """
+    slug: {name}
+    name: {name}
+    kind: award
+    triggers: [comment_created]
+    query: |
+      SELECT c.author_id AS user_id, c.created_at AS achieved_at
+      FROM comments AS c
+      WHERE {{{{ affected('c.author_id') }}}} AND probe_{name}()
+    tests:
+      probe:
+        given:
+          comments: [{{author_id: 1, created_at: 2024-01-01 10:00}}]
+        expect: [{{user_id: 1, achieved_at: 2024-01-01 10:00}}]
+"""
+
+VICTIM = """
+    slug: victim
+    name: Victim
+    kind: award
+    triggers: []
+    query: |
+      SELECT u.id AS user_id, u.created_at AS achieved_at FROM users AS u WHERE u.id = 1
+"""
+
+PATHS = ("backfill", "run", "check", "job", "test", "preview")
+
+
+@pytest.fixture
+def guarded(project, run_cli, sql, dsn, runner_role):
+    """A project with every probe as a rule, the runner role set up and granted the app
+    tables the rules read; returns the marker file a successful OS command would create."""
+    marker = Path(os.environ.get("TMPDIR", "/tmp")) / f"plaudit_probe_{dsn.rsplit('/', 1)[1]}"
+    marker.unlink(missing_ok=True)
+    project.write("plaudit.yaml", EVENTS)
+    project.write("rules/victim.yaml", VICTIM)
+    for name, (body, _) in PROBES.items():
+        sql(f"CREATE FUNCTION probe_{name}() RETURNS boolean LANGUAGE plpgsql AS "
+            f"$$ BEGIN {body.format(marker=repr(str(marker)))} RETURN true; END $$")
+        project.write(f"rules/{name}.yaml", PROBE_RULE.format(name=name))
+    sql("INSERT INTO users (id, name, created_at) VALUES (1, 'one', '2024-01-01')")
+    sql("INSERT INTO posts (id, author_id, kind, title, created_at) "
+        "VALUES (1, 1, 'article', 'hello', '2024-01-01')")
+    # a comment for backfills to read (before init installs the capture trigger: no event)
+    sql("INSERT INTO comments (post_id, author_id, body, created_at) "
+        "VALUES (1, 1, 'x', '2024-01-15')")
+    result = run_cli(project, "init", "--runner-role", runner_role)
+    assert result.exit_code == 0, result.stderr
+    sql(f"GRANT SELECT ON comments, users TO {runner_role}")
+    assert run_cli(project, "backfill", "--select", "victim").exit_code == 0
+    yield marker
+    marker.unlink(missing_ok=True)
+
+
+def state(sql):
+    """What no probe may change."""
+    return (
+        sql("SELECT id, name FROM users ORDER BY id"),
+        sql("SELECT key, value FROM plaudit.meta ORDER BY key"),
+        sql("SELECT user_id, badge, level FROM plaudit.user_badge ORDER BY 1, 2, 3"),
+        sql("SELECT count(*) FROM plaudit.event"),
+    )
+
+
+def attempt(path, project, run_cli, sql, dsn, engine_for):
+    """Run every probe through `path`; returns {probe: what the user is told about it}."""
+    names = sorted(PROBES)
+    if path == "preview":  # one rule at a time
+        told = {}
+        for name in names:
+            result = run_cli(project, "preview", name)
+            assert result.exit_code != 0
+            told[name] = result.output
+        return told
+    if path in ("backfill", "test"):
+        result = run_cli(project, path, *[a for name in names for a in ("--select", name)])
+        assert result.exit_code == 1
+        return dict.fromkeys(names, result.output)
+    sql("INSERT INTO comments (post_id, author_id, body, created_at) "
+        "VALUES (1, 1, 'x', '2024-02-01')")
+    if path == "run":
+        result = run_cli(project, "run")
+        assert result.exit_code == 1
+        return dict.fromkeys(names, result.output)
+    if path == "check":
+        sql("DELETE FROM plaudit.event")  # check() takes its events directly, not the queue
+        engine = engine_for(project)
+        with engine.db.conn.transaction():
+            assert engine.check([Event("comment_created", 1)]) == []
+    else:  # the events job, as pg_cron runs it
+        with psycopg.connect(dsn, autocommit=True) as conn, pytest.raises(psycopg.Error):
+            conn.execute("CALL plaudit.job_events()")
+    return dict(sql("SELECT badge, message FROM plaudit.run WHERE status = 'failed'"))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_every_probe_is_refused_on_every_path_and_leaves_nothing_behind(
+        guarded, project, run_cli, sql, dsn, engine_for, path):
+    before = state(sql)
+    told = attempt(path, project, run_cli, sql, dsn, engine_for)
+    for name, (_, refusal) in PROBES.items():
+        # preview runs in a read-only transaction, which refuses a write before privileges
+        refusals = (refusal, "read-only transaction") if path == "preview" else (refusal,)
+        assert any(r in told[name] for r in refusals), (name, told[name])
+    assert not guarded.exists(), "an OS command ran"
+    after = state(sql)
+    assert after[:3] == before[:3]
+    assert after[3] == [(0,)]  # the queue: consumed by the run, never emptied by the rule
+    # no session was terminated: this one is still fine
+    assert sql("SELECT 1") == [(1,)]
+
+
+def test_what_a_rule_leaves_in_its_session_is_undone(runner_role, project, engine_for, sql,
+                                                     run_cli):
+    """Settings and session advisory locks (validate refuses the functions; this is the
+    second line): a rule taking the lock of another rule made it busy for good."""
+    sql("CREATE FUNCTION sticky() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN "
+        "PERFORM set_config('search_path', 'nowhere', false); "
+        "PERFORM set_config('statement_timeout', '0', false); "
+        "PERFORM pg_advisory_lock(hashtext('plaudit'), hashtext('victim')); "
+        "RETURN true; END $$")
+    project.write("rules/a_sticky.yaml", """
+        slug: a_sticky
+        name: Sticky
+        kind: award
+        query: |
+          SELECT u.id AS user_id, u.created_at AS achieved_at FROM users AS u WHERE sticky()
+    """)
+    project.write("rules/victim.yaml", VICTIM)
+    sql("INSERT INTO users (id, name, created_at) VALUES (1, 'one', '2024-01-01')")
+    assert run_cli(project, "init", "--runner-role", runner_role).exit_code == 0
+    sql(f"GRANT SELECT ON users TO {runner_role}")
+    engine = engine_for(project)
+    path = engine.db.conn.execute("SHOW search_path").fetchone()
+    results = engine.backfill(project.rules())
+    assert [(r.slug, r.status) for r in results] == [("a_sticky", "ok"), ("victim", "ok")]
+    assert results[0].message is None
+    assert sql("SELECT message FROM plaudit.run WHERE badge = 'a_sticky'") == [(
+        "a_sticky: undone after the rule: an advisory lock, setting search_path, "
+        "setting statement_timeout",)]
+    assert engine.db.conn.execute("SHOW search_path").fetchone() == path
+    locks = engine.db.conn.execute(
+        "SELECT count(*) AS n FROM pg_locks "
+        "WHERE pid = pg_backend_pid() AND locktype = 'advisory'").fetchone()
+    assert locks is not None and locks["n"] == 0
