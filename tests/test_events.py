@@ -214,6 +214,7 @@ def test_a_batch_that_dies_midway_consumes_nothing_and_is_redone_once(
         deployed, engine_for, project, sql):
     sql("CREATE TABLE slow_flag (x int)")
     sql("INSERT INTO slow_flag VALUES (1)")
+    project.write("plaudit.yaml", "allow_functions: [pg_sleep]\n")  # a slow rule, on purpose
     engine = deployed(LOG_RULE, SLOW_RULE)
     for user in (1, 2, 3):
         sql("SELECT plaudit.track('ping', %s)", [user])
@@ -247,6 +248,7 @@ def test_a_batch_that_dies_midway_consumes_nothing_and_is_redone_once(
 def test_concurrent_runners_take_disjoint_batches_and_wait_for_busy_rules(
         deployed, engine_for, project, sql):
     sql("CREATE TABLE slow_flag (x int)")
+    project.write("plaudit.yaml", "allow_functions: [pg_sleep]\n")  # a slow rule, on purpose
     engine = deployed(LOG_RULE, SLOW_RULE.replace("30 if", "0.5 if"))
     sql("INSERT INTO slow_flag VALUES (1)")
     for user in range(1, 11):
@@ -270,7 +272,8 @@ def test_concurrent_runners_take_disjoint_batches_and_wait_for_busy_rules(
     assert pending(sql) == 0
 
 
-def test_a_failing_rule_is_recorded_dirty_and_does_not_stop_the_batch(deployed, sql):
+def test_a_failing_rule_is_recorded_dirty_and_does_not_stop_the_batch(deployed, project, sql):
+    project.write("plaudit.yaml", "allow_functions: [pg_sleep]\n")  # a slow rule, on purpose
     engine = deployed(COUNT_RULE, """
         slug: broken
         name: Broken

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from plaudit.denylist import denied_reason, plaudit_functions
 from plaudit.errors import ConfigError
 from plaudit.yamlsource import Fields, LocatedDict, describe, is_str, load_yaml_file
 
 CONFIG_FILE = "plaudit.yaml"
 DATABASE_KEYS = ("schema", "user_id_type", "timezone", "statement_timeout", "backfill_timeout")
-CONFIG_KEYS = ("rules", *DATABASE_KEYS, "notify", "events", "retention")
+CONFIG_KEYS = ("rules", *DATABASE_KEYS, "notify", "events", "retention", "allow_functions")
 NOTIFY_KEYS = ("channel", "max_age")
 RETENTION_KEYS = ("runs", "job_runs")
 EVENT_KEYS = ("table", "on", "user", "at")
@@ -64,6 +65,8 @@ class Config:
     # how long scheduled jobs keep plaudit.run rows and their cron.job_run_details rows
     retention_runs: str = "30 days"
     retention_job_runs: str = "7 days"
+    # functions of the deny list (plaudit.denylist) that this site's rules may call anyway
+    allow_functions: tuple[str, ...] = ()
 
     def timeout(self, mode: str) -> str:
         """The default timeout of a rule run in `mode` (a rule's own `timeout:` wins)."""
@@ -140,6 +143,7 @@ def load_config(project_dir: Path) -> Config:
     channel, max_age = _notify(fields, document, defaults)
     events = _events(fields, document)
     retention = _retention(fields, document, defaults)
+    allow_functions = _allow_functions(fields, document)
     if fields.problems:
         raise _config_error(fields)
     return Config(
@@ -155,6 +159,7 @@ def load_config(project_dir: Path) -> Config:
         events=events,
         retention_runs=retention[0],
         retention_job_runs=retention[1],
+        allow_functions=allow_functions,
     )
 
 
@@ -209,6 +214,30 @@ def _retention(fields: Fields, document: LocatedDict, defaults: Config) -> tuple
         label="retention.job_runs",
     )  # fmt: skip
     return runs.strip(), job_runs.strip()
+
+
+def _allow_functions(fields: Fields, document: LocatedDict) -> tuple[str, ...]:
+    """The reviewed exceptions to the deny list: exact names of functions on it. plaudit's
+    own functions write the queue and the grants, so they can never be allowed."""
+    names = fields.field(
+        document, "allow_functions", lambda v: isinstance(v, list),
+        "must be a list of function names",
+    )  # fmt: skip
+    allowed: list[str] = []
+    for index, name in enumerate(names or ()):
+        line = names.item_line(index)
+        text = name.strip().lower() if isinstance(name, str) else None
+        if text is not None and text.split(".")[-1] in plaudit_functions():
+            message = f"'{name}' is one of plaudit's own functions, which can never be allowed"
+        elif text is None or not is_identifier(text):
+            message = f"{name!r} is not a function name like pg_sleep"
+        elif denied_reason(text) is None:
+            message = f"'{name}' is not on the deny list (nothing to allow)"
+        else:
+            allowed.append(text)
+            continue
+        fields.problem(line, f"allow_functions: {message}")
+    return tuple(allowed)
 
 
 def _events(fields: Fields, document: LocatedDict) -> tuple[EventSource, ...]:

@@ -28,6 +28,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from pglast.parser import ParseError, parse_sql_json
 
 from .config import NAME_PATTERN, Config
+from .denylist import forbidden_calls
 from .errors import ParamError, RenderError
 from .rules import Rule
 from .sqlfiles import sql_dir
@@ -250,6 +251,10 @@ def render_query(rule: Rule, mode: str, config: Config | None = None) -> str:
         line = _template_line(exc, name)
         raise RenderError(f"{rule.location((line or 1) - 1)}: template error: {exc}") from exc
     output_columns(rule, query)
+    allowed = config.allow_functions if config else ()
+    for offset, message in forbidden_calls(query, schema, allowed):
+        line = query.count("\n", 0, offset)
+        raise RenderError(f"{rule.location(line)}: {rule.slug}: {message}")
     return query
 
 

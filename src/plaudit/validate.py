@@ -20,6 +20,7 @@ from jinja2 import meta, nodes
 from pglast.parser import ParseError, parse_sql_json
 
 from .config import Config
+from .denylist import forbidden_calls
 from .dependencies import check as check_dependencies
 from .errors import Problem, RuleError
 from .render import environment, modes, render
@@ -227,6 +228,15 @@ def _render_problems(rule: Rule, mode: str, config: Config | None) -> list[Probl
             message, offset = exc.args
             line = mapped.template_line(offset)
             return [_at(rule, line, f"SQL syntax error: {message}")]
+        # every refused call, each at its template line (render stops at the first)
+        schema = config.schema if config else "plaudit"
+        allowed = config.allow_functions if config else ()
+        refused = [
+            _at(rule, mapped.template_line(offset), message)
+            for offset, message in forbidden_calls(mapped.text, schema, allowed)
+        ]
+        if refused:
+            return refused
     try:
         render(rule, mode, config)
     except RuleError as exc:
