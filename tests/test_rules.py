@@ -173,7 +173,9 @@ def test_award_levels_need_no_thresholds_and_no_order(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("timeout", ["30s", "500ms", "5min", "1h", "250", "10 s", 250])
+@pytest.mark.parametrize(
+    "timeout", ["30s", "500ms", "5min", "1h", "250", "10 s", 250, "1ms", "24h", "1440min"]
+)
 def test_valid_timeouts(tmp_path: Path, timeout: object) -> None:
     rule = load_rule(write(tmp_path / "rules", "commentator.yaml", VALID + f"timeout: {timeout}\n"))
     assert rule.timeout == str(timeout)
@@ -476,6 +478,14 @@ INVALID = [
         VALID + "timeout: true\n",
         [f"{K}:10: 'timeout' must be a duration like 30s, 500ms, 5min or 1h"],
         id="timeout-boolean",
+    ),
+    *(
+        pytest.param(
+            VALID + f"timeout: {value}\n",
+            [f"{K}:10: 'timeout' must be more than 0 and at most 24h"],
+            id=f"timeout-{value}",
+        )
+        for value in ("0", "0s", "0ms", "00min", "999999h", "25h", "1441min", "86400001")
     ),
 ]
 

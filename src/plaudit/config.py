@@ -31,8 +31,13 @@ IDENTIFIER_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
 # A table, optionally schema-qualified; unquoted identifiers only.
 TABLE_PATTERN = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
 # A statement_timeout; a bare number means milliseconds, as it does in PostgreSQL.
-DURATION_PATTERN = re.compile(r"\d+\s*(ms|s|min|h)?")
+DURATION_PATTERN = re.compile(r"(\d+)\s*(ms|s|min|h)?")
 DURATION_REQUIREMENT = "must be a duration like 30s, 500ms, 5min or 1h"
+# A timeout of 0 disables PostgreSQL's statement_timeout, and a year is as good as none: a
+# rule that runs longer than a day is stuck, and it holds its events and its lock meanwhile.
+MAX_TIMEOUT_MS = 24 * 3600 * 1000
+TIMEOUT_RANGE = "must be more than 0 and at most 24h"
+_MILLISECONDS = {None: 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
 # A PostgreSQL interval such as "2 days" or "1 day 12 hours", for notify.max_age.
 _UNIT = r"(ms|milliseconds?|s|secs?|seconds?|min|mins|minutes?|h|hours?|days?|weeks?)"
 INTERVAL_PATTERN = re.compile(rf"(\d+\s*{_UNIT}\s*)+")
@@ -109,9 +114,22 @@ def read_timezone(fields: Fields, mapping: LocatedDict, default: str | None) -> 
 def read_duration(
     fields: Fields, mapping: LocatedDict, key: str, default: str | None
 ) -> str | None:
-    """A timeout; YAML reads `60` as a number, so numbers are accepted too."""
+    """A timeout, more than 0 and at most 24h; YAML reads `60` as a number, so numbers
+    are accepted too."""
     duration = fields.field(mapping, key, is_duration, DURATION_REQUIREMENT, default=default)
-    return None if duration is None else str(duration).strip()
+    if duration is None:
+        return duration
+    if not 0 < milliseconds(duration) <= MAX_TIMEOUT_MS:
+        fields.problem(mapping.value_line(key), f"'{key}' {TIMEOUT_RANGE}")
+        return default
+    return str(duration).strip()
+
+
+def milliseconds(duration: str | int) -> int:
+    """The length of a duration accepted by is_duration."""
+    match = DURATION_PATTERN.fullmatch(str(duration).strip())
+    assert match is not None
+    return int(match[1]) * _MILLISECONDS[match[2]]
 
 
 def load_config(project_dir: Path) -> Config:
