@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -11,7 +12,9 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from click.testing import CliRunner
 
+from plaudit.cli import cli
 from sample_rules import commentator_rule
 
 COUNT_RULE = commentator_rule(3)
@@ -57,6 +60,32 @@ def test_track_enqueues_and_prints_the_event_id(project, run_cli, sql):
     assert sql("SELECT event_id, type, user_id, occurred_at, payload FROM plaudit.event "
                "WHERE event_id = 1") == [
         (1, "comment_created", 7, datetime(2024, 5, 1, 12, tzinfo=UTC), {"post_id": 3})]
+
+
+def test_track_reads_a_large_payload_from_a_file_or_stdin(project, dsn, sql, tmp_path):
+    big = {"post_id": 3, "body": "x" * 300_000}  # far beyond what a command line takes
+    (tmp_path / "payload.json").write_text(json.dumps(big))
+
+    def track(payload, stdin=None):
+        return CliRunner().invoke(
+            cli, ["--dsn", dsn, "--project", str(project.path), "track", "comment_created", "7",
+                  "--payload", payload], input=stdin, catch_exceptions=False)
+
+    from_file = track(f"@{tmp_path / 'payload.json'}")
+    assert (from_file.exit_code, from_file.stdout, from_file.stderr) == (0, "1\n", "")
+    from_stdin = track("-", stdin=json.dumps({"post_id": 4}))
+    assert (from_stdin.exit_code, from_stdin.stdout, from_stdin.stderr) == (0, "2\n", "")
+    assert sql("SELECT event_id, payload FROM plaudit.event ORDER BY event_id") == [
+        (1, big), (2, {"post_id": 4})]
+    missing = track(f"@{tmp_path / 'nope.json'}")
+    assert missing.exit_code == 2
+    assert missing.stderr.endswith(
+        f"\nError: Invalid value for --payload: cannot read {tmp_path / 'nope.json'}: "
+        "No such file or directory\n")
+    bad = track("-", stdin="[1]")
+    assert (bad.exit_code, bad.stderr.splitlines()[-1]) == (
+        2, "Error: Invalid value for --payload: must be a JSON object")
+    assert sql("SELECT count(*) FROM plaudit.event") == [(2,)]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -24,7 +24,7 @@ from .runner import BatchResult, Runner
               help="When it happened, ISO 8601; without an offset, in the configured "
                    "timezone. Default: now.")
 @click.option("--payload", metavar="JSON", help='Event details as a JSON object, e.g. '
-              '\'{"post_id": 3}\'.')
+              '\'{"post_id": 3}\'; @FILE reads it from a file, - from stdin.')
 @click.pass_obj
 def track(
     app: App, event_type: str, user_id: str, occurred_at: str | None, payload: str | None
@@ -39,6 +39,19 @@ def track(
 
 
 def _payload(text: str) -> dict[str, Any]:
+    # a large payload does not fit on a command line: @path and - (stdin) read it
+    if text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        path = text[1:]
+        try:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise click.BadParameter(
+                f"cannot read {path}: {reason}", param_hint="--payload"
+            ) from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
