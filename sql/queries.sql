@@ -193,7 +193,15 @@ SELECT (SELECT count(*) FROM grants) AS grants, (SELECT count(*) FROM removed) A
 SELECT set_config('TimeZone', $1, true);
 
 -- name: test_table
-SELECT {{ schema }}.test_table($1, $2::jsonb, $3) AS row_count;
+SELECT {{ schema }}.test_table($1, $2::jsonb, $3::regclass) AS row_count;
+
+-- name: test_given
+-- The rows of a test case's SELECT, for test_table. `given` is the case's query, checked to
+-- be one plain SELECT before it gets here (ruletests.checked_select).
+CREATE TEMPORARY TABLE plaudit_test_given AS {{ given }};
+
+-- name: test_given_drop
+DROP TABLE pg_temp.plaudit_test_given;
 
 -- name: test_batch
 SELECT {{ schema }}.batch_fill($1::jsonb) AS events;

@@ -23,12 +23,14 @@ import psycopg
 from pglast.parser import ParseError, parse_sql_json
 
 from .config import Config
-from .db import Database, describe
+from .db import Database, describe, render_sql
+from .denylist import forbidden_calls
 from .dependencies import ordered, references
 from .engine import Engine, definition
 from .errors import PlauditError
-from .render import render_query
+from .render import _DML, _kind_name, _walk, render_query
 from .rules import Rule
+from .sqlfiles import query
 from .testcases import Case
 
 Grant = tuple[str, str, str, datetime]  # user_id, level, scope, achieved_at
@@ -99,7 +101,7 @@ def _run(
     outcome = Outcome(case, mode, expected=[_expected(g, zone) for g in case.expect])
     try:
         with db.conn.transaction(force_rollback=True):
-            _tables(db, scratch, case, chain, mode)
+            _tables(db, scratch, case, chain, mode, config)
             if mode == "incremental":
                 db.execute("test_batch", [json.dumps(_batch(case), default=_json)])
             for rule in chain:
@@ -122,7 +124,9 @@ def _run(
     return outcome
 
 
-def _tables(db: Database, scratch: Config, case: Case, chain: list[Rule], mode: str) -> None:
+def _tables(
+    db: Database, scratch: Config, case: Case, chain: list[Rule], mode: str, config: Config
+) -> None:
     """Shadow every app table the rules read with a temporary copy holding the given rows."""
     read: dict[str, None] = dict.fromkeys(case.given)
     for rule in chain:
@@ -137,9 +141,44 @@ def _tables(db: Database, scratch: Config, case: Case, chain: list[Rule], mode: 
     for table in read:
         rows = case.given.get(table, [])
         if isinstance(rows, str):
-            db.execute("test_table", [table, None, rows])
+            select = checked_select(table, rows, config)
+            given = render_sql(query("test_given"), db.schema, given=select)
+            try:
+                db.conn.execute(given)
+            except psycopg.Error as exc:
+                raise CaseError(f"given '{table}': {describe(exc)}") from exc
+            db.execute("test_table", [table, None, "pg_temp.plaudit_test_given"])
+            db.execute("test_given_drop")
         else:
             db.execute("test_table", [table, json.dumps(rows, default=_json), None])
+
+
+def checked_select(table: str, text: str, config: Config) -> str:
+    """A case's SELECT giving the rows of `table`, checked like a rule's query: one plain
+    SELECT that writes nothing and calls nothing on the deny list (it runs on the database
+    as the CLI's user, and is the only text that ever completes a statement of plaudit's)."""
+    text = text.strip().rstrip(";").strip()
+    what = f"given '{table}'"
+    try:
+        tree = json.loads(parse_sql_json(text))
+    except ParseError as exc:
+        raise CaseError(f"{what}: SQL syntax error: {exc.args[0]}") from exc
+    statements = tree.get("stmts", [])
+    if len(statements) != 1:
+        raise CaseError(
+            f"{what} must be a single SELECT statement, found {len(statements)} statements"
+        )
+    (kind,) = statements[0]["stmt"].keys()
+    if kind != "SelectStmt":
+        raise CaseError(f"{what} must be a SELECT, found {_kind_name(kind)}")
+    for node_kind, node in _walk(tree):
+        if node_kind in _DML:
+            raise CaseError(f"{what} must not modify data (found {_kind_name(node_kind)})")
+        if node_kind == "SelectStmt" and ("intoClause" in node or "lockingClause" in node):
+            raise CaseError(f"{what} must be a plain SELECT (no SELECT INTO, no FOR UPDATE)")
+    for _, message in forbidden_calls(text, config.schema, config.allow_functions):
+        raise CaseError(f"{what}: {message}")
+    return text
 
 
 def _relations(query: str) -> Iterator[tuple[str | None, str]]:
