@@ -109,6 +109,21 @@ def test_track_a_user_id_of_the_wrong_type_exits_2(project, run_cli):
         2, 'Error: track: invalid input syntax for type bigint: "alice"\n')
 
 
+def test_a_row_dated_infinity_does_not_jam_the_queue(counting, run_cli, sql):
+    # the grant is dated 'infinity': printing it used to kill every run in run_grants, which
+    # rolled back the same batch forever
+    for _ in range(3):
+        comment(sql, 7, "infinity")
+    result = run_cli(counting, "run", "--json")
+    assert result.exit_code == 0, result.output
+    grant = json.loads(result.stdout)
+    assert (grant["user_id"], grant["level"], grant["achieved_at"]) == (7, "bronze", "infinity")
+    assert sql("SELECT count(*) FROM plaudit.event") == [(0,)]
+    comment(sql, 1, "-infinity")
+    again = run_cli(counting, "run")
+    assert (again.exit_code, again.stdout) == (0, "")
+
+
 def test_run_with_nothing_pending(project, run_cli):
     result = run_cli(project, "run")
     assert (result.exit_code, result.stdout, result.stderr) == (0, "", "no pending events\n")
