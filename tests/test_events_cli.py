@@ -222,3 +222,35 @@ def test_follow_wakes_on_new_events_and_stops_cleanly_on_ctrl_c(counting, dsn, s
     assert lines[-2:] == ["stopped", lines[-1]]
     assert re.fullmatch(r"processed 3 events in [123] batch(es)?, 1 granted .*", lines[-1])
     assert sql("SELECT count(*) FROM plaudit.event") == [(0,)]
+
+
+def test_follow_reconnects_after_a_lost_connection(counting, dsn, sql, postgresql):
+    runner = subprocess.Popen(
+        [sys.executable, "-c", "from plaudit.cli import main; main()", "--dsn", dsn,
+         "--project", str(counting.path), "run", "--follow"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert runner.stderr.readline() == "waiting for events (Ctrl-C to stop)\n"
+        # what a server restart does to the follower's two sessions
+        spared = [sql("SELECT pg_backend_pid()")[0][0], postgresql.info.backend_pid]
+        assert sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                   "WHERE datname = current_database() AND backend_type = 'client backend' "
+                   "AND pid <> ALL(%s)", [spared]) == [(2,)]
+        assert re.fullmatch(r"connection lost: .+; reconnecting in 0\.5s\n",
+                            runner.stderr.readline())
+        assert runner.stderr.readline() == "reconnected\n"
+        started = time.monotonic()
+        for d in (1, 2, 3):
+            comment(sql, 7, f"2024-01-0{d} 10:00+00")
+        assert runner.stdout.readline() == "7\tcommentator\tbronze\t2024-01-03 10:00:00+00:00\n"
+        while sql("SELECT count(*) FROM plaudit.event") != [(0,)]:
+            assert time.monotonic() - started < 10, "the follower left events queued"
+            time.sleep(0.05)
+        runner.send_signal(signal.SIGINT)
+        out, err = runner.communicate(timeout=20)
+    finally:
+        runner.kill()
+    assert runner.returncode == 0
+    assert err.splitlines()[-2] == "stopped"
