@@ -71,6 +71,54 @@ CASES = [
         id="string-plus-string",
     ),
     pytest.param(
+        "{% set ns = namespace(s='x' * 600000) %}AND p.title <> '{{ ns.s ~ ns.s }}'",
+        "rules/probe.yaml:8: template error: '~' would build 1,200,000 items: "
+        "a rule template may build at most 1,000,000",
+        id="string-tilde-string",
+    ),
+    pytest.param(
+        "{% for a in 'x' * 400 %}{% for b in 'x' * 400 %}{% endfor %}{% endfor %}",
+        "rules/probe.yaml:8: template error: more than 100,000 loop steps: "
+        "a rule template may loop at most 100,000 times in all",
+        id="nested-loops-over-strings",
+    ),
+    pytest.param(
+        "AND p.title <> '{{ 'x'|center(10**8) }}'",
+        "rules/probe.yaml:8: template error: 'center' would build 100,000,000 items: "
+        "a rule template may build at most 1,000,000",
+        id="center",
+    ),
+    *(
+        pytest.param(
+            f"AND p.title <> '{{{{ {expression} }}}}'",
+            "rules/probe.yaml:8: template error: a format width of a million characters or "
+            "more: a rule template may build at most 1,000,000",
+            id=f"format-{name}",
+        )
+        for name, expression in [
+            ("filter", "'%0999999999d'|format(1)"),
+            ("percent", "'%0999999999d' % 1"),
+            ("method", "'{:>999999999}'.format(1)"),
+        ]
+    ),
+    pytest.param(
+        "AND p.title <> '{{ ('x' * 900000)|replace('x', 'yy') }}'",
+        "rules/probe.yaml:8: template error: 'replace' would build 2,700,000 items: "
+        "a rule template may build at most 1,000,000",
+        id="replace",
+    ),
+    pytest.param(
+        "AND p.title <> '{{ (['x' * 900000] * 2) | join }}'",
+        "rules/probe.yaml:8: template error: 'join' would build 1,800,000 items: "
+        "a rule template may build at most 1,000,000",
+        id="join",
+    ),
+    pytest.param(
+        "AND p.title <> '{{ lipsum(n=10**7) }}'",
+        "rules/probe.yaml:8: 'lipsum' is undefined",
+        id="lipsum",
+    ),
+    pytest.param(
         "{% for i in range(5) %} AND p.title <> '{{ 'x' * 900000 }}'{% endfor %}",
         "rules/probe.yaml:5: the rendered query is 4,500,176 characters: "
         "a rule query may have at most 1,000,000",
@@ -92,6 +140,7 @@ def test_validate_reports_the_bound_at_the_rules_line(project, line, message):
 @pytest.mark.parametrize(("line", "message"), CASES)
 def test_render_says_it_without_a_traceback(project, line, message):
     rule(project, line)
+    message = message.replace(": 'lipsum' is undefined", ": template error: 'lipsum' is undefined")
     result = invoke(project, "render", "probe")
     assert isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == 1
@@ -103,11 +152,17 @@ def test_render_says_it_without_a_traceback(project, line, message):
 
 def test_what_stays_within_the_bounds_renders(project):
     rule(project, "{% for i in range(3) %} AND p.id <> {{ i * 2 + 2**3 }}{% endfor %}"
-                  " AND p.title <> '{{ 'ab' * 3 + 'c' }}'")
+                  " AND p.title <> '{{ 'ab' * 3 + 'c' }}'"
+                  "{% for w in ['a', 'b'] %} AND p.title <> '{{ loop.index ~ w }}'{% endfor %}"
+                  " AND p.title NOT IN ('{{ 'x'|center(5) }}', '{{ '%03d'|format(7) }}',"
+                  " '{{ '{:>4}'.format(1) }}', '{{ 'a-b'|replace('-', '+') }}',"
+                  " '{{ ['a', 'b']|join(',') }}', '{{ '%d%%' % 5 }}')")
     (probe,) = project.rules()
-    assert "AND p.id <> 8 AND p.id <> 10 AND p.id <> 12 AND p.title <> 'abababc'" in (
-        render(probe, "backfill").query
-    )
+    assert (
+        "AND p.id <> 8 AND p.id <> 10 AND p.id <> 12 AND p.title <> 'abababc' "
+        "AND p.title <> '1a' AND p.title <> '2b' "
+        "AND p.title NOT IN ('  x  ', '007', '   1', 'a+b', 'a,b', '5%')"
+    ) in render(probe, "backfill").query
     assert MAX_QUERY == 1_000_000
 
 
