@@ -225,7 +225,17 @@ SELECT (SELECT count(*) FROM grants) AS grants, (SELECT count(*) FROM removed) A
 SELECT set_config('TimeZone', $1, true);
 
 -- name: test_table
-SELECT {{ schema }}.test_table($1, $2::jsonb, $3) AS row_count;
+SELECT {{ schema }}.test_table($1, $2::jsonb, $3::regclass) AS row_count;
+
+-- name: test_given
+-- The rows of a test case's SELECT, for test_table, read under the rule boundary
+-- (query_rows). `given` is the case's query as a quoted literal, checked to be one plain
+-- SELECT before it gets here (ruletests.checked_select); `columns` its described columns.
+CREATE TEMPORARY TABLE plaudit_test_given AS
+SELECT * FROM {{ schema }}.query_rows({{ given }}) AS g ({{ columns }});
+
+-- name: test_given_drop
+DROP TABLE pg_temp.plaudit_test_given;
 
 -- name: meta_exists
 -- Whether this schema is installed (plaudit test works before `plaudit init` too).

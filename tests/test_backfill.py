@@ -294,6 +294,7 @@ def test_a_failing_rule_is_recorded_marked_dirty_and_does_not_stop_the_others(
 
 
 def test_a_rule_past_its_timeout_fails_alone(project, engine_for, sql):
+    project.write("plaudit.yaml", "allow_functions: [pg_sleep]\n")  # a slow rule, on purpose
     project.write(
         "rules/slow.yaml",
         """
@@ -318,7 +319,10 @@ def test_a_rule_past_its_timeout_fails_alone(project, engine_for, sql):
 
 def test_backfills_default_to_backfill_timeout_and_incremental_runs_to_statement_timeout(
         project, engine_for, sql):
-    project.write("plaudit.yaml", "statement_timeout: 200ms\nbackfill_timeout: 30s\n")
+    project.write(
+        "plaudit.yaml",
+        "statement_timeout: 200ms\nbackfill_timeout: 30s\nallow_functions: [pg_sleep]\n",
+    )
     project.write(
         "rules/slowish.yaml",
         """

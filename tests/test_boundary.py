@@ -213,3 +213,20 @@ def test_what_a_rule_leaves_in_its_session_is_undone(runner_role, project, engin
         "SELECT count(*) AS n FROM pg_locks "
         "WHERE pid = pg_backend_pid() AND locktype = 'advisory'").fetchone()
     assert locks is not None and locks["n"] == 0
+
+
+def test_a_test_cases_own_select_runs_behind_the_boundary_too(guarded, project, run_cli, sql):
+    """`given: {table: SELECT ...}` is analysts' SQL as well: read through query_rows."""
+    project.write("rules/victim.test.yaml", """
+        tests:
+          rows_from_a_select:
+            given:
+              comments: |
+                SELECT 1 AS author_id, now() AS created_at WHERE probe_copy_to_program()
+            expect: []
+    """)
+    result = run_cli(project, "test", "--select", "victim")
+    assert result.exit_code == 1
+    assert "pg_execute_server_program role to COPY to or from an external program" in (
+        result.output)
+    assert not guarded.exists(), "an OS command ran"

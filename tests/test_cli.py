@@ -295,3 +295,17 @@ def test_db_url_without_a_cluster_explains(project):
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: ")
     assert str(project.path / ".plaudit") in result.stderr
+
+
+def test_deploy_with_a_missing_rules_folder_removes_nothing(run_cli, demo_project, sql):
+    assert run_cli(demo_project, "init").exit_code == 0
+    badges = sql("SELECT count(*) FROM plaudit.badge")
+    (demo_project.path / "plaudit.yaml").write_text("rules: ruels\n")  # a typo
+    for command in ("deploy", "validate", "test", "backfill"):
+        result = run_cli(demo_project, command)
+        assert result.exit_code == 2, command
+        assert result.stderr == (
+            "Error: the rules folder ruels/ does not exist (plaudit.yaml's `rules:` names "
+            "it; the default is rules/)\n"
+        ), command
+    assert sql("SELECT count(*) FROM plaudit.badge") == badges != [(0,)]

@@ -139,6 +139,15 @@ INVALID = [
         [f"{P}:1: 'backfill_timeout' must be a duration like 30s, 500ms, 5min or 1h"],
         id="backfill-timeout",
     ),
+    *(
+        pytest.param(
+            f"{key}: {value}\n",
+            [f"{P}:1: '{key}' must be more than 0 and at most 24h"],
+            id=f"{key}-{value}",
+        )
+        for key in ("statement_timeout", "backfill_timeout")
+        for value in ("0", "0s", "999999h", "86401s")
+    ),
     pytest.param(
         "notify: loud\n", [f"{P}:1: 'notify' must be a mapping"], id="notify-not-a-mapping"
     ),

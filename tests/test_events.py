@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from plaudit.db import connect
 from plaudit.engine import Event
-from plaudit.errors import DatabaseError
-from plaudit.runner import run_batch
+from plaudit.errors import ConnectionFailed, DatabaseError
+from plaudit.runner import Runner, run_batch
 from sample_rules import commentator_rule
 
 COUNT_RULE = commentator_rule(3, 5)
@@ -221,6 +222,7 @@ def test_a_batch_that_dies_midway_consumes_nothing_and_is_redone_once(
         deployed, engine_for, project, sql):
     sql("CREATE TABLE slow_flag (x int)")
     sql("INSERT INTO slow_flag VALUES (1)")
+    project.write("plaudit.yaml", "allow_functions: [pg_sleep]\n")  # a slow rule, on purpose
     engine = deployed(LOG_RULE, SLOW_RULE)
     for user in (1, 2, 3):
         sql("SELECT plaudit.track('ping', %s)", [user])
@@ -254,6 +256,7 @@ def test_a_batch_that_dies_midway_consumes_nothing_and_is_redone_once(
 def test_concurrent_runners_take_disjoint_batches_and_wait_for_busy_rules(
         deployed, engine_for, project, sql):
     sql("CREATE TABLE slow_flag (x int)")
+    project.write("plaudit.yaml", "allow_functions: [pg_sleep]\n")  # a slow rule, on purpose
     engine = deployed(LOG_RULE, SLOW_RULE.replace("30 if", "0.5 if"))
     sql("INSERT INTO slow_flag VALUES (1)")
     for user in range(1, 11):
@@ -277,7 +280,8 @@ def test_concurrent_runners_take_disjoint_batches_and_wait_for_busy_rules(
     assert pending(sql) == 0
 
 
-def test_a_failing_rule_is_recorded_dirty_and_does_not_stop_the_batch(deployed, sql):
+def test_a_failing_rule_is_recorded_dirty_and_does_not_stop_the_batch(deployed, project, sql):
+    project.write("plaudit.yaml", "allow_functions: [pg_sleep]\n")  # a slow rule, on purpose
     engine = deployed(COUNT_RULE, """
         slug: broken
         name: Broken
@@ -517,3 +521,90 @@ def test_a_bad_mapping_is_refused_by_deploy(project, run_cli, mapping, message):
     project.write("plaudit.yaml", f"events:\n  e: {mapping}\n")
     result = run_cli(project, "deploy")
     assert (result.exit_code, result.stderr) == (2, f"Error: configure: {message}\n")
+
+
+def _wait_until(condition, what, seconds=15.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_follow_reconnects_when_its_connections_are_terminated(deployed, dsn, sql):
+    engine = deployed(COUNT_RULE)
+    listener = connect(dsn)
+    waiting = threading.Event()
+    messages: list[str] = []
+    runner = Runner(engine, 100)
+    errors: list[BaseException] = []
+
+    def follow():
+        try:
+            runner.follow(listener, on_idle=waiting.set, reconnect=lambda: connect(dsn),
+                          on_lost=messages.append)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    try:
+        _wait_until(lambda: waiting.is_set() or errors, "the follower to wait for events")
+        assert not errors
+        pids = [engine.db.conn.info.backend_pid, listener.info.backend_pid]
+        # what a server restart does to a session, done to both of the follower's
+        assert sql("SELECT bool_and(pg_terminate_backend(pid)) FROM unnest(%s::int[]) AS pid",
+                   [pids]) == [(True,)]
+        _wait_until(lambda: "reconnected" in messages or errors, "the reconnection")
+        assert not errors
+        seed_comments(sql, [(7, day(d)) for d in (1, 2, 3)])
+        _wait_until(lambda: pending(sql) == 0 or errors, "the events to be processed")
+        assert grants(sql) == [(7, "commentator", "bronze", "", day(3))]
+        assert engine.db.conn.info.backend_pid not in pids
+    finally:
+        runner.stopping = True
+        sql("NOTIFY plaudit_event")  # wakes the follower from its wait
+        thread.join(15)
+    assert not thread.is_alive()
+    assert not errors
+    assert len(messages) == 2
+    assert messages[0].startswith("connection lost: ")
+    assert messages[0].endswith("; reconnecting in 0.5s")
+    assert messages[1] == "reconnected"
+    listener.close()
+
+
+def test_follow_backs_off_while_the_server_is_away_and_stops_when_told(deployed, dsn, sql):
+    engine = deployed(COUNT_RULE)
+    listener = connect(dsn)
+    messages: list[str] = []
+    runner = Runner(engine, 100)
+    attempts: list[float] = []
+
+    def unreachable():
+        attempts.append(time.monotonic())
+        if len(attempts) >= 3:
+            runner.stopping = True  # Ctrl-C while the server is still away
+        raise ConnectionFailed("cannot connect to the server: Connection refused")
+
+    sql("SELECT pg_terminate_backend(%s)", [listener.info.backend_pid])
+    runner.follow(listener, reconnect=unreachable, on_lost=messages.append)
+    assert messages == [
+        "connection lost: terminating connection due to administrator command; "
+        "reconnecting in 0.5s",
+        "reconnecting failed: cannot connect to the server: Connection refused; "
+        "trying again in 1s",
+        "reconnecting failed: cannot connect to the server: Connection refused; "
+        "trying again in 2s",
+    ]
+    gaps = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    assert 1.0 <= gaps[0] < 1.5 and 2.0 <= gaps[1] < 2.5, gaps
+    listener.close()
+
+
+def test_follow_without_reconnect_still_ends_on_a_lost_connection(deployed, dsn, sql):
+    engine = deployed(COUNT_RULE)
+    listener = connect(dsn)
+    sql("SELECT pg_terminate_backend(%s)", [listener.info.backend_pid])
+    with pytest.raises(psycopg.OperationalError):
+        Runner(engine, 100).follow(listener)
+    listener.close()

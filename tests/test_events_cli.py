@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -11,7 +12,9 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from click.testing import CliRunner
 
+from plaudit.cli import cli
 from sample_rules import commentator_rule
 
 COUNT_RULE = commentator_rule(3)
@@ -59,6 +62,32 @@ def test_track_enqueues_and_prints_the_event_id(project, run_cli, sql):
         (1, "comment_created", 7, datetime(2024, 5, 1, 12, tzinfo=UTC), {"post_id": 3})]
 
 
+def test_track_reads_a_large_payload_from_a_file_or_stdin(project, dsn, sql, tmp_path):
+    big = {"post_id": 3, "body": "x" * 300_000}  # far beyond what a command line takes
+    (tmp_path / "payload.json").write_text(json.dumps(big))
+
+    def track(payload, stdin=None):
+        return CliRunner().invoke(
+            cli, ["--dsn", dsn, "--project", str(project.path), "track", "comment_created", "7",
+                  "--payload", payload], input=stdin, catch_exceptions=False)
+
+    from_file = track(f"@{tmp_path / 'payload.json'}")
+    assert (from_file.exit_code, from_file.stdout, from_file.stderr) == (0, "1\n", "")
+    from_stdin = track("-", stdin=json.dumps({"post_id": 4}))
+    assert (from_stdin.exit_code, from_stdin.stdout, from_stdin.stderr) == (0, "2\n", "")
+    assert sql("SELECT event_id, payload FROM plaudit.event ORDER BY event_id") == [
+        (1, big), (2, {"post_id": 4})]
+    missing = track(f"@{tmp_path / 'nope.json'}")
+    assert missing.exit_code == 2
+    assert missing.stderr.endswith(
+        f"\nError: Invalid value for --payload: cannot read {tmp_path / 'nope.json'}: "
+        "No such file or directory\n")
+    bad = track("-", stdin="[1]")
+    assert (bad.exit_code, bad.stderr.splitlines()[-1]) == (
+        2, "Error: Invalid value for --payload: must be a JSON object")
+    assert sql("SELECT count(*) FROM plaudit.event") == [(2,)]
+
+
 @pytest.mark.parametrize("args, message", [
     (["Comment", "7"], "Invalid value for TYPE: 'Comment' must match [a-z0-9_]+"),
     (["c", "7", "--payload", "[1]"], "Invalid value for --payload: must be a JSON object"),
@@ -78,6 +107,21 @@ def test_track_a_user_id_of_the_wrong_type_exits_2(project, run_cli):
     result = run_cli(project, "track", "c", "alice")
     assert (result.exit_code, result.stderr) == (
         2, 'Error: track: invalid input syntax for type bigint: "alice"\n')
+
+
+def test_a_row_dated_infinity_does_not_jam_the_queue(counting, run_cli, sql):
+    # the grant is dated 'infinity': printing it used to kill every run in run_grants, which
+    # rolled back the same batch forever
+    for _ in range(3):
+        comment(sql, 7, "infinity")
+    result = run_cli(counting, "run", "--json")
+    assert result.exit_code == 0, result.output
+    grant = json.loads(result.stdout)
+    assert (grant["user_id"], grant["level"], grant["achieved_at"]) == (7, "bronze", "infinity")
+    assert sql("SELECT count(*) FROM plaudit.event") == [(0,)]
+    comment(sql, 1, "-infinity")
+    again = run_cli(counting, "run")
+    assert (again.exit_code, again.stdout) == (0, "")
 
 
 def test_run_with_nothing_pending(project, run_cli):
@@ -178,3 +222,35 @@ def test_follow_wakes_on_new_events_and_stops_cleanly_on_ctrl_c(counting, dsn, s
     assert lines[-2:] == ["stopped", lines[-1]]
     assert re.fullmatch(r"processed 3 events in [123] batch(es)?, 1 granted .*", lines[-1])
     assert sql("SELECT count(*) FROM plaudit.event") == [(0,)]
+
+
+def test_follow_reconnects_after_a_lost_connection(counting, dsn, sql, postgresql):
+    runner = subprocess.Popen(
+        [sys.executable, "-c", "from plaudit.cli import main; main()", "--dsn", dsn,
+         "--project", str(counting.path), "run", "--follow"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert runner.stderr.readline() == "waiting for events (Ctrl-C to stop)\n"
+        # what a server restart does to the follower's two sessions
+        spared = [sql("SELECT pg_backend_pid()")[0][0], postgresql.info.backend_pid]
+        assert sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                   "WHERE datname = current_database() AND backend_type = 'client backend' "
+                   "AND pid <> ALL(%s)", [spared]) == [(2,)]
+        assert re.fullmatch(r"connection lost: .+; reconnecting in 0\.5s\n",
+                            runner.stderr.readline())
+        assert runner.stderr.readline() == "reconnected\n"
+        started = time.monotonic()
+        for d in (1, 2, 3):
+            comment(sql, 7, f"2024-01-0{d} 10:00+00")
+        assert runner.stdout.readline() == "7\tcommentator\tbronze\t2024-01-03 10:00:00+00:00\n"
+        while sql("SELECT count(*) FROM plaudit.event") != [(0,)]:
+            assert time.monotonic() - started < 10, "the follower left events queued"
+            time.sleep(0.05)
+        runner.send_signal(signal.SIGINT)
+        out, err = runner.communicate(timeout=20)
+    finally:
+        runner.kill()
+    assert runner.returncode == 0
+    assert err.splitlines()[-2] == "stopped"

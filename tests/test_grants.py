@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -286,3 +288,46 @@ def test_backfill_reports_revocations(project, run_cli, sql):
     result = run_cli(project, "backfill")
     assert result.exit_code == 0
     assert re.fullmatch(r"  winners +0 granted, 1 revoked  \d+\.\ds\n", result.stderr)
+
+
+def test_infinite_dates_and_values_are_shown_not_fatal(deployed, run_cli, engine_for, sql):
+    # an app row dated 'infinity' reaches grants and progress; nothing that reads them dies
+    sql("INSERT INTO plaudit.user_badge (user_id, badge, level, achieved_at) VALUES "
+        "(7, 'commentator', 'bronze', 'infinity'), (7, 'winners', 'default', '-infinity')")
+    sql("INSERT INTO plaudit.user_progress (user_id, badge, value, next_level, expires_at) "
+        "VALUES (7, 'commentator', 'Infinity', 'silver', 'infinity'), "
+        "(8, 'commentator', 'NaN', 'bronze', '-infinity'), (9, 'commentator', 'NaN', 'bronze', NULL)")
+    case = run_cli(deployed, "user", "7")
+    assert case.exit_code == 0, case.output
+    assert case.stdout.splitlines() == [
+        "User 7: 2 badges, 5 points",
+        "  -infinity  Winner",
+        "  infinity  Commentator · Chatty",
+        "Progress",
+        "  Commentator  [####################]  Infinity / 3 to Commentator",
+    ]
+    other = run_cli(deployed, "user", "8")
+    assert (other.exit_code, other.stdout.splitlines()[-1]) == (
+        0, "  Commentator  [--------------------]  0 / 2 to Chatty")  # expired: reads 0
+    nan = run_cli(deployed, "user", "9")
+    assert (nan.exit_code, nan.stdout.splitlines()[-1]) == (
+        0, "  Commentator  [--------------------]  NaN / 2 to Chatty")
+
+    engine = engine_for(deployed)
+    trophies = engine.trophy_case("7")
+    latest, earliest = (g["achieved_at"] for g in reversed(trophies.grants))
+    assert (str(latest), latest.isoformat(), f"{latest:%Y-%m-%d}") == ("infinity",) * 3
+    assert (str(earliest), earliest.isoformat()) == ("-infinity", "-infinity")
+    # they order as PostgreSQL orders them, and go back to it as themselves
+    moment = datetime(2024, 1, 1, tzinfo=UTC)
+    assert earliest < moment < latest
+    assert latest.astimezone(ZoneInfo("Asia/Tokyo")) is latest
+    row = engine.db.conn.execute(
+        "SELECT $1::timestamptz::text AS a, $2::timestamptz::text AS b", [latest, earliest]
+    ).fetchone()
+    assert row == {"a": "infinity", "b": "-infinity"}
+    other_types = engine.db.conn.execute(
+        "SELECT 'infinity'::date AS d, '-infinity'::timestamp AS t").fetchone()
+    assert other_types is not None
+    assert (str(other_types["d"]), str(other_types["t"])) == ("infinity", "-infinity")
+    assert other_types["d"] > date(2024, 1, 1) and other_types["t"] < datetime(2024, 1, 1)

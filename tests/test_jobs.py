@@ -271,6 +271,7 @@ def _call_in_thread(dsn: str, statement: str) -> tuple[threading.Thread, list[Ba
 
 
 def test_nightly_job_isolates_a_rule_past_its_timeout(project, run_cli, dsn, sql):
+    project.write("plaudit.yaml", "allow_functions: [pg_sleep]\n")  # a slow rule, on purpose
     project.write("rules/a_slow.yaml", rule(SLOW_RULE, incremental=False))
     project.write("rules/b_fast.yaml", rule(FAST_RULE, incremental=False))
     assert run_cli(project, "deploy").exit_code == 0
@@ -291,6 +292,7 @@ def test_nightly_job_isolates_a_rule_past_its_timeout(project, run_cli, dsn, sql
 
 
 def test_events_job_isolates_a_rule_past_its_timeout(project, run_cli, dsn, sql):
+    project.write("plaudit.yaml", "allow_functions: [pg_sleep]\n")  # a slow rule, on purpose
     project.write("rules/a_slow.yaml", rule(SLOW_RULE, incremental=True))
     project.write("rules/b_fast.yaml", rule(FAST_RULE, incremental=True))
     assert run_cli(project, "deploy").exit_code == 0

@@ -124,7 +124,9 @@ def test_preview_checks_the_contract_first(run_cli, project):
 def test_a_query_that_tries_to_write_is_stopped_by_the_read_only_transaction(
     run_cli, project, sql
 ):
-    # nextval() writes: the read-only transaction refuses it, so nothing changes
+    # nextval() writes: the read-only transaction refuses it, so nothing changes (the deny list
+    # refuses it before anything runs, unless a site allows it: then this is what holds)
+    project.write("plaudit.yaml", "allow_functions: [nextval]\n")
     project.write(
         "rules/sneaky.yaml",
         """

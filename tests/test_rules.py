@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from plaudit.errors import RuleError
+from plaudit.errors import ConfigError, RuleError
 from plaudit.rules import Level, Param, load_rule, load_rules
 from plaudit.yamlsource import load_yaml
 
@@ -173,7 +173,9 @@ def test_award_levels_need_no_thresholds_and_no_order(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("timeout", ["30s", "500ms", "5min", "1h", "250", "10 s", 250])
+@pytest.mark.parametrize(
+    "timeout", ["30s", "500ms", "5min", "1h", "250", "10 s", 250, "1ms", "24h", "1440min"]
+)
 def test_valid_timeouts(tmp_path: Path, timeout: object) -> None:
     rule = load_rule(write(tmp_path / "rules", "commentator.yaml", VALID + f"timeout: {timeout}\n"))
     assert rule.timeout == str(timeout)
@@ -477,6 +479,14 @@ INVALID = [
         [f"{K}:10: 'timeout' must be a duration like 30s, 500ms, 5min or 1h"],
         id="timeout-boolean",
     ),
+    *(
+        pytest.param(
+            VALID + f"timeout: {value}\n",
+            [f"{K}:10: 'timeout' must be more than 0 and at most 24h"],
+            id=f"timeout-{value}",
+        )
+        for value in ("0", "0s", "0ms", "00min", "999999h", "25h", "1441min", "86400001")
+    ),
 ]
 
 
@@ -544,8 +554,45 @@ def test_load_rules_sorted_by_slug_skipping_tests_and_dot_files(tmp_path: Path) 
     assert [rule.slug for rule in load_rules(rules)] == ["alpha", "zeta"]
 
 
-def test_load_rules_of_a_missing_directory_is_empty(tmp_path: Path) -> None:
+def test_a_missing_rules_folder_is_an_error_not_an_empty_rule_set(tmp_path: Path) -> None:
+    # an empty set would let `deploy` offer to remove every badge
+    with pytest.raises(ConfigError) as error:
+        load_rules(tmp_path / "rules", root=tmp_path)
+    assert str(error.value) == (
+        "the rules folder rules/ does not exist (plaudit.yaml's `rules:` names it; "
+        "the default is rules/)"
+    )
+    assert error.value.exit_code == 2
+    (tmp_path / "badges").write_text("")
+    with pytest.raises(ConfigError) as error:
+        load_rules(tmp_path / "badges", root=tmp_path)
+    assert str(error.value) == "the rules folder badges is a file, not a folder"
+
+
+def test_an_empty_rules_folder_is_no_rules(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
     assert load_rules(tmp_path / "rules") == []
+
+
+def test_yml_files_are_rules_too(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    write(rules, "zeta.yml", VALID.replace("commentator", "zeta"))
+    write(rules, "alpha.yaml", VALID.replace("commentator", "alpha"))
+    write(rules, "zeta.test.yml", "not: [a rule\n")
+    write(rules, ".#zeta.yml", "not: [a rule\n")
+    loaded = load_rules(rules)
+    assert [(rule.slug, rule.file) for rule in loaded] == [
+        ("alpha", "rules/alpha.yaml"),
+        ("zeta", "rules/zeta.yml"),
+    ]
+    write(rules, "alpha.yml", VALID.replace("commentator", "alpha"))
+    write(rules, "beta.yml", VALID.replace("commentator", "gamma"))
+    with pytest.raises(RuleError) as error:
+        load_rules(rules)
+    assert problems(error) == [
+        "rules/alpha.yml:1: duplicate slug 'alpha' (also in rules/alpha.yaml)",
+        "rules/beta.yml:1: slug 'gamma' does not match file name 'beta.yml'",
+    ]
 
 
 def test_messages_name_files_relative_to_root(tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import psycopg
+import pytest
+
 TALKER = """
     slug: talker
     name: Talker
@@ -210,3 +213,76 @@ def test_rules_without_cases_are_named(run_cli, project):
         "0 passed, 0 failed\n",
         "rules without test cases: untested\n",
     )
+
+
+def test_test_table_cannot_be_made_to_run_a_second_statement(sql):
+    sql("CREATE TABLE victim (id int)")
+    crafted = [
+        # the old third argument, a query spliced into dynamic SQL
+        ("comments", None, "SELECT 1 AS author_id; DROP TABLE victim"),
+        ("comments; DROP TABLE victim", None, None),
+        ("comments", '[{"author_id) SELECT 1; DROP TABLE victim; --": 1}]', None),
+    ]
+    for table, rows, given in crafted:
+        with pytest.raises(psycopg.Error):
+            sql("SELECT plaudit.test_table(%s, %s::jsonb, %s)", [table, rows, given])
+    assert sql("SELECT to_regclass('victim') IS NOT NULL") == [(True,)]
+    # what it takes instead: a table, by name (a regclass), whose rows fill the copy
+    sql("BEGIN")
+    sql("CREATE TEMPORARY TABLE given AS SELECT 7 AS author_id, now() AS created_at")
+    assert sql("SELECT plaudit.test_table('comments', NULL, 'pg_temp.given')") == [(1,)]
+    assert sql("SELECT author_id FROM comments") == [(7,)]  # the temporary copy
+    sql("ROLLBACK")
+
+
+def test_authoring_functions_are_not_executable_by_public(sql):
+    executable = sql(
+        "SELECT p.oid::regprocedure::text FROM pg_proc AS p "
+        "WHERE p.pronamespace = 'plaudit'::regnamespace "
+        "  AND p.proname IN ('test_table', 'preview_rule', 'explain_rule') "
+        "  AND (p.proacl IS NULL OR EXISTS (SELECT FROM aclexplode(p.proacl) AS a "
+        "       WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')) ORDER BY 1")
+    assert executable == []
+    assert sql("SELECT count(*) FROM pg_proc WHERE proname IN "
+               "('test_table', 'preview_rule', 'explain_rule') "
+               "AND pronamespace = 'plaudit'::regnamespace") == [(3,)]
+
+
+def test_a_given_select_must_be_one_plain_select(run_cli, project, sql):
+    sql("CREATE TABLE victim (id int)")
+    project.write(
+        "rules/talker.yaml",
+        TALKER.split("    tests:")[0]
+        + """
+    tests:
+      two_statements:
+        modes: [backfill]
+        given:
+          comments: "SELECT 1 AS author_id; DROP TABLE victim"
+        expect: []
+      writes:
+        modes: [backfill]
+        given:
+          comments: |
+            WITH gone AS (DELETE FROM victim RETURNING id) SELECT id AS author_id FROM gone
+        expect: []
+      a_probe:
+        modes: [backfill]
+        given:
+          comments: SELECT pg_terminate_backend(pg_backend_pid()) AS author_id
+        expect: []
+""",
+    )
+    result = run_cli(project, "test")
+    assert result.exit_code == 1
+    assert result.stdout == (
+        "rules/talker.yaml:17: talker_two_statements failed in backfill mode\n"
+        "  error: given 'comments' must be a single SELECT statement, found 2 statements\n"
+        "rules/talker.yaml:22: talker_writes failed in backfill mode\n"
+        "  error: given 'comments' must not modify data (found DELETE)\n"
+        "rules/talker.yaml:28: talker_a_probe failed in backfill mode\n"
+        "  error: given 'comments': function pg_terminate_backend() is not allowed in a rule "
+        "query: it changes the session or server (see docs on the rule boundary)\n"
+        "0 passed, 3 failed\n"
+    )
+    assert sql("SELECT to_regclass('victim') IS NOT NULL") == [(True,)]

@@ -50,13 +50,19 @@ $function$;
 
 -- A rule test case's app table: an empty temporary copy of p_table that shadows it for the
 -- rest of the transaction (pg_temp comes first in the search path), filled with the case's
--- rows: p_rows, a JSON array of objects, or the rows of the query p_query. Columns that a row
--- does not name take their defaults (ids from identity columns) or NULL: NOT NULL is dropped
--- on the copy so that a case gives only the columns the rule reads. Returns the row count.
+-- rows: p_rows, a JSON array of objects, or the rows of the table p_given (which `plaudit
+-- test` fills from the case's SELECT). Columns that a row does not name take their defaults
+-- (ids from identity columns) or NULL: NOT NULL is dropped on the copy so that a case gives
+-- only the columns the rule reads. Returns the row count.
+--
+-- No argument is ever spliced into SQL text: tables are regclass (quoted by their output
+-- function), columns go through quote_ident/%I, rows are bound with USING. It used to take
+-- the case's SELECT as text and run it, which made it a way to run any SQL.
+DROP FUNCTION IF EXISTS {{ schema }}.test_table(text, jsonb, text);
 CREATE OR REPLACE FUNCTION {{ schema }}.test_table(
     p_table text,
     p_rows jsonb DEFAULT NULL,
-    p_query text DEFAULT NULL
+    p_given regclass DEFAULT NULL
 ) RETURNS int
 LANGUAGE plpgsql AS $function$
 DECLARE
@@ -85,16 +91,12 @@ BEGIN
         EXECUTE format('ALTER TABLE %s ALTER COLUMN %I DROP NOT NULL', v_copy, v_column);
     END LOOP;
 
-    IF p_query IS NOT NULL THEN
-        EXECUTE format('CREATE TEMPORARY TABLE plaudit_test_given AS %s', p_query);
+    IF p_given IS NOT NULL THEN
         SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_columns
         FROM pg_attribute AS a
-        WHERE a.attrelid = 'pg_temp.plaudit_test_given'::regclass AND a.attnum > 0
-          AND NOT a.attisdropped;
-        EXECUTE format('INSERT INTO %s (%s) SELECT * FROM pg_temp.plaudit_test_given',
-                       v_copy, v_columns);
+        WHERE a.attrelid = p_given AND a.attnum > 0 AND NOT a.attisdropped;
+        EXECUTE format('INSERT INTO %1$s (%2$s) SELECT %2$s FROM %3$s', v_copy, v_columns, p_given);
         GET DIAGNOSTICS v_count = ROW_COUNT;
-        DROP TABLE pg_temp.plaudit_test_given;
     ELSIF jsonb_array_length(coalesce(p_rows, '[]')) > 0 THEN
         SELECT string_agg(quote_ident(k.key), ', ' ORDER BY k.key) INTO v_columns
         FROM (SELECT DISTINCT jsonb_object_keys(r) AS key
@@ -107,3 +109,5 @@ BEGIN
     RETURN v_count;
 END;
 $function$;
+
+-- (EXECUTE on these is revoked from PUBLIC with every plaudit function: 008_boundary.sql)

@@ -2,15 +2,15 @@
 -- analysts and executes only here: plaudit.rule_rows() returns a rule's canonical rows, and
 -- fixed SQL (run_rule, revoke_stale, preview_rule) writes grants and progress from them.
 --
--- With a runner role (`plaudit init --runner-role NAME`, 007_jobs.sql), rule_rows and
--- explain_rule are SECURITY DEFINER functions owned by that role: the rule's SQL runs as the
+-- With a runner role (`plaudit init --runner-role NAME`, 007_jobs.sql), rule_rows,
+-- explain_rule and query_rows are SECURITY DEFINER functions owned by that role: the rule's SQL runs as the
 -- role, which may read the app tables granted to it and plaudit's grants and progress, and
 -- nothing else. It cannot return to the session's role: PostgreSQL refuses SET ROLE, SET
 -- SESSION AUTHORIZATION and set_config('role', ...) inside a security-definer function. It
 -- executes no plaudit function (EXECUTE is revoked from PUBLIC, below) and writes no
 -- plaudit table. What a rule can still do to its session (settings, advisory locks) is undone
 -- after every rule by run_rule (rule_session / restore_session).
--- Without a runner role, both functions are SECURITY INVOKER: rules run as the caller.
+-- Without a runner role, they are SECURITY INVOKER: rules run as the caller.
 -- Re-runnable; rendered with {{ schema }} and {{ user_id_type }} like the other files.
 
 -- A rule's canonical rows. p_sql is a rule's compiled SQL as deployed (compiled_rule) or as
@@ -31,6 +31,15 @@ BEGIN
           p_params[6], p_params[7], p_params[8], p_params[9], p_params[10],
           p_params[11], p_params[12], p_params[13], p_params[14], p_params[15],
           p_params[16];
+END;
+$function$;
+
+-- The rows of a rule test case's SELECT (`given: {table: SELECT ...}`), under the same
+-- boundary: analysts write those too. The caller names the columns (AS g (...)).
+CREATE OR REPLACE FUNCTION {{ schema }}.query_rows(p_sql text) RETURNS SETOF record
+LANGUAGE plpgsql SECURITY INVOKER AS $function$
+BEGIN
+    RETURN QUERY EXECUTE p_sql;
 END;
 $function$;
 
@@ -144,7 +153,8 @@ BEGIN
     -- a new owner needs CREATE on the schema; it keeps the functions when CREATE goes again
     EXECUTE format('GRANT CREATE ON SCHEMA {{ schema }} TO %I', v_role);
     FOREACH v_function IN ARRAY ARRAY['{{ schema }}.rule_rows(text, text[])',
-                                      '{{ schema }}.explain_rule(text, text[])'] LOOP
+                                      '{{ schema }}.explain_rule(text, text[])',
+                                      '{{ schema }}.query_rows(text)'] LOOP
         EXECUTE format('ALTER FUNCTION %s OWNER TO %I', v_function, v_role);
         EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER', v_function);
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', v_function);

@@ -14,6 +14,7 @@ import click
 
 from .cli import App, cli, parse_timestamp
 from .config import is_name
+from .db import connect, resolve_dsn
 from .runner import BatchResult, Runner
 
 
@@ -24,7 +25,7 @@ from .runner import BatchResult, Runner
               help="When it happened, ISO 8601; without an offset, in the configured "
                    "timezone. Default: now.")
 @click.option("--payload", metavar="JSON", help='Event details as a JSON object, e.g. '
-              '\'{"post_id": 3}\'.')
+              '\'{"post_id": 3}\'; @FILE reads it from a file, - from stdin.')
 @click.pass_obj
 def track(
     app: App, event_type: str, user_id: str, occurred_at: str | None, payload: str | None
@@ -39,6 +40,19 @@ def track(
 
 
 def _payload(text: str) -> dict[str, Any]:
+    # a large payload does not fit on a command line: @path and - (stdin) read it
+    if text == "-":
+        text = sys.stdin.read()
+    elif text.startswith("@"):
+        path = text[1:]
+        try:
+            with open(path, encoding="utf-8") as file:
+                text = file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise click.BadParameter(
+                f"cannot read {path}: {reason}", param_hint="--payload"
+            ) from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -52,7 +66,8 @@ def _payload(text: str) -> dict[str, Any]:
 @click.option("--once", "mode", flag_value="once", default=True,
               help="Process the pending events, then exit (the default).")
 @click.option("--follow", "mode", flag_value="follow",
-              help="Then keep waiting (LISTEN) for new events; Ctrl-C stops between batches.")
+              help="Then keep waiting (LISTEN) for new events, reconnecting after a lost "
+                   "connection; Ctrl-C stops between batches.")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Events per transaction.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new grants as JSON lines.")
@@ -91,7 +106,13 @@ def run_command(app: App, mode: str, batch_size: int, as_json: bool) -> None:
         with runner.stop_on_signals():
             if mode == "follow":
                 with app.engine() as listener:
-                    runner.follow(listener.db.conn, on_idle=_waiting_once())
+                    runner.follow(
+                        listener.db.conn,
+                        on_idle=_waiting_once(),
+                        # a server restart is not the end of a follower: it reconnects
+                        reconnect=lambda: connect(resolve_dsn(app.dsn, app.config.project_dir)),
+                        on_lost=lambda message: click.echo(message, err=True),
+                    )
             else:
                 runner.drain()
     if runner.stopping:

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from plaudit.denylist import denied_reason, plaudit_functions
 from plaudit.errors import ConfigError
 from plaudit.yamlsource import Fields, LocatedDict, describe, is_str, load_yaml_file
 
 CONFIG_FILE = "plaudit.yaml"
 DATABASE_KEYS = ("schema", "user_id_type", "timezone", "statement_timeout", "backfill_timeout")
-CONFIG_KEYS = ("rules", *DATABASE_KEYS, "notify", "events", "retention")
+CONFIG_KEYS = ("rules", *DATABASE_KEYS, "notify", "events", "retention", "allow_functions")
 NOTIFY_KEYS = ("channel", "max_age")
 RETENTION_KEYS = ("runs", "job_runs")
 EVENT_KEYS = ("table", "on", "user", "at")
@@ -30,8 +31,13 @@ IDENTIFIER_PATTERN = re.compile(r"[a-z_][a-z0-9_]*")
 # A table, optionally schema-qualified; unquoted identifiers only.
 TABLE_PATTERN = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
 # A statement_timeout; a bare number means milliseconds, as it does in PostgreSQL.
-DURATION_PATTERN = re.compile(r"\d+\s*(ms|s|min|h)?")
+DURATION_PATTERN = re.compile(r"(\d+)\s*(ms|s|min|h)?")
 DURATION_REQUIREMENT = "must be a duration like 30s, 500ms, 5min or 1h"
+# A timeout of 0 disables PostgreSQL's statement_timeout, and a year is as good as none: a
+# rule that runs longer than a day is stuck, and it holds its events and its lock meanwhile.
+MAX_TIMEOUT_MS = 24 * 3600 * 1000
+TIMEOUT_RANGE = "must be more than 0 and at most 24h"
+_MILLISECONDS = {None: 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
 # A PostgreSQL interval such as "2 days" or "1 day 12 hours", for notify.max_age.
 _UNIT = r"(ms|milliseconds?|s|secs?|seconds?|min|mins|minutes?|h|hours?|days?|weeks?)"
 INTERVAL_PATTERN = re.compile(rf"(\d+\s*{_UNIT}\s*)+")
@@ -64,6 +70,8 @@ class Config:
     # how long scheduled jobs keep plaudit.run rows and their cron.job_run_details rows
     retention_runs: str = "30 days"
     retention_job_runs: str = "7 days"
+    # functions of the deny list (plaudit.denylist) that this site's rules may call anyway
+    allow_functions: tuple[str, ...] = ()
 
     def timeout(self, mode: str) -> str:
         """The default timeout of a rule run in `mode` (a rule's own `timeout:` wins)."""
@@ -106,9 +114,22 @@ def read_timezone(fields: Fields, mapping: LocatedDict, default: str | None) -> 
 def read_duration(
     fields: Fields, mapping: LocatedDict, key: str, default: str | None
 ) -> str | None:
-    """A timeout; YAML reads `60` as a number, so numbers are accepted too."""
+    """A timeout, more than 0 and at most 24h; YAML reads `60` as a number, so numbers
+    are accepted too."""
     duration = fields.field(mapping, key, is_duration, DURATION_REQUIREMENT, default=default)
-    return None if duration is None else str(duration).strip()
+    if duration is None:
+        return duration
+    if not 0 < milliseconds(duration) <= MAX_TIMEOUT_MS:
+        fields.problem(mapping.value_line(key), f"'{key}' {TIMEOUT_RANGE}")
+        return default
+    return str(duration).strip()
+
+
+def milliseconds(duration: str | int) -> int:
+    """The length of a duration accepted by is_duration."""
+    match = DURATION_PATTERN.fullmatch(str(duration).strip())
+    assert match is not None
+    return int(match[1]) * _MILLISECONDS[match[2]]
 
 
 def load_config(project_dir: Path) -> Config:
@@ -140,6 +161,7 @@ def load_config(project_dir: Path) -> Config:
     channel, max_age = _notify(fields, document, defaults)
     events = _events(fields, document)
     retention = _retention(fields, document, defaults)
+    allow_functions = _allow_functions(fields, document)
     if fields.problems:
         raise _config_error(fields)
     return Config(
@@ -155,6 +177,7 @@ def load_config(project_dir: Path) -> Config:
         events=events,
         retention_runs=retention[0],
         retention_job_runs=retention[1],
+        allow_functions=allow_functions,
     )
 
 
@@ -209,6 +232,30 @@ def _retention(fields: Fields, document: LocatedDict, defaults: Config) -> tuple
         label="retention.job_runs",
     )  # fmt: skip
     return runs.strip(), job_runs.strip()
+
+
+def _allow_functions(fields: Fields, document: LocatedDict) -> tuple[str, ...]:
+    """The reviewed exceptions to the deny list: exact names of functions on it. plaudit's
+    own functions write the queue and the grants, so they can never be allowed."""
+    names = fields.field(
+        document, "allow_functions", lambda v: isinstance(v, list),
+        "must be a list of function names",
+    )  # fmt: skip
+    allowed: list[str] = []
+    for index, name in enumerate(names or ()):
+        line = names.item_line(index)
+        text = name.strip().lower() if isinstance(name, str) else None
+        if text is not None and text.split(".")[-1] in plaudit_functions():
+            message = f"'{name}' is one of plaudit's own functions, which can never be allowed"
+        elif text is None or not is_identifier(text):
+            message = f"{name!r} is not a function name like pg_sleep"
+        elif denied_reason(text) is None:
+            message = f"'{name}' is not on the deny list (nothing to allow)"
+        else:
+            allowed.append(text)
+            continue
+        fields.problem(line, f"allow_functions: {message}")
+    return tuple(allowed)
 
 
 def _events(fields: Fields, document: LocatedDict) -> tuple[EventSource, ...]:

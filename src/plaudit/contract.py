@@ -83,7 +83,7 @@ def check_contract(db: Database, config: Config, rule: Rule, mode: str) -> list[
         problem = located(rule, str(exc))
         return [Problem(problem.file, problem.line, f"{rule.slug}: {problem.message}")]
     try:
-        described = _describe(db, mapped.text)
+        described = describe_columns(db, mapped.text)
     except psycopg.Error as exc:
         line = rule.query_line
         if exc.diag.statement_position:  # 1-based, in characters of the rendered query
@@ -93,7 +93,7 @@ def check_contract(db: Database, config: Config, rule: Rule, mode: str) -> list[
     if mismatches:  # the kind macro around the query would fail on them, less clearly
         return mismatches
     try:
-        _describe(db, compiled)  # the kind macro around it must compile as well
+        describe_columns(db, compiled)  # the kind macro around it must compile as well
     except psycopg.Error as exc:
         return [_compile_problem(rule, rule.query_line, exc)]
     return []
@@ -117,7 +117,7 @@ def _columns(
     ]
 
 
-def _describe(db: Database, sql: str) -> list[tuple[str, int]]:
+def describe_columns(db: Database, sql: str) -> list[tuple[str, int]]:
     """Parse and Describe without executing (libpq PQprepare, PQdescribePrepared); the
     unnamed statement is replaced by the next one, so nothing is left behind. Runs in a
     savepoint, so a failure leaves the caller's transaction usable."""

@@ -24,13 +24,14 @@ from typing import Any
 import jinja2
 from jinja2 import meta
 from jinja2.ext import Extension
-from jinja2.sandbox import SandboxedEnvironment
 from pglast.parser import ParseError, parse_sql_json
 
 from .config import NAME_PATTERN, Config
+from .denylist import forbidden_calls
 from .dependencies import event_types
 from .errors import ParamError, RenderError
 from .rules import Rule
+from .sandbox import RuleSandbox
 from .sqlfiles import sql_dir
 
 MODES = ("backfill", "incremental")
@@ -50,6 +51,8 @@ WHOLE_THRESHOLDS = ("count", "streak")
 # The calendar kinds and their period when the rule names none.
 DEFAULT_PERIODS: Mapping[str, str] = {"streak": "day", "growth": "month"}
 _DML = ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt")
+# The longest rendered query: a rule is one SELECT (the bundled ones are under 2,000 characters)
+MAX_QUERY = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -70,9 +73,10 @@ def sql_string(value: str) -> str:
 @cache
 def environment(
     keep_trailing_newline: bool = False, extensions: tuple[type[Extension], ...] = ()
-) -> SandboxedEnvironment:
-    """The sandbox rules render in; lint and the line mapper ask for variants of it."""
-    env = SandboxedEnvironment(
+) -> RuleSandbox:
+    """The sandbox rules render in (bounded: plaudit.sandbox); lint and the line mapper ask
+    for variants of it."""
+    env = RuleSandbox(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         loader=jinja2.FileSystemLoader(str(sql_dir())),
@@ -301,7 +305,16 @@ def render_query(rule: Rule, mode: str, config: Config | None = None) -> str:
     except jinja2.TemplateError as exc:
         line = _template_line(exc, name)
         raise RenderError(f"{rule.location((line or 1) - 1)}: template error: {exc}") from exc
+    if len(query) > MAX_QUERY:
+        raise RenderError(
+            f"{rule.location()}: {rule.slug}: the rendered query is {len(query):,} characters: "
+            f"a rule query may have at most {MAX_QUERY:,}"
+        )
     output_columns(rule, query)
+    allowed = config.allow_functions if config else ()
+    for offset, message in forbidden_calls(query, schema, allowed):
+        line = query.count("\n", 0, offset)
+        raise RenderError(f"{rule.location(line)}: {rule.slug}: {message}")
     return query
 
 

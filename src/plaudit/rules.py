@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from plaudit.config import IDENTIFIER_PATTERN, NAME_PATTERN, is_name, read_duration, read_timezone
-from plaudit.errors import Problem, RuleError
+from plaudit.errors import ConfigError, Problem, RuleError
 from plaudit.yamlsource import Fields, LocatedDict, describe, is_str, is_text, load_yaml_file
 
 KINDS = ("count", "sum", "streak", "gauge", "growth", "award")
@@ -27,6 +27,8 @@ BADGE_KEYS = ("slug", "name", "description", "kind", "levels", "tags", "enabled"
 QUERY_KEYS = ("query", "params", "triggers", "period", "timezone", "revoke", "timeout")
 # `tests:` holds the rule's test cases, read by plaudit.testcases (not part of the badge).
 RULE_KEYS = BADGE_KEYS + QUERY_KEYS + ("tests",)
+# Rule files: <slug>.yaml or <slug>.yml; their test cases: <slug>.test.yaml or .test.yml.
+RULE_SUFFIXES = (".yaml", ".yml")
 LEVEL_KEYS = ("key", "name", "threshold", "points", "icon")
 PARAM_KEYS = ("type",)
 
@@ -101,8 +103,9 @@ def load_rule(path: Path, root: Path | None = None) -> Rule:
 
 
 def load_rules(directory: Path, root: Path | None = None) -> list[Rule]:
-    """Load every <directory>/*.yaml except *.test.yaml, sorted by slug. Raises one
-    RuleError carrying the problems of all files, duplicate slugs included."""
+    """Load every <directory>/*.yaml (and *.yml) except *.test.yaml, sorted by slug. Raises
+    one RuleError carrying the problems of all files, duplicate slugs included, and a
+    ConfigError when the directory does not exist."""
     rules, problems = read_rules(directory, root)
     if problems:
         raise RuleError(problems)
@@ -113,11 +116,23 @@ def read_rules(directory: Path, root: Path | None = None) -> tuple[list[Rule], l
     """The valid rules of <directory> (sorted by slug) and the problems of the others, for
     checks that carry on past an invalid file (`plaudit validate`)."""
     root = directory.parent if root is None else root
+    # A missing folder (a typo in `rules:`) is not an empty rule set: deploy would then
+    # offer to remove every badge.
+    name = _display(directory, root)
+    if not directory.exists():
+        raise ConfigError(
+            f"the rules folder {name}/ does not exist (plaudit.yaml's `rules:` names it; "
+            "the default is rules/)"
+        )
+    if not directory.is_dir():
+        raise ConfigError(f"the rules folder {name} is a file, not a folder")
     paths = sorted(
         path
-        for path in directory.glob("*.yaml")
+        for path in directory.iterdir()
         # Dot files are editor leftovers (.#x.yaml); tests live beside rules as x.test.yaml.
-        if not path.name.startswith(".") and not path.name.endswith(".test.yaml")
+        if path.suffix in RULE_SUFFIXES
+        and not path.name.startswith(".")
+        and not path.stem.endswith(".test")
     )
     rules: list[Rule] = []
     problems: list[Problem] = []
@@ -164,7 +179,7 @@ def _parse(path: Path, file: str) -> _Parsed:
     slug = fields.matching(document, "slug", NAME_PATTERN, required=True)
     if slug is not None:
         parsed.slug, parsed.slug_line = slug, document.value_line("slug")
-        if f"{slug}.yaml" != path.name:
+        if path.name not in (slug + suffix for suffix in RULE_SUFFIXES):
             message = f"slug '{slug}' does not match file name '{path.name}'"
             fields.problem(parsed.slug_line, message)
     name = fields.text(document, "name", required=True)

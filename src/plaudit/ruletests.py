@@ -21,14 +21,18 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 from pglast.parser import ParseError, parse_sql_json
+from psycopg import sql
 
 from .config import Config
-from .db import Database, describe
+from .contract import describe_columns
+from .db import Database, describe, render_sql
+from .denylist import forbidden_calls
 from .dependencies import event_types, ordered, references
 from .engine import Engine, definition
 from .errors import PlauditError
-from .render import render_query
+from .render import _DML, _kind_name, _walk, render_query
 from .rules import Rule
+from .sqlfiles import query
 from .testcases import Case
 
 Grant = tuple[str, str, str, datetime]  # user_id, level, scope, achieved_at
@@ -110,7 +114,7 @@ def _run(
     outcome = Outcome(case, mode, expected=[_expected(g, zone) for g in case.expect])
     try:
         with db.conn.transaction(force_rollback=True):
-            _tables(db, scratch, case, chain, mode)
+            _tables(db, scratch, case, chain, mode, config)
             if mode == "incremental":
                 db.execute("test_batch", [json.dumps(_batch(case), default=_json)])
             for rule in chain:
@@ -133,7 +137,9 @@ def _run(
     return outcome
 
 
-def _tables(db: Database, scratch: Config, case: Case, chain: list[Rule], mode: str) -> None:
+def _tables(
+    db: Database, scratch: Config, case: Case, chain: list[Rule], mode: str, config: Config
+) -> None:
     """Shadow every app table the rules read with a temporary copy holding the given rows."""
     read: dict[str, None] = dict.fromkeys(case.given)
     for rule in chain:
@@ -148,10 +154,59 @@ def _tables(db: Database, scratch: Config, case: Case, chain: list[Rule], mode: 
     for table in read:
         rows = case.given.get(table, [])
         if isinstance(rows, str):
-            db.execute("test_table", [table, None, rows])
+            select = checked_select(table, rows, config)
+            try:
+                db.conn.execute(_given_statement(db, select))
+            except psycopg.Error as exc:
+                raise CaseError(f"given '{table}': {describe(exc)}") from exc
+            db.execute("test_table", [table, None, "pg_temp.plaudit_test_given"])
+            db.execute("test_given_drop")
         else:
             db.execute("test_table", [table, json.dumps(rows, default=_json), None])
         db.execute("grant_rule_role", [f"pg_temp.{table}"])
+
+
+def _given_statement(db: Database, select: str) -> str:
+    """The statement filling pg_temp.plaudit_test_given with the rows of a case's SELECT,
+    read through query_rows (the runner role's boundary): its columns named and typed as
+    the database describes them (nothing is executed to find out)."""
+    columns = describe_columns(db, select)
+    types = {row["oid"]: row["name"] for row in db.execute("type_names", [[o for _, o in columns]])}
+    definition = ", ".join(
+        f"{sql.Identifier(name).as_string(db.conn)} {types[oid]}" for name, oid in columns
+    )
+    return render_sql(
+        query("test_given"), db.schema,
+        given=sql.Literal(select).as_string(db.conn), columns=definition,
+    )
+
+
+def checked_select(table: str, text: str, config: Config) -> str:
+    """A case's SELECT giving the rows of `table`, checked like a rule's query: one plain
+    SELECT that writes nothing and calls nothing on the deny list (it runs on the database
+    as the CLI's user, and is the only text that ever completes a statement of plaudit's)."""
+    text = text.strip().rstrip(";").strip()
+    what = f"given '{table}'"
+    try:
+        tree = json.loads(parse_sql_json(text))
+    except ParseError as exc:
+        raise CaseError(f"{what}: SQL syntax error: {exc.args[0]}") from exc
+    statements = tree.get("stmts", [])
+    if len(statements) != 1:
+        raise CaseError(
+            f"{what} must be a single SELECT statement, found {len(statements)} statements"
+        )
+    (kind,) = statements[0]["stmt"].keys()
+    if kind != "SelectStmt":
+        raise CaseError(f"{what} must be a SELECT, found {_kind_name(kind)}")
+    for node_kind, node in _walk(tree):
+        if node_kind in _DML:
+            raise CaseError(f"{what} must not modify data (found {_kind_name(node_kind)})")
+        if node_kind == "SelectStmt" and ("intoClause" in node or "lockingClause" in node):
+            raise CaseError(f"{what} must be a plain SELECT (no SELECT INTO, no FOR UPDATE)")
+    for _, message in forbidden_calls(text, config.schema, config.allow_functions):
+        raise CaseError(f"{what}: {message}")
+    return text
 
 
 def _relations(query: str) -> Iterator[tuple[str | None, str]]:

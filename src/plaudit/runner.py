@@ -22,7 +22,7 @@ import psycopg
 
 from .db import describe
 from .engine import Engine, RunResult
-from .errors import DatabaseError
+from .errors import DatabaseError, PlauditError
 
 # Without a notification, re-check the queue this often anyway: events released by a runner
 # that rolled back, or any wake-up lost with a dropped connection, are picked up then.
@@ -73,6 +73,30 @@ def run_batch(engine: Engine, batch_size: int) -> BatchResult:
     return BatchResult(events, runs, grants, time.monotonic() - started)
 
 
+# `run --follow` outlives server restarts: the wait between attempts to reconnect doubles
+# from the first to the last.
+RECONNECT_FIRST_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 30.0
+
+
+def _lost(*conns: psycopg.Connection[Any]) -> bool:
+    """Whether one of the connections is gone (as opposed to a query that failed)."""
+    return any(conn.closed or conn.broken for conn in conns)
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an error: the server's reason, without libpq's repetitions."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, psycopg.Error) else exc
+    text = describe(cause) if isinstance(cause, psycopg.Error) else str(cause)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    return first.removeprefix("consuming input failed: ")
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
 class Runner:
     """Runs batches until the queue is empty, or forever with `follow`.
 
@@ -109,12 +133,42 @@ class Runner:
         self,
         listener: psycopg.Connection[Any],
         on_idle: Callable[[], None] | None = None,
+        reconnect: Callable[[], psycopg.Connection[Any]] | None = None,
+        on_lost: Callable[[str], None] | None = None,
     ) -> None:
         """Drain, then sleep on LISTEN until new events arrive; repeat until stopped.
 
         `listener` is a second connection, used only to wait: notifications that arrive
         while a connection runs queries would be consumed by those queries.
+
+        With `reconnect` (it opens a new connection), a lost connection (a server restart, a
+        terminated backend) does not end the run: both connections are replaced, retrying
+        with exponential backoff, and `on_lost` hears of every attempt. A batch cut off by
+        the loss rolled back with its connection, so its events are still queued. Without
+        `reconnect`, the error ends the run.
         """
+        replaced: list[psycopg.Connection[Any]] = []  # listeners opened here, closed here
+        try:
+            while not self.stopping:
+                try:
+                    self._follow(listener, on_idle)
+                    return
+                except (psycopg.Error, DatabaseError) as exc:
+                    if reconnect is None or not _lost(self.engine.db.conn, listener):
+                        raise
+                    new = self._reconnect(reconnect, on_lost or _quiet, _reason(exc))
+                    if new is None:
+                        return
+                    replaced.append(listener := new)
+        except KeyboardInterrupt:
+            self.stopping = True
+        finally:
+            for conn in replaced:
+                conn.close()
+
+    def _follow(
+        self, listener: psycopg.Connection[Any], on_idle: Callable[[], None] | None
+    ) -> None:
         listener.execute(self.engine.db.sql("listen_events"))
         while not self.stopping:
             self.drain()
@@ -122,11 +176,43 @@ class Runner:
                 return
             if on_idle:
                 on_idle()
+            for _ in listener.notifies(timeout=IDLE_RECHECK_SECONDS, stop_after=1):
+                pass
+
+    def _reconnect(
+        self,
+        reconnect: Callable[[], psycopg.Connection[Any]],
+        on_lost: Callable[[str], None],
+        reason: str,
+    ) -> psycopg.Connection[Any] | None:
+        """New connections for the engine and the listener, or None once stopped."""
+        delay = RECONNECT_FIRST_SECONDS
+        on_lost(f"connection lost: {reason}; reconnecting in {delay:g}s")
+        while self._sleep(delay):
+            conn = listener = None
             try:
-                for _ in listener.notifies(timeout=IDLE_RECHECK_SECONDS, stop_after=1):
-                    pass
-            except KeyboardInterrupt:
-                self.stopping = True
+                conn = reconnect()
+                listener = reconnect()
+            except (psycopg.Error, PlauditError) as exc:
+                if conn is not None:
+                    conn.close()
+                if self.stopping:
+                    break
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+                on_lost(f"reconnecting failed: {_reason(exc)}; trying again in {delay:g}s")
+                continue
+            self.engine.db.conn.close()
+            self.engine.db.conn = conn
+            on_lost("reconnected")
+            return listener
+        return None
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped, a little at a time; False when stopped."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
+        return not self.stopping
 
     @contextmanager
     def stop_on_signals(self) -> Iterator[None]:

@@ -28,7 +28,7 @@ from typing import Any
 from .config import NAME_PATTERN, Config
 from .errors import Problem
 from .render import modes
-from .rules import Rule
+from .rules import RULE_SUFFIXES, Rule
 from .yamlsource import Fields, LocatedDict, LocatedList, is_str, load_yaml_file
 
 CASE_KEYS = ("description", "given", "events", "params", "modes", "expect")
@@ -58,7 +58,9 @@ def load_cases(config: Config, rules: Sequence[Rule]) -> tuple[list[Case], list[
     cases: list[Case] = []
     problems: list[Problem] = []
     for rule in rules:
-        sources = [rule.path, rule.path.with_name(f"{rule.slug}.test.yaml")]
+        # <slug>.test.yaml or .test.yml, like rule files
+        sources = [rule.path, *(rule.path.with_name(f"{rule.slug}.test{suffix}")
+                                for suffix in RULE_SUFFIXES)]
         for path in sources:
             if not path.exists():
                 continue

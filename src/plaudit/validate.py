@@ -20,9 +20,10 @@ from jinja2 import meta, nodes
 from pglast.parser import ParseError, parse_sql_json
 
 from .config import Config
+from .denylist import forbidden_calls
 from .dependencies import check as check_dependencies
 from .errors import Problem, RuleError
-from .render import environment, modes, render
+from .render import MAX_QUERY, environment, modes, render
 from .rules import Rule, read_rules
 from .sourcemap import render_mapped
 from .testcases import load_cases
@@ -220,13 +221,22 @@ def _render_problems(rule: Rule, mode: str, config: Config | None) -> list[Probl
         mapped = render_mapped(rule, mode, config)
     except Exception:  # render() below reports it, with its line
         mapped = None
-    if mapped is not None:
+    if mapped is not None and len(mapped.text) <= MAX_QUERY:  # else render() says so
         try:
             parse_sql_json(mapped.text)
         except ParseError as exc:
             message, offset = exc.args
-            line = mapped.template_line(offset)
+            line = mapped.template_line(offset or 0)
             return [_at(rule, line, f"SQL syntax error: {message}")]
+        # every refused call, each at its template line (render stops at the first)
+        schema = config.schema if config else "plaudit"
+        allowed = config.allow_functions if config else ()
+        refused = [
+            _at(rule, mapped.template_line(offset), message)
+            for offset, message in forbidden_calls(mapped.text, schema, allowed)
+        ]
+        if refused:
+            return refused
     try:
         render(rule, mode, config)
     except RuleError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -42,7 +43,9 @@ def grant_summary(summary: Sequence[Mapping[str, Any]], new: Mapping[tuple[str, 
 
 
 def bar(fraction: float, width: int = 20) -> str:
-    filled = max(0, min(width, round(fraction * width)))
+    if math.isnan(fraction):  # a NaN value: nothing to show (an infinite one is full)
+        fraction = 0.0
+    filled = max(0, min(width, round(max(-1.0, min(fraction, 1.0)) * width)))
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
