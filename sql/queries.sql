@@ -103,6 +103,11 @@ SELECT {{ schema }}.track($1, $2, coalesce($3::timestamptz, now()), coalesce($4:
 -- Starts a batch: consumes up to $1 pending events in the current transaction.
 SELECT {{ schema }}.take_events($1::int) AS events;
 
+-- name: lock_rule
+-- Wait for a rule's lock (backfill --wait): the key plaudit.run_rule tries, which then finds
+-- it held by its own session.
+SELECT pg_advisory_xact_lock(hashtext('{{ schema }}'), hashtext($1));
+
 -- name: next_batch_rule
 -- The next rule the batch triggers after $1 (NULL: the first), skipping $2; NULL when done.
 SELECT {{ schema }}.next_batch_rule($1, $2::text[]) AS slug;
@@ -369,11 +374,14 @@ SELECT count(*) AS pending,
 FROM {{ schema }}.event AS e;
 
 -- name: status_rules
--- Every deployed rule with its last run.
+-- Every deployed rule with its last run, and whether its last backfill skipped it (busy).
 SELECT b.slug, b.enabled, b.dirty, b.due, b.triggers = '{}' AS no_triggers,
        r.mode, r.status, r.started_at,
        extract(epoch FROM r.finished_at - r.started_at)::float8 AS seconds,
-       r.granted, r.message
+       r.granted, r.message,
+       coalesce((SELECT l.status = 'skipped' FROM {{ schema }}.run AS l
+                 WHERE l.badge = b.slug AND l.mode = 'backfill'
+                 ORDER BY l.started_at DESC, l.run_id DESC LIMIT 1), false) AS backfill_skipped
 FROM {{ schema }}.badge AS b
 LEFT JOIN LATERAL (
     SELECT l.mode, l.status, l.started_at, l.finished_at, l.granted, l.message

@@ -397,13 +397,13 @@ def test_the_history_job_prunes_only_old_rows_of_plaudits_jobs(project, run_cli,
 # -- overlapping runs ------------------------------------------------------------------------
 
 
-def test_an_overlapping_backfill_skips_the_busy_rule_and_exits_0(counting_project, run_cli,
+def test_an_overlapping_backfill_skips_the_busy_rule_and_exits_3(counting_project, run_cli,
                                                                   dsn):
     with psycopg.connect(dsn) as holder:  # a run in progress: it holds the rule's lock
         holder.execute("SELECT * FROM plaudit.run_rule('commentator')")
         result = run_cli(counting_project, "backfill")
         holder.rollback()
-    assert result.exit_code == 0
+    assert result.exit_code == 3
     assert result.stderr.splitlines()[0].split()[:6] == [
         "commentator", "skipped:", "commentator:", "busy", "(another", "run"]
 

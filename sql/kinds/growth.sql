@@ -22,7 +22,8 @@ totals AS (
            {{ period_start('src.occurred_at', period, timezone) }} AS period,
            {{ 'coalesce(sum(src.amount), 0)' if has_amount else 'count(*)' }}::numeric AS total
     FROM src
-    WHERE src.occurred_at IS NOT NULL
+    -- a time that is NULL or ±infinity falls in no period
+    WHERE isfinite(src.occurred_at::timestamptz)
     GROUP BY 1, 2, 3
 ),
 steps AS (

@@ -66,6 +66,7 @@ active AS (
         FROM src AS s
         WHERE s.user_id = c.user_id
           AND s.occurred_at >= coalesce({{ period_begins('c.since', 0, period, timezone) }}, '-infinity')
+          AND isfinite(s.occurred_at::timestamptz)
         GROUP BY 1
     ) AS a
 ),
@@ -75,7 +76,8 @@ active AS (
            {{ period_start('src.occurred_at', period, timezone) }} AS period,
            min(src.occurred_at::timestamptz) AS first_at
     FROM src
-    WHERE src.occurred_at IS NOT NULL
+    -- a time that is NULL or ±infinity falls in no period
+    WHERE isfinite(src.occurred_at::timestamptz)
     GROUP BY 1, 2, 3
 ),
 {%- endif %}

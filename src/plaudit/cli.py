@@ -1,6 +1,7 @@
 """The `plaudit` command line. Data goes to stdout, messages to stderr.
 
-Exit codes: 0 ok, 1 a rule or check failed, 2 usage, config or connection error.
+Exit codes: 0 ok, 1 a rule or check failed, 2 usage, config or connection error, 3 a backfill
+skipped rules that another run held.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .config import Config, is_identifier, load_config
 from .db import embedded_cluster
 from .dependencies import check as check_dependencies
 from .engine import Engine, RunResult
-from .errors import ConfigError, PlauditError, RuleError
+from .errors import EXIT_FAILED, EXIT_SKIPPED, ConfigError, PlauditError, RuleError
 from .progress import ProgressLine
 from .render import bind_params, render
 from .rules import Rule, load_rules
@@ -307,6 +308,9 @@ def render_command(app: App, slug: str, mode: str, params: tuple[str, ...]) -> N
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object per rule run (status, granted per level, moved, "
                    "revoked) instead of the summary table.")
+@click.option("--wait", is_flag=True,
+              help="Wait for a rule another run holds (within backfill_timeout) instead of "
+                   "skipping it.")
 @click.pass_obj
 def backfill(
     app: App,
@@ -315,11 +319,13 @@ def backfill(
     dry_run: bool,
     announce: bool,
     as_json: bool,
+    wait: bool,
 ) -> None:
     """Run the rules over all history, awarding everything already earned, with real dates.
 
     Grants are never taken back (except by `revoke: true` rules); a grant whose date the
-    history shows earlier is moved, and counted as moved. Exits 1 if a rule failed."""
+    history shows earlier is moved, and counted as moved. Exits 1 if a rule failed, 3 if
+    none failed but some were skipped because another run held them (see --wait)."""
     given = parse_params(params)
     rules = [r for r in app.select(selectors) if r.enabled]
     if not rules:
@@ -357,7 +363,8 @@ def backfill(
             lines.pop(rule.slug).done(outcome)
 
         results = engine.backfill(
-            rules, given, announce=announce, dry_run=dry_run, on_start=start, on_done=done
+            rules, given, announce=announce, dry_run=dry_run, wait=wait, on_start=start,
+            on_done=done,
         )
         if as_json:
             for result in results:
@@ -380,7 +387,15 @@ def backfill(
             f"Error: {len(failed)} of {len(results)} rules failed; they are marked for backfill",
             err=True,
         )
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
+    skipped = [r.slug for r in results if r.status == "skipped"]
+    if skipped:
+        click.echo(
+            f"Error: {len(skipped)} of {len(results)} rules skipped: another run held them "
+            f"({', '.join(skipped)}); run the backfill again, or with --wait",
+            err=True,
+        )
+        sys.exit(EXIT_SKIPPED)
 
 
 @cli.command()

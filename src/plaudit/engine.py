@@ -221,18 +221,24 @@ class Engine:
         announce: bool = False,
         dry_run: bool = False,
         then: Sequence[str] = (),
+        wait: bool = False,
     ) -> RunResult:
         """One run of one deployed rule, in its own transaction (rolled back for a dry run).
 
         A backfill's new and moved grants are events for the rules that read the badge:
         those rules re-check the users concerned in the same transaction (incremental runs,
-        in run order), except the rules in `then`, which the caller backfills next."""
+        in run order), except the rules in `then`, which the caller backfills next. A rule
+        busy in another run is skipped, unless `wait`: then its lock is waited for (within
+        the run's timeout)."""
         values = bind_params(rule, params or {})
         started = time.monotonic()
         tx = self.db.conn.transaction(force_rollback=dry_run)
         with tx:
             if mode == "backfill" and not dry_run:
                 self.db.execute("batch_reset")  # run_rule adds its grant events to it
+            if wait:
+                self.db.execute("set_rule_timeout", [rule.slug, self.config.timeout(mode)])
+                self.db.execute("lock_rule", [rule.slug])
             self.db.execute("set_rule_timeout", [rule.slug, self.config.timeout(mode)])
             row = self.db.one("run_rule", [rule.slug, mode, values, announce, dry_run])
             assert row is not None
@@ -268,6 +274,7 @@ class Engine:
         *,
         announce: bool = False,
         dry_run: bool = False,
+        wait: bool = False,
         on_start: Callable[[Rule], None] | None = None,
         on_done: Callable[[Rule, RunResult], None] | None = None,
     ) -> list[RunResult]:
@@ -281,7 +288,8 @@ class Engine:
                 on_start(rule)
             later = [r.slug for r in order[index + 1:]]
             result = self.run_rule(
-                rule, "backfill", params, announce=announce, dry_run=dry_run, then=later
+                rule, "backfill", params, announce=announce, dry_run=dry_run, then=later,
+                wait=wait,
             )
             if on_done:
                 on_done(rule, result)

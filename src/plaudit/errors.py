@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The CLI's exit codes (README, "Exit codes").
+EXIT_FAILED = 1  # a rule, a check or a rule file failed
+EXIT_USAGE = 2  # usage, configuration or connection error
+EXIT_SKIPPED = 3  # a backfill skipped rules that another run held
+
 
 class PlauditError(Exception):
     """Base of every error plaudit raises on purpose."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class ConfigError(PlauditError):

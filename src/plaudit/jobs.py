@@ -213,6 +213,11 @@ class Status:
         return [r["slug"] for r in self.rules if r["dirty"] and r["enabled"]]
 
     @property
+    def skipped(self) -> list[str]:
+        """Rules whose last backfill skipped them: another run held them."""
+        return [r["slug"] for r in self.rules if r["backfill_skipped"] and r["enabled"]]
+
+    @property
     def due(self) -> dict[str, list[str]]:
         """Rules due for a backfill, by why: {new: [...], changed: [...]}."""
         return due_by_reason(self.rules)
@@ -223,6 +228,7 @@ class Status:
             "oldest_pending_seconds": self.oldest_seconds,
             "dirty_rules": self.dirty,
             "due_rules": self.due,
+            "skipped_by_last_backfill": self.skipped,
             "rules": [_jsonable(r) for r in self.rules],
             "failures_last_day": [_jsonable(f) for f in self.failures],
             "attention": self.attention,
@@ -257,6 +263,14 @@ def status(engine: Engine, max_lag_seconds: float) -> Status:
         )
     if report.due:
         report.attention.append(due_sentence(report.due))
+    if report.skipped:
+        one = len(report.skipped) == 1
+        were, their, them = ("was", "its", "it") if one else ("were", "their", "them")
+        report.attention.append(
+            f"{len(report.skipped)} rule{'' if one else 's'} {were} skipped by {their} last "
+            f"backfill ({', '.join(report.skipped)}): another run held {them}; "
+            f"`plaudit backfill --wait --select ...` completes {them}"
+        )
     return report
 
 
