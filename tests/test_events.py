@@ -312,21 +312,29 @@ def test_a_failing_rule_is_recorded_dirty_and_does_not_stop_the_batch(deployed, 
         ("broken", True), ("commentator", False), ("slow", True)]
 
 
-def test_a_rule_busy_past_its_timeout_fails_alone_instead_of_losing_events(
+def test_a_rule_busy_in_another_run_defers_its_events_instead_of_failing(
         deployed, dsn, sql):
-    engine = deployed(COUNT_RULE.replace("    levels:", "    timeout: 300ms\n    levels:"))
+    engine = deployed(COUNT_RULE.replace("    levels:", "    timeout: 300ms\n    levels:"),
+                      LOG_RULE)
     seed_comments(sql, [(7, day(d)) for d in (1, 2, 3)])
+    sql("SELECT plaudit.track('ping', 8)")
     holder = psycopg.connect(dsn)  # a long backfill of the rule holds its lock
     holder.execute("SELECT pg_advisory_xact_lock(hashtext('plaudit'), hashtext('commentator'))")
     try:
-        [run] = run_batch(engine, 100).runs
+        runs = run_batch(engine, 100).runs
     finally:
         holder.rollback()
         holder.close()
-    assert (run.status, run.message) == (
-        "failed", "commentator: canceling statement due to statement timeout while waiting "
-                  "for the rule's lock (SQLSTATE 57014)")
-    assert sql("SELECT dirty FROM plaudit.badge") == [(True,)]
+    # the other rule ran; commentator waited half its timeout, then gave its events back
+    assert [(r.slug, r.status, r.message) for r in runs] == [
+        ("commentator", "skipped", "commentator: busy in another run (canceling statement due "
+         "to lock timeout, SQLSTATE 55P03); 3 events deferred to the queue for it"),
+        ("event_log", "ok", None)]
+    assert sql("SELECT dirty FROM plaudit.badge ORDER BY slug") == [(False,), (False,)]
+    assert sql("SELECT rule, count(*) FROM plaudit.event GROUP BY 1") == [("commentator", 3)]
+    # the next batch runs commentator alone on them
+    assert [r.slug for r in run_batch(engine, 100).runs] == ["commentator"]
+    assert [g[2] for g in grants(sql) if g[1] == "commentator"] == ["bronze"]
     assert pending(sql) == 0
 
 

@@ -18,6 +18,21 @@ CREATE TABLE IF NOT EXISTS {{ schema }}.event (
     payload jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),
     tracked_at timestamptz NOT NULL DEFAULT now()
 );
+-- An event deferred for one rule only (run_batch_rule: the rule was busy in another run):
+-- NULL for every rule. A deferred event may be a grant event (`badge:<slug>`).
+ALTER TABLE {{ schema }}.event ADD COLUMN IF NOT EXISTS rule text;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_constraint
+                   WHERE conname = 'event_type_check'
+                     AND conrelid = '{{ schema }}.event'::regclass
+                     AND pg_get_constraintdef(oid) LIKE '%rule%') THEN
+        ALTER TABLE {{ schema }}.event DROP CONSTRAINT IF EXISTS event_type_check;
+        ALTER TABLE {{ schema }}.event ADD CONSTRAINT event_type_check
+            CHECK (type ~ '^[a-z0-9_]+$' OR rule IS NOT NULL AND type ~ '^badge:[a-z0-9_]+$');
+    END IF;
+END
+$$;
 
 -- The grants of one run that nobody has seen yet: what check() returns and `plaudit run`
 -- prints. Quiet backfill grants are inserted already seen, so they never enter this index.
@@ -59,11 +74,13 @@ BEGIN
     IF to_regclass('pg_temp.plaudit_batch') IS NOT NULL THEN
         IF (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute AS a
             WHERE a.attrelid = to_regclass('pg_temp.plaudit_batch') AND a.attname = 'user_id'
-           ) = '{{ user_id_type }}' THEN
+           ) = '{{ user_id_type }}' AND EXISTS (
+            SELECT FROM pg_attribute AS a
+            WHERE a.attrelid = to_regclass('pg_temp.plaudit_batch') AND a.attname = 'rule') THEN
             DELETE FROM pg_temp.plaudit_batch;
             RETURN;
         END IF;
-        -- made by a plaudit schema with another user id type in this session
+        -- made by a plaudit schema with another user id type (or an older plaudit)
         DROP TABLE pg_temp.plaudit_batch;
     END IF;
     CREATE TEMPORARY TABLE plaudit_batch (
@@ -71,7 +88,8 @@ BEGIN
         type text NOT NULL,
         user_id {{ user_id_type }} NOT NULL,
         occurred_at timestamptz NOT NULL,
-        payload jsonb NOT NULL
+        payload jsonb NOT NULL,
+        rule text  -- the only rule it is for (a deferred event), NULL: every rule
     ) ON COMMIT DELETE ROWS;
     -- affected() is re-checked for each user the rule's lookups visit: an index probe, not a
     -- scan of the batch per user
@@ -96,10 +114,10 @@ BEGIN
             ORDER BY q.event_id
             LIMIT p_limit
             FOR UPDATE SKIP LOCKED)
-        RETURNING e.event_id, e.type, e.user_id, e.occurred_at, e.payload
+        RETURNING e.event_id, e.type, e.user_id, e.occurred_at, e.payload, e.rule
     )
-    INSERT INTO pg_temp.plaudit_batch (event_id, type, user_id, occurred_at, payload)
-    SELECT event_id, type, user_id, occurred_at, payload FROM taken;
+    INSERT INTO pg_temp.plaudit_batch (event_id, type, user_id, occurred_at, payload, rule)
+    SELECT event_id, type, user_id, occurred_at, payload, rule FROM taken;
     GET DIAGNOSTICS v_taken = ROW_COUNT;
     -- the rules' plans depend on the batch size (index lookups per user, or a scan)
     ANALYZE pg_temp.plaudit_batch;
@@ -153,7 +171,8 @@ BEGIN
     FROM {{ schema }}.badge AS b
     JOIN {{ schema }}.badge_run_order AS o ON o.slug = b.slug
     WHERE b.enabled AND NOT b.slug = ANY (p_exclude)
-      AND b.triggers && ARRAY(SELECT DISTINCT t.type FROM pg_temp.plaudit_batch AS t)
+      AND EXISTS (SELECT FROM pg_temp.plaudit_batch AS t
+                  WHERE t.type = ANY (b.triggers) AND (t.rule IS NULL OR t.rule = b.slug))
       AND (p_after IS NULL OR (o.depth, b.slug) > (
           SELECT a.depth, a.slug FROM {{ schema }}.badge_run_order AS a WHERE a.slug = p_after))
     ORDER BY o.depth, b.slug
@@ -165,28 +184,43 @@ $function$;
 DROP FUNCTION IF EXISTS {{ schema }}.batch_rules();
 
 -- One rule on the current batch. Unlike a backfill, which skips a busy rule, this waits for
--- the rule's lock: the batch's events are consumed with this transaction, so skipping the
--- rule would lose them. A wait cut short (statement timeout, deadlock) fails the rule alone
--- and marks it for backfill; the run itself is plaudit.run_rule in incremental mode.
+-- the rule's lock, a little: another runner's run of the rule usually ends in milliseconds.
+-- A wait longer than that (5 s, or half the rule's timeout if shorter) does not hold the
+-- batch, nor lose its events for the rule, nor mark it dirty: the batch's events for the rule
+-- go back to the queue for that rule only (event.rule), and the run is recorded as skipped.
+-- The run itself is plaudit.run_rule in incremental mode.
 CREATE OR REPLACE FUNCTION {{ schema }}.run_batch_rule(p_badge text)
 RETURNS TABLE (run_id bigint, status text, granted int, progressed int, levels jsonb, message text)
 LANGUAGE plpgsql AS $function$
 DECLARE
     v_started timestamptz := clock_timestamp();
+    v_lock_timeout text := current_setting('lock_timeout');
+    v_timeout interval := nullif(current_setting('statement_timeout'), '0')::interval;
     v_error text;
     v_state text;
+    v_deferred int;
 BEGIN
     BEGIN
+        PERFORM set_config('lock_timeout',
+            (extract(epoch FROM least(coalesce(v_timeout / 2, '5s'), '5s')) * 1000)::bigint::text,
+            true);
         PERFORM pg_advisory_xact_lock(hashtext('{{ schema }}'), hashtext(p_badge));
+        PERFORM set_config('lock_timeout', v_lock_timeout, true);
     EXCEPTION WHEN query_canceled OR lock_not_available OR deadlock_detected THEN
         GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
-        message := format('%s: %s while waiting for the rule''s lock (SQLSTATE %s)',
-                          p_badge, v_error, v_state);
+        INSERT INTO {{ schema }}.event (type, user_id, occurred_at, payload, rule)
+        SELECT t.type, t.user_id, t.occurred_at, t.payload, p_badge
+        FROM pg_temp.plaudit_batch AS t
+        JOIN {{ schema }}.badge AS b ON b.slug = p_badge
+        WHERE t.type = ANY (b.triggers) AND (t.rule IS NULL OR t.rule = p_badge);
+        GET DIAGNOSTICS v_deferred = ROW_COUNT;
+        message := format('%s: busy in another run (%s, SQLSTATE %s); %s event%s deferred to '
+                          'the queue for it', p_badge, v_error, v_state, v_deferred,
+                          CASE WHEN v_deferred = 1 THEN '' ELSE 's' END);
         INSERT INTO {{ schema }}.run AS r (badge, mode, status, started_at, finished_at, message)
-        VALUES (p_badge, 'incremental', 'failed', v_started, clock_timestamp(), message)
+        VALUES (p_badge, 'incremental', 'skipped', v_started, clock_timestamp(), message)
         RETURNING r.run_id INTO run_id;
-        UPDATE {{ schema }}.badge AS b SET dirty = true WHERE b.slug = p_badge;
-        RETURN QUERY SELECT run_id, 'failed'::text, 0, 0, '{}'::jsonb, message;
+        RETURN QUERY SELECT run_id, 'skipped'::text, 0, 0, '{}'::jsonb, message;
         RETURN;
     END;
     RETURN QUERY SELECT * FROM {{ schema }}.run_rule(p_badge, 'incremental');
