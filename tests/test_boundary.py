@@ -206,8 +206,7 @@ def test_what_a_rule_leaves_in_its_session_is_undone(runner_role, project, engin
     assert [(r.slug, r.status) for r in results] == [("a_sticky", "ok"), ("victim", "ok")]
     assert results[0].message is None
     assert sql("SELECT message FROM plaudit.run WHERE badge = 'a_sticky'") == [(
-        "a_sticky: undone after the rule: an advisory lock, setting search_path, "
-        "setting statement_timeout",)]
+        "a_sticky: undone after the rule: an advisory lock",)]
     assert engine.db.conn.execute("SHOW search_path").fetchone() == path
     locks = engine.db.conn.execute(
         "SELECT count(*) AS n FROM pg_locks "
@@ -230,3 +229,70 @@ def test_a_test_cases_own_select_runs_behind_the_boundary_too(guarded, project, 
     assert "pg_execute_server_program role to COPY to or from an external program" in (
         result.output)
     assert not guarded.exists(), "an OS command ran"
+
+
+def test_a_rule_cannot_redirect_what_runs_after_it(guarded, project, run_cli, sql):
+    """A rule that points search_path at a schema of its own must not get plaudit's SQL,
+    which runs as the login user after the rule, to call its functions."""
+    sql("CREATE TABLE pwned (at timestamptz)")
+    sql("GRANT INSERT ON pwned TO PUBLIC")
+    sql("CREATE SCHEMA evil")
+    sql("GRANT USAGE ON SCHEMA evil TO PUBLIC")
+    sql("CREATE FUNCTION evil.clock_timestamp() RETURNS timestamptz LANGUAGE sql AS "
+        "$$ INSERT INTO public.pwned VALUES (pg_catalog.now()) RETURNING pg_catalog.now() $$")
+    sql("CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE sql AS "
+        "$$ INSERT INTO public.pwned VALUES (pg_catalog.now()) RETURNING pg_catalog.now() $$")
+    sql("CREATE FUNCTION redirect() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN "
+        "PERFORM set_config('search_path', 'evil, pg_catalog, public', false); RETURN true; "
+        "END $$")
+    project.write("rules/redirect.yaml", """
+        slug: redirect
+        name: Redirect
+        kind: award
+        query: |
+          SELECT c.author_id AS user_id, c.created_at AS achieved_at FROM comments AS c
+          WHERE redirect()
+    """)
+    assert run_cli(project, "deploy", "--select", "redirect").exit_code == 0
+    result = run_cli(project, "backfill", "--select", "redirect")
+    assert result.exit_code == 0, result.output
+    assert sql("SELECT count(*) FROM pwned") == [(0,)]
+    assert sql("SELECT status FROM plaudit.run WHERE badge = 'redirect'") == [("ok",)]
+
+
+def test_a_runner_role_with_other_members_is_refused(project, run_cli, sql, runner_role):
+    sql(f'CREATE ROLE "{runner_role}" NOLOGIN')
+    sql(f'CREATE ROLE "{runner_role}_app" NOLOGIN')
+    sql(f'GRANT "{runner_role}" TO "{runner_role}_app"')
+    try:
+        result = run_cli(project, "init", "--runner-role", runner_role)
+        assert result.exit_code == 2
+        assert (f"runner role {runner_role} has members besides postgres: {runner_role}_app"
+                in result.stderr)
+    finally:
+        sql(f'DROP ROLE "{runner_role}_app"')
+
+
+def test_an_app_role_needs_only_execute_on_the_api(guarded, project, run_cli, sql, dsn):
+    """The capture trigger, track, check, unseen and mark_seen run as plaudit's owner: an
+    app role with EXECUTE on them (and its own tables) needs no right on plaudit's tables."""
+    app = f"app_{dsn.rsplit('/', 1)[1]}"
+    sql(f'CREATE ROLE "{app}" NOLOGIN')
+    try:
+        sql(f'GRANT SELECT, INSERT ON comments TO "{app}"')
+        sql(f'GRANT USAGE ON SCHEMA plaudit TO "{app}"')
+        sql(f'GRANT EXECUTE ON FUNCTION plaudit.track(text, bigint, timestamptz, jsonb), '
+            f'plaudit.check(jsonb), plaudit.unseen(bigint), '
+            f'plaudit.mark_seen(bigint, text, text, text) TO "{app}"')
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f'SET ROLE "{app}"')
+            conn.execute("INSERT INTO comments (post_id, author_id, body, created_at) "
+                         "VALUES (1, 1, 'x', '2024-03-01')")
+            conn.execute("SELECT plaudit.track('comment_created', 1)")
+            conn.execute("SELECT * FROM plaudit.check('[{\"type\": \"ping\", \"user_id\": 1}]')")
+            conn.execute("SELECT * FROM plaudit.unseen(1)")
+            conn.execute("SELECT plaudit.mark_seen(1)")
+        assert sql("SELECT count(*) FROM plaudit.event") == [(2,)]
+    finally:
+        sql(f'DROP OWNED BY "{app}"')
+        sql(f'DROP ROLE "{app}"')

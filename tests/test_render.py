@@ -55,23 +55,27 @@ def test_helpers_render_shape_not_values(project):
     # a count rule reading `batch` maps events to users itself: done users are read too
     assert incremental[2] == (
         "WHERE c.author_id IN (SELECT plaudit_b.user_id FROM pg_temp.plaudit_batch AS plaudit_b "
-        "WHERE plaudit_b.type IN ('comment_created'))"
+        "WHERE plaudit_b.type IN ('comment_created') "
+        "AND (plaudit_b.rule IS NULL OR plaudit_b.rule = 'probe'))"
     )
     assert incremental[5] == (
         "  AND c.id IN (SELECT (payload->>'id')::bigint FROM (SELECT event_id, type, user_id, "
-        "occurred_at, payload FROM pg_temp.plaudit_batch WHERE type IN ('comment_created')) b)"
+        "occurred_at, payload FROM pg_temp.plaudit_batch WHERE type IN ('comment_created') "
+        "AND (rule IS NULL OR rule = 'probe')) b)"
     )
 
 
 def held_all(column, levels):
-    """How many levels the user holds, counting only grants dated no later than the batch's
-    earliest event, equals the rule's levels."""
+    """How many levels the user holds by the rule, counting only grants dated no later than
+    the batch's earliest event, equals the rule's levels."""
     return (
         f"(SELECT count(*) FROM plaudit.user_badge AS plaudit_done "
         f"WHERE plaudit_done.user_id = {column} AND plaudit_done.badge = 'probe' "
-        "AND plaudit_done.scope = '' AND plaudit_done.achieved_at <= "
+        "AND plaudit_done.scope = '' AND plaudit_done.source = 'rule' "
+        "AND plaudit_done.achieved_at <= "
         "(SELECT min(plaudit_first.occurred_at) FROM pg_temp.plaudit_batch AS plaudit_first "
-        f"WHERE plaudit_first.type IN ('comment_created'))) = {levels}"
+        "WHERE plaudit_first.type IN ('comment_created') AND (plaudit_first.rule IS NULL "
+        f"OR plaudit_first.rule = 'probe'))) = {levels}"
     )
 
 
@@ -109,7 +113,8 @@ def test_done_users_are_left_out_only_where_that_is_exact(
     where = render_query(rule, "incremental").split(" WHERE ", 1)[1]
     users = (
         "SELECT plaudit_b.user_id FROM pg_temp.plaudit_batch AS plaudit_b "
-        "WHERE plaudit_b.type IN ('comment_created')"
+        "WHERE plaudit_b.type IN ('comment_created') "
+        "AND (plaudit_b.rule IS NULL OR plaudit_b.rule = 'probe')"
     )
     if skips:
         done = f"{TRUSTED} AND {held_all('plaudit_b.user_id', 1)}"

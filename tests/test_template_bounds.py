@@ -176,3 +176,18 @@ def test_the_bounds_are_per_render(project):
     (probe,) = project.rules()
     with pytest.raises(RenderError):
         render(probe, "backfill")
+
+
+def test_str_methods_that_build_strings_are_bounded(project, run_cli):
+    for expression in ('"x".ljust(50000000)', '"x".zfill(10**8)', '"x".center(10**9)',
+                       '"ab".replace("a", "a" * 1000).replace("a", "b" * 5000)'):
+        project.write("rules/probe.yaml", f"""
+            slug: probe
+            name: Probe
+            kind: award
+            query: |
+              SELECT 1 AS user_id, now() AS achieved_at -- {{{{ {expression} }}}}
+        """)
+        result = run_cli(project, "validate")
+        assert result.exit_code == 1, expression
+        assert "1,000,000" in result.output, result.output

@@ -51,6 +51,10 @@ DECLARE
     v_role text := (SELECT value FROM {{ schema }}.meta WHERE key = 'rule_role');
     v_session jsonb;
     v_undone text;
+    v_hash text;
+    -- where the rule's unqualified names resolve: as deployed (configure), else this session's
+    v_path text := coalesce((SELECT value FROM {{ schema }}.meta WHERE key = 'rule_search_path'),
+                            current_setting('search_path'));
     -- Grants are events for the rules that read them (badge('slug')): each grant this run
     -- adds or moves goes into the session's batch as a `badge:<slug>` event, so that the
     -- loop running the batch (plaudit.next_batch_rule) re-checks those rules after this one,
@@ -67,8 +71,9 @@ BEGIN
     IF p_mode NOT IN ('backfill', 'incremental') THEN
         RAISE EXCEPTION 'unknown mode %', p_mode USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    SELECT c.sql, c.params INTO v_sql, v_param_defs
+    SELECT c.sql, c.params, b.definition_hash INTO v_sql, v_param_defs, v_hash
     FROM {{ schema }}.compiled_rule AS c
+    JOIN {{ schema }}.badge AS b ON b.slug = c.badge
     WHERE c.badge = p_badge AND c.mode = p_mode;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'rule % has no compiled % SQL', p_badge, p_mode
@@ -107,13 +112,14 @@ BEGIN
 
     BEGIN
         IF v_role IS NOT NULL THEN
+            PERFORM {{ schema }}.check_boundary(v_role);
             PERFORM {{ schema }}.grant_batch(v_role);
         END IF;
         v_session := {{ schema }}.rule_session();
         IF p_dry_run THEN
             -- what a real run would add: rows not granted yet, per level
             EXECUTE format($q$
-                WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1))
+                WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1, $2))
                 SELECT coalesce(jsonb_object_agg(x.level, x.n), '{}')
                 FROM (
                     SELECT r.level, count(*) AS n FROM r
@@ -129,7 +135,7 @@ BEGIN
                 ) AS x
             $q$, v_sql, p_badge)
             INTO v_levels
-            USING p_params;
+            USING p_params, v_path;
         ELSE
             INSERT INTO {{ schema }}.run AS r (badge, mode, params, status, started_at, finished_at)
             VALUES (p_badge, p_mode, v_params, 'ok', v_started, v_started)
@@ -140,7 +146,7 @@ BEGIN
             -- that arrived late): this keeps incremental runs equal to a backfill. A revoked
             -- grant (suppressed_grant) is not granted again.
             EXECUTE format($q$
-                WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1)),
+                WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1, $2)),
                 granted AS (
                     INSERT INTO {{ schema }}.user_badge AS ub
                         (user_id, badge, level, scope, achieved_at, value, meta, source, run_id, seen_at)
@@ -191,9 +197,7 @@ BEGIN
                 -- render._clearing); grants are never taken back here
                 cleared AS (
                     DELETE FROM {{ schema }}.user_progress AS up
-                    WHERE up.badge = %2$L AND NOT %5$L::boolean
-                      AND (%7$L::boolean OR up.user_id IN (
-                          SELECT r.user_id FROM r WHERE r.is_progress AND r.value IS NULL))
+                    WHERE up.badge = %2$L AND NOT %5$L::boolean AND %7$s
                       AND NOT EXISTS (
                           SELECT FROM r
                           WHERE r.is_progress AND r.value IS NOT NULL
@@ -206,7 +210,12 @@ BEGIN
                     (SELECT count(*) FROM granted WHERE NOT inserted),
                     (SELECT count(*) FROM progressed) + (SELECT count(*) FROM cleared),
                     (SELECT count(*) FROM notified)
-            $q$, v_sql, p_badge, v_run_id, v_quiet_before, v_filtered, v_channel, v_complete,
+            $q$, v_sql, p_badge, v_run_id, v_quiet_before, v_filtered, v_channel,
+                 -- which progress rows may go: all of the badge's, or the marked users'
+                 -- (an array, so that they are looked up by key, not by scanning the badge)
+                 CASE WHEN v_complete THEN 'TRUE' ELSE
+                     'up.user_id = ANY (ARRAY(SELECT r.user_id FROM r '
+                     'WHERE r.is_progress AND r.value IS NULL))' END,
                  CASE WHEN v_events THEN format($e$,
                 -- grants as events for the rules reading this badge (v_events)
                 grant_events AS (
@@ -217,7 +226,7 @@ BEGIN
                     RETURNING 1
                 )$e$, p_badge) ELSE '' END)
             INTO v_levels, v_moved, v_progressed, v_notified
-            USING p_params;
+            USING p_params, v_path;
             -- revoke: true: a complete backfill removes the rule grants it no longer returns
             IF p_mode = 'backfill' AND NOT v_filtered
                AND (SELECT b.revoke FROM {{ schema }}.badge AS b WHERE b.slug = p_badge) THEN
@@ -231,15 +240,17 @@ BEGIN
             WHERE r.run_id = v_run_id;
             -- a complete backfill repairs whatever a failed run may have missed, and brings
             -- a new or changed rule up to date
+            -- (unless a deploy changed the rule meanwhile: then its new SQL is still due)
             IF v_complete THEN
                 UPDATE {{ schema }}.badge SET dirty = false, due = NULL
-                WHERE slug = p_badge AND (dirty OR due IS NOT NULL);
+                WHERE slug = p_badge AND (dirty OR due IS NOT NULL)
+                  AND definition_hash = v_hash;
             END IF;
         END IF;
         -- what a run adds (or a dry run would add), per level
         SELECT coalesce(sum(n::int), 0) INTO v_granted FROM jsonb_each_text(v_levels) AS l (level, n);
         -- what the rule may have changed in the session besides its rows, undone
-        v_undone := {{ schema }}.restore_session(v_session);
+        v_undone := {{ schema }}.restore_session(v_session, p_badge);
         IF v_undone IS NOT NULL AND NOT p_dry_run THEN
             UPDATE {{ schema }}.run AS r
             SET message = format('%s: undone after the rule: %s', p_badge, v_undone)
@@ -264,7 +275,7 @@ BEGIN
                    || coalesce(': ' || nullif(v_detail, ''), '');
         -- settings roll back with the block; session advisory locks do not
         IF v_session IS NOT NULL THEN
-            PERFORM {{ schema }}.restore_session(v_session);
+            PERFORM {{ schema }}.restore_session(v_session, p_badge);
         END IF;
         v_run_id := NULL;
         IF NOT p_dry_run THEN

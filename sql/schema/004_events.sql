@@ -40,13 +40,16 @@ CREATE INDEX IF NOT EXISTS user_badge_unseen_run_idx
     ON {{ schema }}.user_badge (run_id) WHERE seen_at IS NULL;
 
 -- Enqueue an event. Callable from any language: SELECT plaudit.track('comment_created', 7);
+-- The app's API (track, check, unseen, mark_seen) and the capture trigger run as plaudit's
+-- owner (SECURITY DEFINER, search_path pinned): an app role needs only EXECUTE on them
+-- (README, "Least privilege"), never write access to plaudit's tables.
 CREATE OR REPLACE FUNCTION {{ schema }}.track(
     p_type text,
     p_user_id {{ user_id_type }},
     p_occurred_at timestamptz DEFAULT now(),
     p_payload jsonb DEFAULT '{}'
 ) RETURNS bigint
-LANGUAGE sql AS $function$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
     INSERT INTO {{ schema }}.event (type, user_id, occurred_at, payload)
     VALUES (p_type, p_user_id, coalesce(p_occurred_at, now()), coalesce(p_payload, '{}'))
     RETURNING event_id;
@@ -183,6 +186,23 @@ $function$;
 
 DROP FUNCTION IF EXISTS {{ schema }}.batch_rules();
 
+-- The batch's events for one rule, back in the queue for that rule alone (event.rule): the
+-- rule was busy in another run. Returns how many.
+CREATE OR REPLACE FUNCTION {{ schema }}.defer_rule_events(p_badge text) RETURNS int
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_deferred int;
+BEGIN
+    INSERT INTO {{ schema }}.event (type, user_id, occurred_at, payload, rule)
+    SELECT t.type, t.user_id, t.occurred_at, t.payload, p_badge
+    FROM pg_temp.plaudit_batch AS t
+    JOIN {{ schema }}.badge AS b ON b.slug = p_badge
+    WHERE t.type = ANY (b.triggers) AND (t.rule IS NULL OR t.rule = p_badge);
+    GET DIAGNOSTICS v_deferred = ROW_COUNT;
+    RETURN v_deferred;
+END;
+$function$;
+
 -- One rule on the current batch. Unlike a backfill, which skips a busy rule, this waits for
 -- the rule's lock, a little: another runner's run of the rule usually ends in milliseconds.
 -- A wait longer than that (5 s, or half the rule's timeout if shorter) does not hold the
@@ -208,12 +228,7 @@ BEGIN
         PERFORM set_config('lock_timeout', v_lock_timeout, true);
     EXCEPTION WHEN query_canceled OR lock_not_available OR deadlock_detected THEN
         GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
-        INSERT INTO {{ schema }}.event (type, user_id, occurred_at, payload, rule)
-        SELECT t.type, t.user_id, t.occurred_at, t.payload, p_badge
-        FROM pg_temp.plaudit_batch AS t
-        JOIN {{ schema }}.badge AS b ON b.slug = p_badge
-        WHERE t.type = ANY (b.triggers) AND (t.rule IS NULL OR t.rule = p_badge);
-        GET DIAGNOSTICS v_deferred = ROW_COUNT;
+        v_deferred := {{ schema }}.defer_rule_events(p_badge);
         message := format('%s: busy in another run (%s, SQLSTATE %s); %s event%s deferred to '
                           'the queue for it', p_badge, v_error, v_state, v_deferred,
                           CASE WHEN v_deferred = 1 THEN '' ELSE 's' END);
@@ -288,7 +303,7 @@ $procedure$;
 CREATE OR REPLACE FUNCTION {{ schema }}.check(p_events jsonb)
 RETURNS TABLE (user_id {{ user_id_type }}, badge text, level text, scope text, badge_name text,
                level_name text, points int, achieved_at timestamptz)
-LANGUAGE plpgsql AS $function$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     v_runs bigint[] := '{}';
     v_slug text;
@@ -301,6 +316,10 @@ BEGIN
         SELECT * INTO v_run FROM {{ schema }}.run_rule(v_slug, 'incremental');
         IF v_run.granted > 0 THEN
             v_runs := v_runs || v_run.run_id;
+        ELSIF v_run.status = 'skipped' THEN
+            -- busy elsewhere: its events (grants of the rules it reads among them) wait in
+            -- the queue for it, as a runner's batch would leave them
+            PERFORM {{ schema }}.defer_rule_events(v_slug);
         END IF;
     END LOOP;
     DELETE FROM pg_temp.plaudit_batch;
@@ -315,7 +334,7 @@ CREATE OR REPLACE FUNCTION {{ schema }}.check(
     p_payload jsonb DEFAULT '{}'
 ) RETURNS TABLE (user_id {{ user_id_type }}, badge text, level text, scope text,
                  badge_name text, level_name text, points int, achieved_at timestamptz)
-LANGUAGE sql AS $function$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
     SELECT * FROM {{ schema }}.check(jsonb_build_array(jsonb_build_object(
         'type', p_type, 'user_id', p_user_id, 'occurred_at', p_occurred_at,
         'payload', p_payload)));
@@ -325,7 +344,7 @@ $function$;
 CREATE OR REPLACE FUNCTION {{ schema }}.unseen(p_user_id {{ user_id_type }})
 RETURNS TABLE (badge text, level text, scope text, badge_name text, level_name text,
                points int, achieved_at timestamptz, awarded_at timestamptz)
-LANGUAGE sql STABLE AS $function$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
     SELECT ub.badge, ub.level, ub.scope, b.name, l.name, l.points, ub.achieved_at, ub.awarded_at
     FROM {{ schema }}.user_badge AS ub
     JOIN {{ schema }}.badge AS b ON b.slug = ub.badge
@@ -342,7 +361,7 @@ CREATE OR REPLACE FUNCTION {{ schema }}.mark_seen(
     p_level text DEFAULT NULL,
     p_scope text DEFAULT NULL
 ) RETURNS int
-LANGUAGE sql AS $function$
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
     WITH marked AS (
         UPDATE {{ schema }}.user_badge AS ub SET seen_at = now()
         WHERE ub.user_id = p_user_id AND ub.seen_at IS NULL
@@ -360,7 +379,7 @@ $function$;
 -- payload: the whole row (after an insert or update, before a delete). A row without a user
 -- is no one's event, and must not make the app's write fail.
 CREATE OR REPLACE FUNCTION {{ schema }}.capture_event() RETURNS trigger
-LANGUAGE plpgsql AS $function$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
 BEGIN
     EXECUTE format(
         'INSERT INTO {{ schema }}.event (type, user_id, occurred_at, payload) '
@@ -471,10 +490,13 @@ RETURNS TABLE (event text, table_name text, change text)
 LANGUAGE plpgsql AS $function$
 BEGIN
     PERFORM (p_config ->> 'notify_max_age')::interval;  -- fails here, not in a later run
+    -- rule_search_path: where rules' unqualified table names resolve, whoever runs them (an
+    -- app calling check(), a job): the deploying session's search_path
     INSERT INTO {{ schema }}.meta AS m (key, value)
     SELECT s.key, s.value
     FROM (VALUES ('notify_channel', p_config ->> 'notify_channel'),
-                 ('notify_max_age', p_config ->> 'notify_max_age')) AS s (key, value)
+                 ('notify_max_age', p_config ->> 'notify_max_age'),
+                 ('rule_search_path', current_setting('search_path'))) AS s (key, value)
     WHERE s.value IS NOT NULL
     ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE m.value <> excluded.value;
     RETURN QUERY SELECT * FROM {{ schema }}.install_event_triggers(p_config -> 'events');

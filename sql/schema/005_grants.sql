@@ -77,7 +77,7 @@ DECLARE
     v_revoked int;
 BEGIN
     EXECUTE format($q$
-        WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1)),
+        WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1, $2)),
         gone AS (
             DELETE FROM {{ schema }}.user_badge AS ub
             WHERE ub.badge = %2$L AND ub.source = 'rule'
@@ -98,7 +98,9 @@ BEGIN
         SELECT count(*) FROM logged
     $q$, p_sql, p_badge, p_run_id)
     INTO v_revoked
-    USING p_params;
+    USING p_params, coalesce(
+        (SELECT m.value FROM {{ schema }}.meta AS m WHERE m.key = 'rule_search_path'),
+        current_setting('search_path'));
     UPDATE {{ schema }}.run AS r SET revoked = v_revoked WHERE r.run_id = p_run_id;
     RETURN v_revoked;
 END;

@@ -23,7 +23,7 @@ BEGIN
         RAISE EXCEPTION 'rule % has more than 16 params', p_badge;
     END IF;
     EXECUTE format($q$
-        WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1)),
+        WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1, $2)),
         new AS MATERIALIZED (
             SELECT r.user_id::text AS user_id, r.level, r.scope, r.achieved_at, r.value
             FROM r
@@ -41,7 +41,9 @@ BEGIN
                              LIMIT %3$s) AS s))
     $q$, p_sql, p_badge, p_sample)
     INTO v_result
-    USING p_params;
+    USING p_params, coalesce(
+        (SELECT m.value FROM {{ schema }}.meta AS m WHERE m.key = 'rule_search_path'),
+        current_setting('search_path'));
     RETURN v_result;
 END;
 $function$;

@@ -241,10 +241,6 @@ BEGIN
         EXECUTE format('GRANT %I TO %I', p_role, session_user);
         RETURN NEXT format('granted %s to %s', p_role, session_user);
     END IF;
-    -- what an earlier plaudit granted the role (write on the plaudit schema) goes
-    EXECUTE format('REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA {{ schema }} FROM %I', p_role);
-    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA {{ schema }} REVOKE ALL ON TABLES FROM %I', p_role);
-    EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA {{ schema }} REVOKE ALL ON SEQUENCES FROM %I', p_role);
     INSERT INTO {{ schema }}.meta AS m (key, value) VALUES ('rule_role', p_role)
     ON CONFLICT (key) DO UPDATE SET value = excluded.value;
     PERFORM {{ schema }}.apply_rule_role();

@@ -51,6 +51,8 @@ DENIED: dict[str, str] = {
     "loread": _FILES,
     "lowrite": _SESSION,
     "pg_stat_file": _FILES,
+    "ts_stat": _SQL,
+    "ts_rewrite": _SQL,
     "cursor_to_xml": _SQL,
     "cursor_to_xmlschema": _SQL,
 }

@@ -236,10 +236,10 @@ class Engine:
         with tx:
             if mode == "backfill" and not dry_run:
                 self.db.execute("batch_reset")  # run_rule adds its grant events to it
-            if wait:
-                self.db.execute("set_rule_timeout", [rule.slug, self.config.timeout(mode)])
-                self.db.execute("lock_rule", [rule.slug])
+            # the rule's timeout, for the rest of the transaction: the wait, then the run
             self.db.execute("set_rule_timeout", [rule.slug, self.config.timeout(mode)])
+            if wait:
+                self.db.execute("lock_rule", [rule.slug])
             row = self.db.one("run_rule", [rule.slug, mode, values, announce, dry_run])
             assert row is not None
             result = RunResult.from_row(rule.slug, row, time.monotonic() - started, self.db)

@@ -101,12 +101,22 @@ class _Batch:
             )
         return (
             "(SELECT event_id, type, user_id, occurred_at, payload "
-            f"FROM {BATCH_TABLE} WHERE type IN ({_trigger_list(self._rule)}))"
+            f"FROM {BATCH_TABLE} WHERE {_for_rule(self._rule)})"
         )
 
 
 def _trigger_list(rule: Rule) -> str:
     return ", ".join(sql_string(t) for t in event_types(rule))
+
+
+def _for_rule(rule: Rule, alias: str = "") -> str:
+    """SQL: the batch's events of the rule's types that are for it: every rule's, or deferred
+    for it alone (event.rule, 004_events.sql)."""
+    column = f"{alias}." if alias else ""
+    return (
+        f"{column}type IN ({_trigger_list(rule)}) "
+        f"AND ({column}rule IS NULL OR {column}rule = {sql_string(rule.slug)})"
+    )
 
 
 # Kinds whose grants an event can only add at or after its own time: incremental runs do
@@ -133,17 +143,19 @@ def batch_start(rule: Rule) -> str:
     """SQL: the time of the batch's earliest event among the rule's triggers."""
     return (
         f"(SELECT min(plaudit_first.occurred_at) FROM {BATCH_TABLE} AS plaudit_first "
-        f"WHERE plaudit_first.type IN ({_trigger_list(rule)}))"
+        f"WHERE {_for_rule(rule, 'plaudit_first')})"
     )
 
 
 def held_before_batch(rule: Rule, schema: str, column: str) -> str:
-    """SQL: how many of the rule's levels the user `column` holds (unscoped), achieved no
-    later than the batch's earliest event. All of them: the user is done with the rule."""
+    """SQL: how many of the rule's levels the user `column` holds by the rule (unscoped; a
+    manual grant is not the rule's verdict), achieved no later than the batch's earliest
+    event. All of them: the user is done with the rule."""
     return (
         f"(SELECT count(*) FROM {schema}.user_badge AS plaudit_done "
         f"WHERE plaudit_done.user_id = {column} "
         f"AND plaudit_done.badge = {sql_string(rule.slug)} AND plaudit_done.scope = '' "
+        f"AND plaudit_done.source = 'rule' "
         f"AND plaudit_done.achieved_at <= {batch_start(rule)})"
     )
 
@@ -184,7 +196,7 @@ def done(rule: Rule, schema: str, column: str) -> str:
 def _batch_users(rule: Rule) -> str:
     return (
         f"SELECT plaudit_b.user_id FROM {BATCH_TABLE} AS plaudit_b "
-        f"WHERE plaudit_b.type IN ({_trigger_list(rule)})"
+        f"WHERE {_for_rule(rule, 'plaudit_b')}"
     )
 
 
@@ -424,11 +436,11 @@ def render(rule: Rule, mode: str, config: Config | None = None) -> Rendered:
 
 
 def _clearing(rule: Rule, sql: str) -> str:
-    """An incremental run re-reads the batch's users (affected()): one of them without any
-    progress row in the result has no source rows left (deleted, or the grants a composite
-    read were revoked), so its progress goes, as a complete backfill removes it. Such users
-    get a marker row (a progress row whose value and scope are NULL) that run_rule turns
-    into that deletion."""
+    """An incremental run re-reads the batch's users (affected()): a progress row of theirs
+    that the result does not hold (its source rows were deleted, or the grants a composite
+    read were revoked; a scope of theirs that vanished) goes, as a complete backfill removes
+    it. Each such user gets a marker row (a progress row whose value and scope are NULL);
+    run_rule deletes their progress rows that the result has no row for."""
     return (
         f"WITH plaudit_rows AS MATERIALIZED (\n{sql}\n)\n"
         "SELECT * FROM plaudit_rows\n"
@@ -436,9 +448,7 @@ def _clearing(rule: Rule, sql: str) -> str:
         "SELECT DISTINCT plaudit_b.user_id, NULL::text, NULL::text, NULL::timestamptz, "
         "NULL::numeric, NULL::jsonb, true\n"
         f"FROM {BATCH_TABLE} AS plaudit_b\n"
-        f"WHERE plaudit_b.type IN ({_trigger_list(rule)}) AND NOT EXISTS (\n"
-        "    SELECT FROM plaudit_rows AS plaudit_r\n"
-        "    WHERE plaudit_r.user_id = plaudit_b.user_id AND plaudit_r.is_progress)"
+        f"WHERE {_for_rule(rule, 'plaudit_b')}"
     )
 
 

@@ -114,6 +114,14 @@ class RuleSandbox(SandboxedEnvironment):
             _check_format(left)
         return super().call_binop(context, op, left, right)
 
+    def call(self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        # str methods that build what their arguments say: "x".ljust(10**10)
+        owner = getattr(__obj, "__self__", None)
+        if isinstance(owner, str):
+            _check_size(f".{getattr(__obj, '__name__', '?')}()", _str_method_size(
+                owner, getattr(__obj, "__name__", ""), args, kwargs))
+        return super().call(__context, __obj, *args, **kwargs)
+
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         # "{:>9999999}".format(1): str.format and format_map build what their widths say
         wrapped = super().wrap_str_format(value)
@@ -139,6 +147,22 @@ class RuleSandbox(SandboxedEnvironment):
         parts = [str(value) for value in values]
         _check_size("~", sum(map(len, parts)))
         return "".join(parts)
+
+
+def _str_method_size(text: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """The length of what a str method would return, before it runs (0: not a builder)."""
+    if name in ("ljust", "rjust", "center", "zfill") and args and isinstance(args[0], int):
+        return max(args[0], len(text))
+    if name == "expandtabs":
+        size = args[0] if args else kwargs.get("tabsize", 8)
+        return len(text) + text.count("\t") * max(int(size), 0)
+    if name == "replace" and len(args) >= 2 and isinstance(args[1], str):
+        return len(text) + text.count(str(args[0])) * max(len(args[1]) - len(str(args[0])), 0) \
+            if args[0] else len(text) * (len(args[1]) + 1)
+    if name == "join" and args:
+        items = list(args[0]) if not isinstance(args[0], str) else list(args[0])
+        return sum(len(str(i)) for i in items) + len(text) * max(len(items) - 1, 0)
+    return 0
 
 
 def _bounded_widths(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
