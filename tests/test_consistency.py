@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
+from plaudit.engine import Event
 from plaudit.runner import run_batch
 from sample_rules import commentator_rule
 
@@ -221,3 +222,23 @@ def test_a_dry_run_says_one_thing(site, project, sql, run_cli):
     assert (as_json["granted"], as_json["levels"], as_json["dry_run"]) == (
         2, {"bronze": 1, "silver": 1}, True)
     assert grants(sql) == []
+
+
+def test_check_leaves_a_busy_composites_events_in_the_queue(site, project, sql, dsn):
+    """check() skips a rule busy elsewhere (an app's request must not wait); the grants it
+    would have read must not be lost with the batch: they wait in the queue for it."""
+    engine = site(DISCUSSED, STAR)
+    engine.backfill(project.rules())
+    sql("ALTER TABLE comments DISABLE TRIGGER USER")  # the app calls check() itself
+    for n in (1, 2, 3):
+        comment(sql, 1, day(n))
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT pg_advisory_xact_lock(hashtext('plaudit'), hashtext('star'))")
+        with engine.db.conn.transaction():
+            added = engine.check([Event("comment_created", 1, day(3), {"post_id": 1})])
+    assert [(g["badge"], g["level"]) for g in added] == [
+        ("discussed", "bronze"), ("discussed", "silver")]
+    assert sql("SELECT type, user_id, rule FROM plaudit.event ORDER BY event_id") == [
+        ("badge:discussed", 2, "star"), ("badge:discussed", 2, "star")]
+    run_batch(engine, 100)
+    assert (2, "star", "star", day(3)) in grants(sql)
