@@ -122,7 +122,7 @@ def test_done_users_are_left_out_only_where_that_is_exact(
         if kind == "award":  # no progress: a done user is left out wherever the rule says
             assert where.endswith(f" AND NOT ({TRUSTED} AND {held_all('c.post_id', 1)})")
         else:  # progress is carried forward from through_at, for the batch's users only
-            assert "plaudit_through.through_at < (SELECT min(plaudit_first.occurred_at)" in where
+            assert "plaudit_through.scope = '') < (SELECT min(plaudit_first.occurred_at)" in where
             assert where.endswith(") AND TRUE")
     else:
         assert where == f"c.author_id IN ({users}) AND TRUE"
