@@ -28,3 +28,14 @@ CASE {% for l in levels %}WHEN {{ value }} < {{ l.threshold }} THEN {{ l.key | s
 {% macro level_after(n, levels) -%}
 CASE {{ n }} {% for l in levels %}WHEN {{ loop.index0 }} THEN {{ l.key | sqlstring }} {% endfor %}END
 {%- endmacro %}
+
+{#-
+  The progress rows of users carried forward (count, sum, gauge: `carried (user_id, value,
+  through_at)`): done with the rule, so no next level, and the time they are counted up to.
+-#}
+{% macro carried_progress() -%}
+SELECT c.user_id, '' AS scope, NULL AS level, NULL::timestamptz AS achieved_at,
+       c.value::numeric AS value, jsonb_build_object('through', c.through_at) AS meta,
+       true AS is_progress
+FROM carried AS c
+{%- endmacro %}

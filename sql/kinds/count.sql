@@ -1,3 +1,4 @@
+{% from 'kinds/_levels.sql' import carried_progress %}
 {#-
   count: the query returns (user_id, occurred_at [, scope]); the value is the number of rows
   per (user, scope). A level is reached when value >= threshold; achieved_at is the
@@ -104,9 +105,6 @@ SELECT t.user_id, coalesce(t.scope::text, '') AS scope,
 FROM totals AS t
 {%- if carry %}
 UNION ALL
-SELECT c.user_id, '' AS scope, NULL AS level, NULL::timestamptz AS achieved_at,
-       c.value::numeric AS value, jsonb_build_object('through', c.through_at) AS meta,
-       true AS is_progress
-FROM carried AS c
+{{ carried_progress() }}
 {%- endif %}
 {%- endmacro %}

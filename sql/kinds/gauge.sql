@@ -1,4 +1,4 @@
-{% from 'kinds/_levels.sql' import scope, next_level %}
+{% from 'kinds/_levels.sql' import scope, next_level, carried_progress %}
 {#-
   gauge: the query returns (user_id, value, achieved_at [, scope]): a metric computed
   elsewhere (reputation, a score, a rank), one row per user or a time series. A level is
@@ -65,8 +65,6 @@ SELECT u.user_id, u.scope, {{ next_level('u.peak', levels) }} AS level,
 FROM users AS u
 {%- if carry %}
 UNION ALL
-SELECT c.user_id, '' AS scope, NULL AS level, NULL::timestamptz AS achieved_at, c.value,
-       jsonb_build_object('through', c.through_at) AS meta, true AS is_progress
-FROM carried AS c
+{{ carried_progress() }}
 {%- endif %}
 {%- endmacro %}

@@ -1,4 +1,4 @@
-{% from 'kinds/_levels.sql' import levels_cte, scope, next_level %}
+{% from 'kinds/_levels.sql' import levels_cte, scope, next_level, carried_progress %}
 {#-
   sum: the query returns (user_id, occurred_at, amount [, scope]); the value is the sum of
   amount per (user, scope). A level is reached when the running sum, in occurred_at order,
@@ -87,8 +87,6 @@ FROM totals AS t
 LEFT JOIN peaks AS p ON p.user_id = t.user_id AND p.scope = t.scope
 {%- if carry %}
 UNION ALL
-SELECT c.user_id, '' AS scope, NULL AS level, NULL::timestamptz AS achieved_at, c.value,
-       jsonb_build_object('through', c.through_at) AS meta, true AS is_progress
-FROM carried AS c
+{{ carried_progress() }}
 {%- endif %}
 {%- endmacro %}

@@ -343,24 +343,9 @@ def output_columns(rule: Rule, query: str) -> tuple[str, ...] | None:
         ) from exc
     statements = tree.get("stmts", [])
     where = rule.location()
-    if len(statements) != 1:
-        raise RenderError(
-            f"{where}: {rule.slug}: query must be a single SELECT statement, "
-            f"found {len(statements)} statements"
-        )
-    (kind,) = statements[0]["stmt"].keys()
-    if kind != "SelectStmt":
-        raise RenderError(f"{where}: {rule.slug}: query must be a SELECT, found {_kind_name(kind)}")
-    for node_kind, node in _walk(tree):
-        if node_kind in _DML:
-            raise RenderError(
-                f"{where}: {rule.slug}: query must not modify data (found {_kind_name(node_kind)})"
-            )
-        if node_kind == "SelectStmt" and ("intoClause" in node or "lockingClause" in node):
-            raise RenderError(
-                f"{where}: {rule.slug}: query must be a plain SELECT "
-                "(no SELECT INTO, no FOR UPDATE)"
-            )
+    problem = plain_select_problem(tree)
+    if problem:
+        raise RenderError(f"{where}: {rule.slug}: query {problem}")
     select = statements[0]["stmt"]["SelectStmt"]
     while "larg" in select:  # UNION & co: the first branch names the columns
         select = select["larg"]
@@ -375,6 +360,23 @@ def output_columns(rule: Rule, query: str) -> tuple[str, ...] | None:
             return None
         names.append(fields[-1]["String"]["sval"] if fields else "?column?")
     return tuple(names)
+
+
+def plain_select_problem(tree: Any) -> str | None:
+    """What keeps a parsed statement list from being one plain SELECT that writes nothing
+    ("must be a SELECT, found UPDATE"), or None. Rule queries and test cases' SELECTs."""
+    statements = tree.get("stmts", [])
+    if len(statements) != 1:
+        return f"must be a single SELECT statement, found {len(statements)} statements"
+    (kind,) = statements[0]["stmt"].keys()
+    if kind != "SelectStmt":
+        return f"must be a SELECT, found {_kind_name(kind)}"
+    for node_kind, node in _walk(tree):
+        if node_kind in _DML:
+            return f"must not modify data (found {_kind_name(node_kind)})"
+        if node_kind == "SelectStmt" and ("intoClause" in node or "lockingClause" in node):
+            return "must be a plain SELECT (no SELECT INTO, no FOR UPDATE)"
+    return None
 
 
 def _kind_name(node_kind: str) -> str:

@@ -30,7 +30,7 @@ from .denylist import forbidden_calls
 from .dependencies import event_types, ordered, references
 from .engine import Engine, definition
 from .errors import PlauditError
-from .render import _DML, _kind_name, _walk, render_query
+from .render import plain_select_problem, render_query
 from .rules import Rule
 from .sqlfiles import query
 from .testcases import Case
@@ -191,19 +191,9 @@ def checked_select(table: str, text: str, config: Config) -> str:
         tree = json.loads(parse_sql_json(text))
     except ParseError as exc:
         raise CaseError(f"{what}: SQL syntax error: {exc.args[0]}") from exc
-    statements = tree.get("stmts", [])
-    if len(statements) != 1:
-        raise CaseError(
-            f"{what} must be a single SELECT statement, found {len(statements)} statements"
-        )
-    (kind,) = statements[0]["stmt"].keys()
-    if kind != "SelectStmt":
-        raise CaseError(f"{what} must be a SELECT, found {_kind_name(kind)}")
-    for node_kind, node in _walk(tree):
-        if node_kind in _DML:
-            raise CaseError(f"{what} must not modify data (found {_kind_name(node_kind)})")
-        if node_kind == "SelectStmt" and ("intoClause" in node or "lockingClause" in node):
-            raise CaseError(f"{what} must be a plain SELECT (no SELECT INTO, no FOR UPDATE)")
+    problem = plain_select_problem(tree)
+    if problem:
+        raise CaseError(f"{what} {problem}")
     for _, message in forbidden_calls(text, config.schema, config.allow_functions):
         raise CaseError(f"{what}: {message}")
     return text
