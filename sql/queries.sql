@@ -196,35 +196,16 @@ ORDER BY b.slug;
 
 -- name: delete_level_grants
 -- deploy --force: a level that leaves the rule file takes its grants with it, each logged
-WITH deleted AS (
-    DELETE FROM {{ schema }}.user_badge WHERE badge = $1 AND level = $2
-    RETURNING user_id, badge, level, scope, source, achieved_at
-), logged AS (
-    INSERT INTO {{ schema }}.grant_log
-        (user_id, badge, level, scope, action, source, reason, achieved_at)
-    SELECT d.user_id, d.badge, d.level, d.scope, 'revoke', d.source,
-           'deploy --force: level removed from the rule file', d.achieved_at
-    FROM deleted AS d
-    RETURNING 1
-)
-SELECT count(*) AS deleted FROM logged;
+SELECT {{ schema }}.delete_grants($1, $2, 'deploy --force: level removed from the rule file')
+    AS deleted;
 
 -- name: remove_badge
--- deploy: a badge whose rule file is gone (with its grants only under --force, each logged)
-WITH grants AS (
-    DELETE FROM {{ schema }}.user_badge WHERE badge = $1
-    RETURNING user_id, badge, level, scope, source, achieved_at
-), logged AS (
-    INSERT INTO {{ schema }}.grant_log
-        (user_id, badge, level, scope, action, source, reason, achieved_at)
-    SELECT g.user_id, g.badge, g.level, g.scope, 'revoke', g.source,
-           'deploy --force: rule file removed', g.achieved_at
-    FROM grants AS g
-    RETURNING 1
-), removed AS (
-    DELETE FROM {{ schema }}.badge WHERE slug = $1 RETURNING 1
-)
-SELECT (SELECT count(*) FROM grants) AS grants, (SELECT count(*) FROM removed) AS removed;
+-- deploy: a badge whose rule file is gone (with its grants only under --force, each logged),
+-- then its row (remove_badge_row), once its grants are gone
+SELECT {{ schema }}.delete_grants($1, NULL, 'deploy --force: rule file removed') AS grants;
+
+-- name: remove_badge_row
+DELETE FROM {{ schema }}.badge WHERE slug = $1;
 
 -- name: set_timezone
 SELECT set_config('TimeZone', $1, true);

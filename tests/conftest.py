@@ -190,6 +190,21 @@ def engine_for(dsn: str) -> Iterator[Callable[[Project], Engine]]:
         engine.close()
 
 
+@pytest.fixture
+def deployed(project: Project, engine_for: Callable[[Project], Engine]) -> Callable[..., Engine]:
+    """deployed(rule, ...) -> engine: the project holding these rules, deployed."""
+
+    def make(*rules: str) -> Engine:
+        for text in rules:
+            slug = text.split("slug: ", 1)[1].split()[0]
+            project.write(f"rules/{slug}.yaml", text)
+        engine = engine_for(project)
+        engine.deploy(project.rules())
+        return engine
+
+    return make
+
+
 @dataclass
 class CronServer:
     """pg_cron on the test server: its database, where jobs are kept (cron.database_name)."""

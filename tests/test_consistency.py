@@ -63,23 +63,14 @@ def day(n: int, hour: int = 12) -> datetime:
 
 
 @pytest.fixture
-def site(project, engine_for, sql):
+def site(project, deployed, sql):
     """Users 1..3, user 2's post (id 1); comments are captured as events by a trigger."""
     project.write("plaudit.yaml", EVENTS)
     sql("INSERT INTO users (id, name, created_at) SELECT u, 'u' || u, '2023-01-01' "
         "FROM generate_series(1, 3) AS u")
     sql("INSERT INTO posts (id, author_id, kind, title, created_at) "
         "VALUES (1, 2, 'article', 'hello', '2023-12-01')")
-
-    def deploy(*rules: str):
-        for text in rules:
-            slug = text.split("slug: ", 1)[1].split()[0]
-            project.write(f"rules/{slug}.yaml", text)
-        engine = engine_for(project)
-        engine.deploy(project.rules())
-        return engine
-
-    return deploy
+    return deployed
 
 
 def comment(sql, author: int, at: datetime, post: int = 1) -> None:

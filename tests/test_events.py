@@ -74,21 +74,6 @@ def day(n, hour=0):
     return datetime(2024, 1, n, hour, tzinfo=UTC)
 
 
-@pytest.fixture
-def deployed(project, engine_for):
-    """deployed(rule, ...) -> engine: the project holding these rules, deployed."""
-
-    def make(*rules):
-        for text in rules:
-            slug = text.split("slug: ", 1)[1].split()[0]
-            project.write(f"rules/{slug}.yaml", text)
-        engine = engine_for(project)
-        engine.deploy(project.rules())
-        return engine
-
-    return make
-
-
 def test_a_batch_runs_the_triggered_rules_on_its_users_and_consumes_its_events(deployed, sql):
     engine = deployed(COUNT_RULE, LOG_RULE)
     seed_comments(sql, [(7, day(d)) for d in (1, 2, 3, 4)] + [(8, day(1))])

@@ -106,6 +106,25 @@ BEGIN
 END;
 $function$;
 
+-- `deploy --force`: delete a badge's grants (of one level, or all when p_level is NULL), each
+-- written to the log with the reason. Returns how many.
+CREATE OR REPLACE FUNCTION {{ schema }}.delete_grants(p_badge text, p_level text, p_reason text)
+RETURNS int
+LANGUAGE sql AS $function$
+    WITH deleted AS (
+        DELETE FROM {{ schema }}.user_badge AS ub
+        WHERE ub.badge = p_badge AND (p_level IS NULL OR ub.level = p_level)
+        RETURNING ub.user_id, ub.badge, ub.level, ub.scope, ub.source, ub.achieved_at
+    ), logged AS (
+        INSERT INTO {{ schema }}.grant_log
+            (user_id, badge, level, scope, action, source, reason, achieved_at)
+        SELECT d.user_id, d.badge, d.level, d.scope, 'revoke', d.source, p_reason, d.achieved_at
+        FROM deleted AS d
+        RETURNING 1
+    )
+    SELECT count(*)::int FROM logged;
+$function$;
+
 -- The level a manual award or revocation names: p_level, or the badge's only level.
 -- NULL with p_any_level when no level is named (revoke: every level).
 CREATE OR REPLACE FUNCTION {{ schema }}.manual_level(

@@ -86,7 +86,8 @@ def deploy_rules(
         for slug, level in plan.level_removals:
             db.execute("delete_level_grants", [slug, level])
         for slug in plan.badge_removals:
-            db.execute("remove_badge", [slug])
+            db.execute("remove_badge", [slug])  # its grants, logged
+            db.execute("remove_badge_row", [slug])
         engine.deploy(rules)
         for row in db.execute("due_rules"):
             if row["reason"] in ("new", "changed"):
