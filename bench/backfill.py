@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from plaudit.config import Config
-from plaudit.engine import Engine
-from plaudit.rules import Rule
+from plaudit.model.config import Config
+from plaudit.model.rules import Rule
+from plaudit.runtime.engine import Engine
 
 from .dataset import duration_seconds
 from .db import BenchDB, bare_sql, rows_sql

@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from plaudit.cluster import Cluster
-from plaudit.config import CONFIG_FILE, Config, load_config
-from plaudit.demo import load_demo_data
-from plaudit.engine import Engine
-from plaudit.rules import Rule
+from plaudit.local.cluster import Cluster
+from plaudit.local.demo import load_demo_data
+from plaudit.model.config import CONFIG_FILE, Config, load_config
+from plaudit.model.rules import Rule
+from plaudit.runtime.engine import Engine
 
 from .db import BenchDB
 from .report import Figure, seconds

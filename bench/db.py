@@ -14,11 +14,11 @@ from typing import Any
 
 import jinja2
 
-from plaudit.config import Config
-from plaudit.db import Database, connect, render_sql
-from plaudit.render import output_columns, render, render_query
-from plaudit.rules import Rule
+from plaudit.model.config import Config
+from plaudit.model.rules import Rule
+from plaudit.runtime.db import Database, connect, render_sql
 from plaudit.sqlfiles import parse_queries
+from plaudit.sqlgen.render import output_columns, render, render_query
 
 BENCH_DIR = Path(__file__).resolve().parent
 

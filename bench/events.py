@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from plaudit.config import Config
-from plaudit.engine import Engine
-from plaudit.rules import Rule
+from plaudit.model.config import Config
+from plaudit.model.rules import Rule
+from plaudit.runtime.engine import Engine
 
 from .db import BenchDB, bare_sql
 from .report import Figure, seconds
@@ -41,8 +41,8 @@ def sources(config: Config) -> list[dict[str, str]]:
 def missing_api() -> str | None:
     """Why the event sections cannot run, or None when plaudit has what they call."""
     try:
-        from plaudit.engine import Event  # noqa: F401
-        from plaudit.runner import Runner  # noqa: F401
+        from plaudit.runtime.engine import Event  # noqa: F401
+        from plaudit.runtime.runner import Runner  # noqa: F401
     except ImportError as exc:
         return f"plaudit has no incremental API yet ({exc})"
     return None
@@ -90,7 +90,7 @@ class Replay:
 def replay(bench: BenchDB, engine: Engine, config: Config, n: int, seed: float) -> Replay | str:
     """A uniform sample of the history, in time order, one plaudit.check per event, from no
     grants at all; or why it cannot run."""
-    from plaudit.engine import Event
+    from plaudit.runtime.engine import Event
 
     events_config = sources(config)
     if not events_config:
@@ -143,7 +143,7 @@ def check_latency(
 ) -> list[Figure]:
     """Single events, each a new row of the app (committed) then its check, as an app does;
     the bare queries of the rules the event triggers, for the same event, alternately."""
-    from plaudit.engine import Event
+    from plaudit.runtime.engine import Event
 
     bare_rules = _bare_rules(config, rules)
     bench.rows("clear_queue")
@@ -197,7 +197,7 @@ def incremental(
 ) -> list[Figure]:
     """For each batch size: n new rows (enqueued by the capture triggers), the bare queries
     over the same batches, then `plaudit run` drains the queue; per-rule cost from the run log."""
-    from plaudit.runner import Runner
+    from plaudit.runtime.runner import Runner
 
     bare_rules = _bare_rules(config, rules)
     figures = []

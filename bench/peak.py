@@ -22,6 +22,6 @@ if __name__ == "__main__":
     out = Path(sys.argv[1])
     atexit.register(_record, out)
     sys.argv = ["plaudit", *sys.argv[2:]]
-    from plaudit.cli import main
+    from plaudit.cli.main import main
 
     main()

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import click
 
-from plaudit.cluster import Cluster
-from plaudit.config import load_config
-from plaudit.engine import Engine
 from plaudit.errors import PlauditError
-from plaudit.rules import load_rules
+from plaudit.local.cluster import Cluster
+from plaudit.model.config import load_config
+from plaudit.model.rules import load_rules
+from plaudit.runtime.engine import Engine
 
 from . import backfill as backfill_section
 from . import events as event_sections

@@ -22,11 +22,11 @@ from click.testing import CliRunner, Result
 from pytest_postgresql import factories
 
 from plaudit.cli import cli
-from plaudit.cluster import Cluster, has_pg_cron
-from plaudit.config import load_config
-from plaudit.db import Database, connect
-from plaudit.engine import Engine
-from plaudit.rules import load_rules
+from plaudit.local.cluster import Cluster, has_pg_cron
+from plaudit.model.config import load_config
+from plaudit.model.rules import load_rules
+from plaudit.runtime.db import Database, connect
+from plaudit.runtime.engine import Engine
 from plaudit.sqlfiles import sql_dir
 
 REPO = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ import threading
 import psycopg
 import pytest
 
-from plaudit.engine import Engine
-from plaudit.runner import run_batch
+from plaudit.runtime.engine import Engine
+from plaudit.runtime.runner import run_batch
 from sample_rules import commentator_rule
 
 COUNT_RULE = commentator_rule(3, 5)
@@ -366,7 +366,7 @@ def test_a_busy_rule_is_skipped_not_queued(count_project, dsn, sql):
 
 def test_concurrent_backfills_never_grant_twice(demo_project, dsn, sql):
     sql("SELECT * FROM demo_generate(300, 20000)")
-    from plaudit.config import load_config
+    from plaudit.model.config import load_config
 
     config = load_config(demo_project.path)
     with Engine.connect(config, dsn) as engine:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from plaudit.config import load_config
-from plaudit.rules import load_rules
+from plaudit.model.config import load_config
+from plaudit.model.rules import load_rules
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # bench/ is a top-level package of the checkout, not installed

@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from plaudit.engine import Event
+from plaudit.runtime.engine import Event
 
 # name -> (the probe's body, what the database says when it is refused)
 PROBES = {

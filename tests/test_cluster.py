@@ -15,8 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from plaudit.cluster import Cluster, find_pg_bin, has_pg_cron
 from plaudit.errors import ClusterError
+from plaudit.local.cluster import Cluster, find_pg_bin, has_pg_cron
 
 pytestmark = pytest.mark.slow
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from plaudit.dependencies import check, event_types, ordered, references
-from plaudit.engine import Event
 from plaudit.errors import RuleError
-from plaudit.render import modes
+from plaudit.model.dependencies import check, event_types, ordered, references
+from plaudit.runtime.engine import Event
+from plaudit.sqlgen.render import modes
 
 COMMENTATOR = """
     slug: commentator

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from plaudit.config import Config, EventSource, load_config
 from plaudit.errors import ConfigError
+from plaudit.model.config import Config, EventSource, load_config
 
 FULL = """\
 rules: rules

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from plaudit.engine import Event
-from plaudit.runner import run_batch
+from plaudit.runtime.engine import Event
+from plaudit.runtime.runner import run_batch
 from sample_rules import commentator_rule
 
 # A post author's badge, earned through other people's comments: the event is the

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from plaudit.cli import cli
-from plaudit.config import load_config
-from plaudit.denylist import forbidden_calls, plaudit_functions
 from plaudit.errors import ConfigError, RenderError
-from plaudit.render import render
+from plaudit.model.config import load_config
+from plaudit.model.denylist import forbidden_calls, plaudit_functions
+from plaudit.sqlgen.render import render
 
 OFFLINE = "postgresql://nobody@127.0.0.1:1/none"
 SEE = "(see docs on the rule boundary)"

@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from plaudit.db import connect
-from plaudit.engine import Event
 from plaudit.errors import ConnectionFailed, DatabaseError
-from plaudit.runner import Runner, run_batch
+from plaudit.runtime.db import connect
+from plaudit.runtime.engine import Event
+from plaudit.runtime.runner import Runner, run_batch
 from sample_rules import commentator_rule
 
 COUNT_RULE = commentator_rule(3, 5)

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
-from plaudit import jobs
+from plaudit.runtime import jobs
 from sample_rules import commentator_rule
 
 # Awards user 1 once: a rule that is always fast.
@@ -536,8 +536,8 @@ def test_status_max_lag_must_be_a_duration(project, run_cli):
 
 
 def test_retention_is_read_from_plaudit_yaml(project):
-    from plaudit.config import load_config
     from plaudit.errors import ConfigError
+    from plaudit.model.config import load_config
 
     assert (load_config(project.path).retention_runs,
             load_config(project.path).retention_job_runs) == ("30 days", "7 days")

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from plaudit.errors import RenderError
-from plaudit.render import render
+from plaudit.sqlgen.render import render
 
 CASES_DIR = Path(__file__).parent / "kinds"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from plaudit.errors import ParamError, RenderError
-from plaudit.render import bind_params, render, render_query
+from plaudit.sqlgen.render import bind_params, render, render_query
 
 RULE = """
     slug: {slug}

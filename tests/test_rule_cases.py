@@ -8,11 +8,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from plaudit.config import load_config
-from plaudit.db import connect
-from plaudit.rules import load_rules
-from plaudit.ruletests import Outcome, format_failure, run_cases
-from plaudit.testcases import load_cases
+from plaudit.authoring.ruletests import Outcome, format_failure, run_cases
+from plaudit.authoring.testcases import load_cases
+from plaudit.model.config import load_config
+from plaudit.model.rules import load_rules
+from plaudit.runtime.db import connect
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = load_config(REPO)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from plaudit.errors import ConfigError, RuleError
-from plaudit.rules import Level, Param, load_rule, load_rules
-from plaudit.yamlsource import load_yaml
+from plaudit.model.rules import Level, Param, load_rule, load_rules
+from plaudit.model.yamlsource import load_yaml
 
 # Nine lines; cases append to it (line 10 onwards) or replace parts of it in place.
 VALID = """\

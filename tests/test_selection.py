@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from plaudit.cli import cli
 from plaudit.errors import ConfigError
-from plaudit.selection import select
+from plaudit.model.selection import select
 
 AWARD = """
     slug: {slug}

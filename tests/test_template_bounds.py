@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from plaudit.cli import cli
 from plaudit.errors import RenderError
-from plaudit.render import MAX_QUERY, render
+from plaudit.sqlgen.render import MAX_QUERY, render
 
 OFFLINE = "postgresql://nobody@127.0.0.1:1/none"  # neither command connects
 

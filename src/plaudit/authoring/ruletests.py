@@ -1,0 +1,257 @@
+"""`plaudit test`: running rule test cases (plaudit.testcases) on the database.
+
+Each case runs in a scratch plaudit schema (created, like `init` creates the real one,
+inside a transaction that is rolled back: nothing is left behind) with the rule and the
+rules it reads through badge() deployed into it. The app tables the queries read are
+replaced, for the case, by temporary copies holding only the given rows (empty when not
+given). The rule runs through plaudit.run_rule, as in production: in backfill mode over
+the given rows, in incremental mode on the case's events (by default one event of the
+rule's first trigger per user the case expects grants for). Times without an offset are
+in plaudit.yaml's timezone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from pglast.parser import ParseError, parse_sql_json
+from psycopg import sql
+
+from plaudit.authoring.testcases import Case
+from plaudit.errors import PlauditError
+from plaudit.model.config import Config
+from plaudit.model.denylist import forbidden_calls
+from plaudit.model.dependencies import event_types, ordered, references
+from plaudit.model.rules import Rule
+from plaudit.runtime.contract import describe_columns
+from plaudit.runtime.db import Database, describe, render_sql
+from plaudit.runtime.engine import Engine, definition
+from plaudit.sqlfiles import query
+from plaudit.sqlgen.analysis import relations
+from plaudit.sqlgen.render import plain_select_problem, render_query
+
+Grant = tuple[str, str, str, datetime]  # user_id, level, scope, achieved_at
+
+
+@dataclass
+class Outcome:
+    case: Case
+    mode: str
+    expected: list[Grant] = field(default_factory=list)
+    actual: list[Grant] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and sorted(self.expected) == sorted(self.actual)
+
+
+class CaseError(PlauditError):
+    """A case cannot run (not a failure of the rule)."""
+
+    exit_code = 1
+
+
+def run_cases(
+    conn: psycopg.Connection[dict[str, Any]],
+    config: Config,
+    rules: Sequence[Rule],
+    cases: Sequence[Case],
+) -> list[Outcome]:
+    """Run `cases` in a scratch schema on `conn`; everything is rolled back afterwards."""
+    scratch = f"{config.schema}_test_{conn.info.backend_pid}"
+    scratch_config = replace(config, schema=scratch)
+    db = Database(conn, scratch)
+    outcomes: list[Outcome] = []
+    with conn.transaction(force_rollback=True):
+        Engine(db, scratch_config).init()
+        # the rules run as the site's runner role, as they would in production
+        db.one("adopt_rule_role", [_rule_role(Database(conn, config.schema))])
+        db.execute("set_timezone", [config.timezone])
+        by_slug = {rule.slug: rule for rule in rules}
+        needed: dict[str, Rule] = {}
+        for case in cases:
+            for rule in _with_dependencies(case.rule, by_slug):
+                needed[rule.slug] = rule
+        for rule in ordered(list(needed.values())):
+            db.execute("deploy_badge", [json.dumps(definition(rule, scratch_config))])
+        for case in cases:
+            chain = ordered(_with_dependencies(case.rule, by_slug))
+            for mode in case.modes:
+                outcomes.append(_run(db, scratch_config, config, case, chain, mode))
+    return outcomes
+
+
+def _rule_role(real: Database) -> str | None:
+    """The runner role of the project's schema, if it is installed and has one."""
+    installed = real.one("meta_exists")
+    if not installed or not installed["installed"]:
+        return None
+    row = real.one("rule_role")
+    return row["role"] if row else None
+
+
+def _with_dependencies(rule: Rule, by_slug: dict[str, Rule]) -> list[Rule]:
+    found: dict[str, Rule] = {}
+    waiting = [rule]
+    while waiting:
+        current = waiting.pop()
+        if current.slug not in found:
+            found[current.slug] = current
+            waiting += [by_slug[s] for s in references(current) if s in by_slug]
+    return list(found.values())
+
+
+def _run(
+    db: Database, scratch: Config, config: Config, case: Case, chain: list[Rule], mode: str
+) -> Outcome:
+    zone = ZoneInfo(config.timezone)
+    outcome = Outcome(case, mode, expected=[_expected(g, zone) for g in case.expect])
+    try:
+        with db.conn.transaction(force_rollback=True):
+            _tables(db, scratch, case, chain, mode, config)
+            if mode == "incremental":
+                db.execute("test_batch", [json.dumps(_batch(case), default=_json)])
+            for rule in chain:
+                params = case.params if rule is case.rule else {}
+                values = [params.get(p.name) for p in rule.params]
+                unknown = sorted(set(params) - {p.name for p in rule.params})
+                if rule is case.rule and unknown:
+                    raise CaseError(f"unknown param {', '.join(unknown)}")
+                row = db.one("run_rule", [rule.slug, mode, values, False, False])
+                if row is not None and row["status"] != "ok":
+                    raise CaseError(f"{row['message']}")
+            outcome.actual = [
+                (r["user_id"], r["level"], r["scope"], r["achieved_at"])
+                for r in db.execute("test_grants", [case.rule.slug])
+            ]
+    except (PlauditError, psycopg.Error) as exc:
+        # the database's own words, without the name of plaudit's query that hit them
+        cause = exc.__cause__ if isinstance(exc.__cause__, psycopg.Error) else exc
+        outcome.error = describe(cause) if isinstance(cause, psycopg.Error) else str(exc)
+    return outcome
+
+
+def _tables(
+    db: Database, scratch: Config, case: Case, chain: list[Rule], mode: str, config: Config
+) -> None:
+    """Shadow every app table the rules read with a temporary copy holding the given rows."""
+    read: dict[str, None] = dict.fromkeys(case.given)
+    for rule in chain:
+        for schema, table in relations(render_query(rule, mode, scratch)):
+            if schema is None:
+                read.setdefault(table)
+            elif schema not in (scratch.schema, "pg_temp", "pg_catalog"):
+                raise CaseError(
+                    f"{rule.slug} reads {schema}.{table}: a test case can only give rows "
+                    "for tables the query names without a schema"
+                )
+    for table in read:
+        rows = case.given.get(table, [])
+        if isinstance(rows, str):
+            select = checked_select(table, rows, config)
+            try:
+                db.conn.execute(_given_statement(db, select))
+            except psycopg.Error as exc:
+                raise CaseError(f"given '{table}': {describe(exc)}") from exc
+            db.execute("test_table", [table, None, "pg_temp.plaudit_test_given"])
+            db.execute("test_given_drop")
+        else:
+            db.execute("test_table", [table, json.dumps(rows, default=_json), None])
+        db.execute("grant_rule_role", [f"pg_temp.{table}"])
+
+
+def _given_statement(db: Database, select: str) -> str:
+    """The statement filling pg_temp.plaudit_test_given with the rows of a case's SELECT,
+    read through query_rows (the runner role's boundary): its columns named and typed as
+    the database describes them (nothing is executed to find out)."""
+    columns = describe_columns(db, select)
+    types = {row["oid"]: row["name"] for row in db.execute("type_names", [[o for _, o in columns]])}
+    definition = ", ".join(
+        f"{sql.Identifier(name).as_string(db.conn)} {types[oid]}" for name, oid in columns
+    )
+    return render_sql(
+        query("test_given"), db.schema,
+        given=sql.Literal(select).as_string(db.conn), columns=definition,
+    )
+
+
+def checked_select(table: str, text: str, config: Config) -> str:
+    """A case's SELECT giving the rows of `table`, checked like a rule's query: one plain
+    SELECT that writes nothing and calls nothing on the deny list (it runs on the database
+    as the CLI's user, and is the only text that ever completes a statement of plaudit's)."""
+    text = text.strip().rstrip(";").strip()
+    what = f"given '{table}'"
+    try:
+        tree = json.loads(parse_sql_json(text))
+    except ParseError as exc:
+        raise CaseError(f"{what}: SQL syntax error: {exc.args[0]}") from exc
+    problem = plain_select_problem(tree)
+    if problem:
+        raise CaseError(f"{what} {problem}")
+    for _, message in forbidden_calls(text, config.schema, config.allow_functions):
+        raise CaseError(f"{what}: {message}")
+    return text
+
+
+def _batch(case: Case) -> list[dict[str, Any]]:
+    if case.events is not None:
+        return case.events
+    trigger = event_types(case.rule)[0]  # a composite's first: a grant of a badge it reads
+    users = dict.fromkeys(str(g["user_id"]) for g in case.expect)
+    return [{"type": trigger, "user_id": user} for user in users]
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, date | time):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _expected(grant: dict[str, Any], zone: ZoneInfo) -> Grant:
+    return (
+        str(grant["user_id"]),
+        str(grant["level"]),
+        str(grant.get("scope") or ""),
+        _moment(grant["achieved_at"], zone),
+    )
+
+
+def _moment(value: Any, zone: ZoneInfo) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.strip())
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, time())
+    return value if value.tzinfo else value.replace(tzinfo=zone)
+
+
+# -- reporting -------------------------------------------------------------------------------
+
+
+def format_grant(grant: Grant, zone: ZoneInfo) -> str:
+    user_id, level, scope, achieved_at = grant
+    moment = achieved_at.astimezone(zone).isoformat(sep=" ")
+    return f"user_id={user_id} level={level} scope={scope!r} achieved_at={moment}"
+
+
+def format_failure(outcome: Outcome, zone: ZoneInfo) -> str:
+    case = outcome.case
+    lines = [f"{case.file}:{case.line}: {case.id} failed in {outcome.mode} mode"]
+    if outcome.error is not None:
+        lines.append(f"  error: {outcome.error}")
+        return "\n".join(lines)
+    for title, rows, other in (
+        ("expected", outcome.expected, outcome.actual),
+        ("actual", outcome.actual, outcome.expected),
+    ):
+        lines.append(f"  {title} ({len(rows)} grant{'s' if len(rows) != 1 else ''}):")
+        for grant in sorted(rows):
+            mark = " " if grant in other else ("-" if title == "expected" else "+")
+            lines.append(f"  {mark} {format_grant(grant, zone)}")
+    return "\n".join(lines)

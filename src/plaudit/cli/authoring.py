@@ -1,0 +1,130 @@
+"""The analyst's commands: `validate`, `lint`, `test` and `preview` (deploy is in cli.py).
+
+Registered on the `plaudit` group by importing this module (cli.py does, at its end).
+Findings are data: `file:line: message` lines on stdout; the verdict goes to stderr.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import click
+
+from plaudit.cli.common import App, param_option, parse_params, select_option
+from plaudit.cli.output import preview_text
+
+
+def _verdict(problems: Sequence[object], what: str, ok: str, where: str = "") -> None:
+    """Print the problems (stdout) and the verdict (stderr); exit 1 if there are any."""
+    for problem in problems:
+        click.echo(str(problem))
+    if problems:
+        click.echo(f"Error: {_count(len(problems), what)}{where}", err=True)
+        sys.exit(1)
+    click.echo(ok, err=True)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+@click.command()
+@click.option(
+    "--db",
+    "with_db",
+    is_flag=True,
+    help="Also check each query's result columns and types against the database.",
+)
+@click.pass_obj
+def validate(app: App, with_db: bool) -> None:
+    """Check the rule files offline: YAML, templates, params, modes, badge() references,
+    one SELECT with the columns its kind needs. Every problem as file:line."""
+    from plaudit.authoring.validate import validate as run_validation
+
+    result = run_validation(app.config)
+    problems = list(result.problems)
+    if with_db and result.rules:
+        from plaudit.authoring.validate import without_slugs
+        from plaudit.runtime.contract import check_contracts
+
+        with app.engine() as engine:
+            found = check_contracts(engine.db, app.config, result.rules)
+        problems = sorted(
+            set(problems) | set(without_slugs(found, result.rules)),
+            key=lambda p: (p.file, p.line, p.message),
+        )
+    checked = " and their contracts with the database" if with_db else ""
+    ok = f"{_count(len(result.rules), 'rule')}{checked}: ok"
+    _verdict(problems, "problem", ok, " in rule files")
+
+
+@click.command()
+@select_option
+@click.option("--fix", is_flag=True, help="Rewrite the query blocks to fix what can be fixed.")
+@click.pass_obj
+def lint(app: App, selectors: tuple[str, ...], fix: bool) -> None:
+    """Lint each rule's query with sqlfluff (dialect postgres, the project's .sqlfluff), in
+    every mode it runs in; violations as file:line of the rule file. Offline."""
+    from plaudit.authoring.lint import lint as run_lint
+
+    rules = app.select(selectors)
+    result = run_lint(app.config, rules, fix=fix)
+    for file, count in result.fixed.items():
+        click.echo(f"{file}: fixed {_count(count, 'violation')}", err=True)
+    for message in result.unfixable:
+        click.echo(message, err=True)
+    ok = f"{_count(len(rules), 'rule')}: no lint violations"
+    _verdict(result.violations, "lint violation", ok)
+
+
+@click.command("test")
+@select_option
+@click.pass_obj
+def test_command(app: App, selectors: tuple[str, ...]) -> None:
+    """Run the rules' test cases (given rows, expected grants) in every mode, in a scratch
+    schema on the configured database that is rolled back afterwards."""
+    from zoneinfo import ZoneInfo
+
+    from plaudit.authoring.ruletests import format_failure, run_cases
+    from plaudit.authoring.testcases import load_cases
+    from plaudit.errors import RuleError
+
+    rules = app.select(selectors)
+    cases, problems = load_cases(app.config, rules)
+    if problems:
+        raise RuleError(problems)
+    untested = sorted({r.slug for r in rules} - {c.rule.slug for c in cases})
+    if untested:
+        click.echo(f"rules without test cases: {', '.join(untested)}", err=True)
+    with app.engine() as engine:
+        outcomes = run_cases(engine.db.conn, app.config, app.rules, cases)
+    zone = ZoneInfo(app.config.timezone)
+    failed = 0
+    for case in cases:
+        mine = [o for o in outcomes if o.case is case]
+        if all(o.passed for o in mine):
+            click.echo(f"{case.file}:{case.line}: {case.id} passed")
+            continue
+        failed += 1
+        for outcome in mine:
+            if not outcome.passed:
+                click.echo(format_failure(outcome, zone))
+    click.echo(f"{len(cases) - failed} passed, {failed} failed")
+    if failed:
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("slug")
+@param_option
+@click.pass_obj
+def preview(app: App, slug: str, params: tuple[str, ...]) -> None:
+    """Show what a backfill of one rule would do: grants it would add and grants that exist
+    per level, a sample of the new ones and the query plan. Writes nothing."""
+    from plaudit.authoring.preview import preview as run_preview
+
+    rule = app.rule(slug)
+    given = parse_params(params)
+    with app.engine() as engine:
+        click.echo(preview_text(run_preview(engine, rule, given)))

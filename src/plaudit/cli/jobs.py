@@ -1,0 +1,232 @@
+"""Running as database jobs: `schedule` installs, shows or removes the pg_cron jobs, `status`
+says whether anything needs attention. (`init --runner-role` is in cli.py.)
+
+Registered on the `plaudit` group by importing this module (cli.py does, at its end).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import click
+
+from plaudit.cli.common import App
+from plaudit.cli.output import table
+from plaudit.model.config import DURATION_REQUIREMENT, is_duration
+from plaudit.runtime.db import Database, connect
+from plaudit.runtime.engine import Engine
+from plaudit.runtime.jobs import (
+    CronSite,
+    Status,
+    app_tables,
+    cron_site,
+    definitions,
+    duration,
+    job_runs,
+    missing_grants,
+    schedule,
+    setup_runner_role,
+    status,
+    unschedule,
+)
+
+MESSAGE_WIDTH = 60
+
+
+@contextmanager
+def _engine_and_dsn(app: App) -> Iterator[tuple[Engine, str]]:
+    """An engine, and the DSN it was opened with (pg_cron's database is reached from it)."""
+    dsn = app.database_url
+    engine = Engine(Database(connect(dsn), app.config.schema), app.config)
+    try:
+        yield engine, dsn
+    finally:
+        engine.close()
+
+
+@click.command("schedule")
+@click.option("--events", "events_at", default="* * * * *", show_default=True, metavar="CRON",
+              help="When the events job processes the queue (pg_cron schedule, in GMT).")
+@click.option("--nightly", "nightly_at", default="0 3 * * *", show_default=True, metavar="CRON",
+              help="When the nightly job backfills rules without triggers and dirty rules, "
+                   "and prunes old runs (pg_cron schedule, in GMT).")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Events per transaction in the events job.")
+@click.option("--cron-dsn", metavar="DSN",
+              help="pg_cron's database. Default: this server's cron.database_name.")
+@click.option("--remove", "action", flag_value="remove",
+              help="Remove plaudit's jobs for this database and schema (and nothing else).")
+@click.option("--status", "action", flag_value="status",
+              help="Show the jobs, their last runs (cron.job_run_details) and the rule runs "
+                   "of the last day; exit 1 if a job's last run failed.")
+@click.pass_obj
+def schedule_command(
+    app: App, events_at: str, nightly_at: str, batch_size: int, cron_dsn: str | None,
+    action: str | None,
+) -> None:  # fmt: skip
+    """Install or update the pg_cron jobs that run plaudit inside PostgreSQL.
+
+    Four jobs, named plaudit:<database>.<schema>:<job>: `events` processes pending events
+    every minute (CALL plaudit.job_events), `watchdog` cancels rule runs past their timeout,
+    `nightly` backfills rules without triggers and dirty rules and prunes old runs (CALL
+    plaudit.job_nightly), `history` prunes these jobs' rows in cron.job_run_details.
+    Re-running it updates the jobs in place.
+    """
+    with _engine_and_dsn(app) as (engine, dsn), cron_site(engine, dsn, cron_dsn) as site:
+        if site.created_extension:
+            click.echo(f"created extension pg_cron in database {site.database}", err=True)
+        jobs = definitions(engine, site, events_at, nightly_at, batch_size)
+        if action == "remove":
+            removed = unschedule(site, jobs)
+            for name in removed:
+                click.echo(name)
+            click.echo(f"removed {_count(len(removed), 'job')}", err=True)
+        elif action == "status":
+            _show_status(engine, site, jobs)
+        else:
+            changes = schedule(site, jobs)
+            click.echo(table(
+                ("job", "schedule", "change", "database", "command"),
+                [(j.jobname, j.schedule, change, j.database, j.command) for j, change in changes],
+            ))  # fmt: skip
+            counts = {c: sum(1 for _, change in changes if change == c)
+                      for c in ("created", "updated", "unchanged")}
+            click.echo(
+                f"pg_cron {site.version} in database {site.database}: "
+                f"{_count(len(changes), 'job')} ({counts['created']} created, "
+                f"{counts['updated']} updated, {counts['unchanged']} unchanged), "
+                f"run as {site.db.conn.info.user}",
+                err=True,
+            )
+
+
+def _show_status(engine: Engine, site: CronSite, jobs: Sequence[Any]) -> None:
+    runs = job_runs(site, jobs)
+    zone = ZoneInfo(engine.config.timezone)
+    if not runs:
+        click.echo(f"no plaudit jobs in pg_cron for database {engine.db.conn.info.dbname}, "
+                   f"schema {engine.config.schema}: `plaudit schedule` installs them", err=True)
+        sys.exit(1)
+    click.echo(table(
+        ("job", "schedule", "active", "last run", "status", "took", "failed 24h", "message"),
+        [(r["jobname"], r["schedule"], "yes" if r["active"] else "no",
+          _time(r["start_time"], zone),
+          (r["status"] or "never run") + (" (running now)" if r["running"] else ""),
+          _took(r["start_time"], r["end_time"]), r["failed_last_day"],
+          _short(r["return_message"]))
+         for r in runs],
+    ))  # fmt: skip
+    rule_runs = engine.db.execute("job_rule_runs")
+    if not rule_runs:
+        click.echo("\nrule runs in the last day (plaudit.run): none")
+    else:
+        click.echo("\nrule runs in the last day (plaudit.run):\n" + table(
+            ("mode", "status", "runs", "granted", "last"),
+            [(r["mode"], r["status"], r["runs"], r["granted"],
+              _time(r["last_started_at"], zone)) for r in rule_runs],
+        ))  # fmt: skip
+    failed = [r["jobname"] for r in runs if r["status"] == "failed"]
+    if failed:
+        click.echo(f"Error: the last run of {', '.join(failed)} failed", err=True)
+        sys.exit(1)
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
+@click.option("--max-lag", default="5min", show_default=True, metavar="DURATION",
+              help="Pending events waiting longer than this need attention.")
+@click.pass_obj
+def status_command(app: App, as_json: bool, max_lag: str) -> None:
+    """Pending events, dirty rules, each rule's last run, the failures of the last day.
+
+    Exits 1 when something needs attention (events waiting longer than --max-lag, dirty
+    rules, rules due for a backfill), so that monitoring can run it.
+    """
+    if not is_duration(max_lag):
+        raise click.BadParameter(f"{max_lag!r} {DURATION_REQUIREMENT}", param_hint="--max-lag")
+    with app.engine() as engine:
+        report = status(engine, _seconds(max_lag))
+    if as_json:
+        click.echo(json.dumps(report.as_json(), default=str))
+    else:
+        click.echo(_status_text(report, ZoneInfo(app.config.timezone)))
+    for line in report.attention:
+        click.echo(f"attention: {line}", err=True)
+    if report.attention:
+        sys.exit(1)
+    click.echo("ok: nothing needs attention", err=True)
+
+
+def _status_text(report: Status, zone: ZoneInfo) -> str:
+    events = f"pending events: {report.pending:,}"
+    if report.oldest_seconds is not None:
+        events += f", the oldest waiting for {duration(report.oldest_seconds)}"
+    rules = table(
+        ("rule", "state", "last run", "mode", "status", "took", "granted"),
+        [(r["slug"], _state(r), _time(r["started_at"], zone) or "never", r["mode"], r["status"],
+          duration(r["seconds"]) if r["seconds"] is not None else None, r["granted"])
+         for r in report.rules],
+    )  # fmt: skip
+    if report.failures:
+        failures = "failures in the last day:\n" + table(
+            ("rule", "failures", "last", "message"),
+            [(f["slug"], f["failures"], _time(f["last_failed_at"], zone),
+              _short(f["last_message"])) for f in report.failures],
+        )  # fmt: skip
+    else:
+        failures = "failures in the last day: none"
+    return f"{events}\n\n{rules}\n\n{failures}"
+
+
+def _state(rule: dict[str, Any]) -> str:
+    if not rule["enabled"]:
+        return "disabled"
+    if rule["dirty"]:
+        return "dirty"
+    return f"due ({rule['due']})" if rule["due"] else "ok"
+
+
+def _time(value: datetime | None, zone: ZoneInfo) -> str | None:
+    return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if value else None
+
+
+def _took(start: datetime | None, end: datetime | None) -> str | None:
+    return duration((end - start).total_seconds()) if start and end else None
+
+
+def _short(message: str | None) -> str | None:
+    if message is None:
+        return None
+    line = " ".join(message.split())
+    return line if len(line) <= MESSAGE_WIDTH else line[: MESSAGE_WIDTH - 3] + "..."
+
+
+def _seconds(text: str) -> float:
+    match = re.fullmatch(r"(\d+)\s*(ms|s|min|h)?", text.strip())
+    assert match is not None
+    unit = {"ms": 0.001, "s": 1, "min": 60, "h": 3600, None: 0.001}[match.group(2)]
+    return int(match.group(1)) * unit
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
+def report_runner_role(engine: Engine, app: App, role: str) -> None:
+    """`plaudit init --runner-role`: set the role up, then say which of the app tables the
+    rules read it may not read yet, with the GRANTs that fix it."""
+    for step in setup_runner_role(engine, role):
+        click.echo(f"runner role: {step}", err=True)
+    missing = missing_grants(engine, role, app_tables(app.rules, engine))
+    if missing:
+        click.echo(f"runner role: {role} may not read all the tables the rules read yet; "
+                   "as their owner, run:", err=True)
+        for statement in missing:
+            click.echo(f"  {statement}", err=True)

@@ -1,0 +1,85 @@
+"""Commands for the embedded local cluster and the demo."""
+
+from __future__ import annotations
+
+import click
+
+from plaudit.cli.common import App
+from plaudit.cli.progress import ProgressLine
+from plaudit.cli.rules import backfill, user
+from plaudit.local.cluster import embedded_cluster
+
+
+@click.group()
+def db() -> None:
+    """The embedded local PostgreSQL cluster in .plaudit/."""
+
+
+@db.command("start")
+@click.pass_obj
+def db_start(app: App) -> None:
+    """Start the embedded cluster (creating it the first time) and print its URL."""
+    click.echo(embedded_cluster(app.project_dir).start())
+
+
+@db.command("stop")
+@click.pass_obj
+def db_stop(app: App) -> None:
+    """Stop the embedded cluster; its data stays in .plaudit/."""
+    embedded_cluster(app.project_dir).stop()
+    click.echo("stopped", err=True)
+
+
+@db.command("url")
+@click.pass_obj
+def db_url(app: App) -> None:
+    """Print the embedded cluster's connection URL."""
+    click.echo(embedded_cluster(app.project_dir).url())
+
+
+@click.command("demo")
+@click.option("--users", default=10_000, show_default=True, help="Demo users to generate.")
+@click.option(
+    "--activities",
+    default=500_000,
+    show_default=True,
+    help="Posts, comments, reads and challenge entries to generate.",
+)
+@click.pass_obj
+def demo_command(app: App, users: int, activities: int) -> None:
+    """Run the demo: embedded PostgreSQL, demo data, init, backfill, live events, a trophy case."""
+    from plaudit.local.demo import load_demo_data
+
+    with app.engine() as engine:
+        # first: the old schema's triggers would turn the bulk load into events
+        engine.db.execute("demo_reset_schema")
+        with ProgressLine("demo data", width=12) as line:
+            counts = load_demo_data(engine.db, users, activities)
+            line.done(", ".join(f"{n:,} {t}" for t, n in counts.items()))
+        engine.init()
+        engine.deploy(app.rules)
+    ctx = click.get_current_context()
+    ctx.invoke(backfill)
+    _demo_live_events(app)
+    with app.engine() as engine:
+        showcase = engine.db.one("demo_showcase_user")
+    if showcase:
+        click.echo()
+        ctx.invoke(user, user_id=showcase["user_id"])
+
+
+def _demo_live_events(app: App, rounds: int = 16) -> None:
+    """The incremental half of the demo: live app writes, `plaudit run`, notifications."""
+    from plaudit.local.demo import stream_live_events
+
+    click.echo()
+    if not app.config.events:
+        click.echo("live events: skipped, plaudit.yaml maps no app tables to events", err=True)
+        return
+    click.echo(f"live events: app writes, then `plaudit run`; LISTEN "
+               f"{app.config.notify_channel} prints:", err=True)
+    with app.engine() as engine, app.engine() as listener:
+        events, granted, notified = stream_live_events(
+            engine, listener.db.conn, rounds, click.echo)
+    click.echo(f"live events: {events:,} events in {rounds} batches, {granted:,} granted, "
+               f"{notified:,} notifications", err=True)

@@ -1,0 +1,159 @@
+"""Text views of results for the terminal: the backfill summary and a user's trophy case."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from plaudit.authoring.preview import Preview
+from plaudit.model.rules import Level
+from plaudit.runtime.engine import TrophyCase
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain aligned table; numbers right-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    numeric = [
+        all(isinstance(row[i], int | Decimal) for row in rows) and bool(rows)
+        for i in range(len(headers))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
+        ).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def grant_summary(summary: Sequence[Mapping[str, Any]], new: Mapping[tuple[str, str], int]) -> str:
+    rows = [
+        (s["slug"], s["level"], s["level_name"], new.get((s["slug"], s["level"]), 0), s["grants"])
+        for s in summary
+    ]
+    return table(("badge", "level", "name", "new", "total"), rows)
+
+
+def bar(fraction: float, width: int = 20) -> str:
+    if math.isnan(fraction):  # a NaN value: nothing to show (an infinite one is full)
+        fraction = 0.0
+    filled = max(0, min(width, round(max(-1.0, min(fraction, 1.0)) * width)))
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def _number(value: Decimal | int) -> str:
+    return f"{value.normalize():f}" if isinstance(value, Decimal) else str(value)
+
+
+def _unit(progress: Mapping[str, Any]) -> str:
+    """What a progress value counts, where the number alone would not say: a streak's
+    periods (days by default), a growth rule's percentage."""
+    kind = progress.get("kind")
+    if kind == "streak":
+        return f" {progress.get('period') or 'day'}s"
+    return "%" if kind == "growth" else ""
+
+
+def _title(grant: dict[str, Any]) -> str:
+    """A grant's badge and level name (one name when they are the same), and its scope."""
+    scope = f" [{grant['scope']}]" if grant["scope"] else ""
+    if grant["level_name"] == grant["badge_name"]:
+        return grant["badge_name"] + scope
+    return f"{grant['badge_name']} · {grant['level_name']}{scope}"
+
+
+def trophy_case(case: TrophyCase) -> str:
+    count = len(case.grants)
+    lines = [f"User {case.user_id}: {count} badge{'s' if count != 1 else ''}, {case.points} points"]
+    for g in case.grants:
+        manual = " (manual)" if g["source"] == "manual" else ""
+        lines.append(f"  {g['achieved_at']:%Y-%m-%d %H:%M}  {_title(g)}{manual}")
+    if case.revoked:
+        lines.append("Revoked")
+        for r in case.revoked:
+            lines.append(f"  {r['revoked_at']:%Y-%m-%d %H:%M}  {_title(r)}: {r['reason']}")
+    if case.progress:
+        lines.append("Progress")
+        width = max(
+            len(p["badge_name"] + (f" [{p['scope']}]" if p["scope"] else "")) for p in case.progress
+        )
+        for p in case.progress:
+            name = p["badge_name"] + (f" [{p['scope']}]" if p["scope"] else "")
+            fraction = float(p["value"] / p["next_threshold"])
+            value, threshold = _number(p["value"]), _number(p["next_threshold"])
+            unit = _unit(p)
+            if unit == "%":
+                value, threshold, unit = f"{value}%", f"{threshold}%", ""
+            lines.append(
+                f"  {name.ljust(width)}  {bar(fraction)}  {value} / {threshold}{unit} "
+                f"to {p['next_name']}"
+            )
+    return "\n".join(lines)
+
+
+# -- plaudit preview ----------------------------------------------------------------------------
+
+
+def _threshold(level: Level) -> Any:
+    if isinstance(level.threshold, Decimal):
+        return f"{level.threshold.normalize():f}"
+    return level.threshold
+
+
+def _time(text: str | None) -> str:
+    # sample rows come back through JSON: ISO text in the session's time zone
+    return datetime.fromisoformat(text).strftime("%Y-%m-%d %H:%M:%S%z") if text else ""
+
+
+def preview_text(result: Preview) -> str:
+    rule = result.rule
+    levels = [
+        (
+            level.key,
+            level.name,
+            _threshold(level),
+            result.would_add.get(level.key, 0),
+            result.existing.get(level.key, 0),
+        )
+        for level in rule.levels
+    ]
+    lines = [
+        f"{rule.name} ({rule.slug}): a backfill would add {result.total:,} "
+        f"grant{'s' if result.total != 1 else ''}",
+        "",
+        table(("level", "name", "threshold", "would add", "existing"), levels),
+        "",
+    ]
+    if result.sample:
+        shown = len(result.sample)
+        lines.append(f"Sample of the new grants ({shown} of {result.total:,})")
+        rows = [
+            (s["user_id"], s["level"], s["scope"], _time(s["achieved_at"]), s["value"])
+            for s in result.sample
+        ]
+        lines += [table(("user_id", "level", "scope", "achieved_at", "value"), rows), ""]
+    lines.append("Plan (backfill)")
+    lines += [f"  {line}" for line in result.plan]
+    if result.incremental_plan:
+        lines += ["", "Plan (incremental, a batch of one event per trigger)"]
+        lines += [f"  {line}" for line in result.incremental_plan]
+        scans = result.seq_scans
+        lines.append(
+            f"Incremental runs read {', '.join(scans)} by sequential scan: every batch reads "
+            "the whole table. An index on the column that selects a batch's users (with the "
+            "time column after it) keeps them proportional to the batch."
+            if scans
+            else "Incremental runs read no app table by sequential scan."
+        )
+    return "\n".join(lines)

@@ -1,0 +1,239 @@
+"""Commands that install and run rules: init, deploy, render, backfill, user."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import click
+
+from plaudit.cli.common import App, param_option, parse_params, select_option
+from plaudit.cli.output import grant_summary, trophy_case
+from plaudit.cli.progress import ProgressLine
+from plaudit.errors import EXIT_FAILED, EXIT_SKIPPED, ConfigError
+from plaudit.model.config import is_identifier
+from plaudit.model.rules import Rule
+from plaudit.runtime.engine import RunResult
+from plaudit.sqlgen.render import bind_params, render
+
+if TYPE_CHECKING:
+    from plaudit.runtime.deploy import DeployPlan
+
+
+@click.command()
+@click.option(
+    "--runner-role",
+    metavar="NAME",
+    help="Run rule queries as this role (created NOLOGIN if missing), which may write only "
+    "the plaudit schema and read what you grant it; prints the GRANTs the rules still need.",
+)
+@click.pass_obj
+def init(app: App, runner_role: str | None) -> None:
+    """Create or upgrade the plaudit schema (re-runnable), then deploy the rules."""
+    from plaudit.runtime.deploy import deploy_rules
+
+    if runner_role is not None and not is_identifier(runner_role):
+        raise click.BadParameter(
+            f"{runner_role!r} must match [a-z_][a-z0-9_]*", param_hint="--runner-role"
+        )
+    rules = app.rules
+    with app.engine() as engine:
+        engine.init()
+        with _refusals():
+            plan = deploy_rules(engine, rules, complete=True)
+        click.echo(f"schema {app.config.schema} is up to date", err=True)
+        _report_deploy(plan)
+        if runner_role is not None:
+            from plaudit.cli.jobs import report_runner_role
+
+            report_runner_role(engine, app, runner_role)
+
+
+@click.command()
+@select_option
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Remove levels and badges that have grants, deleting the grants.",
+)
+@click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@click.pass_obj
+def deploy(app: App, selectors: tuple[str, ...], force: bool, dry_run: bool) -> None:
+    """Check the rules (files, then their columns against the database), say what changes,
+    and install their definitions and compiled SQL. Without --select, badges whose rule
+    file is gone are removed; removing a level or badge that has grants needs --force."""
+    from plaudit.runtime.deploy import deploy_rules
+
+    rules = app.select(selectors)
+    complete = not selectors and not app.excludes
+    with app.engine() as engine, _refusals():
+        plan = deploy_rules(engine, rules, complete=complete, force=force, dry_run=dry_run)
+    _report_deploy(plan, dry_run)
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A refused deploy says why, one line per level or badge, before its Error line."""
+    from plaudit.runtime.deploy import DeployRefused
+
+    try:
+        yield
+    except DeployRefused as exc:
+        for reason in exc.reasons:
+            click.echo(reason, err=True)
+        raise
+
+
+def _report_deploy(plan: DeployPlan, dry_run: bool = False) -> None:
+    for change in plan.changes:
+        click.echo(f"{change.slug}: {change.status}")
+    for note in plan.notes:
+        click.echo(note, err=True)
+    deployed = len(plan.changes) - plan.count("removed")
+    rules = f"{deployed} rule{'s' if deployed != 1 else ''}"
+    summary = f"{rules} ({plan.count('created')} created, {plan.count('changed')} changed"
+    summary += f", {plan.count('removed')} removed)" if plan.count("removed") else ")"
+    if dry_run:
+        click.echo(f"dry run: would deploy {summary}; nothing was written", err=True)
+    else:
+        click.echo(f"deployed {summary}", err=True)
+    if plan.due:
+        from plaudit.runtime.jobs import due_sentence
+
+        click.echo(f"note: {due_sentence(plan.due)}", err=True)
+
+
+@click.command("render")
+@click.argument("slug")
+@click.option(
+    "--mode",
+    type=click.Choice(["backfill", "incremental"]),
+    default="backfill",
+    show_default=True,
+    help="Which of the rule's two renderings to print.",
+)
+@param_option
+@click.pass_obj
+def render_command(app: App, slug: str, mode: str, params: tuple[str, ...]) -> None:
+    """Print the SQL a rule runs and its bound values (offline; nothing is executed)."""
+    rule = app.rule(slug)
+    values = bind_params(rule, parse_params(params))
+    click.echo(f"-- {rule.slug} ({rule.kind}), {mode} mode")
+    for position, (param, value) in enumerate(zip(rule.params, values, strict=True), start=1):
+        shown = "NULL" if value is None else "'" + value.replace("'", "''") + "'"
+        click.echo(f"-- ${position} = {shown}  ({param.name} {param.type})")
+    click.echo(render(rule, mode, app.config).sql)
+
+
+@click.command()
+@select_option
+@param_option
+@click.option("--dry-run", is_flag=True, help="Count what would be granted; write nothing.")
+@click.option(
+    "--announce",
+    is_flag=True,
+    help="Treat the grants as news: unseen and notified (default: quiet).",
+)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object per rule run (status, granted per level, moved, "
+                   "revoked) instead of the summary table.")
+@click.option("--wait", is_flag=True,
+              help="Wait for a rule another run holds (within backfill_timeout) instead of "
+                   "skipping it.")
+@click.pass_obj
+def backfill(
+    app: App,
+    selectors: tuple[str, ...],
+    params: tuple[str, ...],
+    dry_run: bool,
+    announce: bool,
+    as_json: bool,
+    wait: bool,
+) -> None:
+    """Run the rules over all history, awarding everything already earned, with real dates.
+
+    Grants are never taken back (except by `revoke: true` rules); a grant whose date the
+    history shows earlier is moved, and counted as moved. Exits 1 if a rule failed, 3 if
+    none failed but some were skipped because another run held them (see --wait)."""
+    given = parse_params(params)
+    rules = [r for r in app.select(selectors) if r.enabled]
+    if not rules:
+        click.echo("nothing to backfill: no enabled rule is selected", err=True)
+        return
+    if given:
+        rules = [r for r in rules if all(any(p.name == n for p in r.params) for n in given)]
+        if not rules:
+            raise ConfigError(f"no selected rule declares param {', '.join(sorted(given))}")
+    for rule in rules:
+        bind_params(rule, given)  # every value is type-checked before anything runs
+    with app.engine() as engine:
+        stale = engine.undeployed(rules)
+        if stale:
+            raise ConfigError(
+                f"rules changed since the last deploy: {', '.join(stale)}; "
+                "run `plaudit deploy` first"
+            )
+        verb = "would grant" if dry_run else "granted"
+        lines: dict[str, ProgressLine] = {}
+
+        def start(rule: Rule) -> None:
+            lines[rule.slug] = ProgressLine(rule.slug).__enter__()
+
+        def done(rule: Rule, result: RunResult) -> None:
+            outcome = (
+                f"{result.granted:,} {verb}"
+                if result.status == "ok"
+                else f"{result.status}: {result.message}"
+            )
+            if result.moved:  # late history: an earlier date
+                outcome += f", {result.moved:,} moved earlier"
+            if result.revoked:  # `revoke: true` rules
+                outcome += f", {result.revoked:,} revoked"
+            lines.pop(rule.slug).done(outcome)
+
+        results = engine.backfill(
+            rules, given, announce=announce, dry_run=dry_run, wait=wait, on_start=start,
+            on_done=done,
+        )
+        if as_json:
+            for result in results:
+                click.echo(json.dumps({
+                    "rule": result.slug, "status": result.status, "dry_run": dry_run,
+                    "granted": result.granted, "levels": dict(result.levels),
+                    "moved": result.moved, "revoked": result.revoked,
+                    "progressed": result.progressed, "message": result.message,
+                    "seconds": round(result.seconds, 3)}))
+        elif dry_run:
+            for result in results:
+                for level, n in sorted(result.levels.items()):
+                    click.echo(f"{result.slug}\t{level}\t{n}")
+        else:
+            new = {(r.slug, level): n for r in results for level, n in r.levels.items()}
+            click.echo(grant_summary(engine.grant_summary([r.slug for r in rules]), new))
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        click.echo(
+            f"Error: {len(failed)} of {len(results)} rules failed; they are marked for backfill",
+            err=True,
+        )
+        sys.exit(EXIT_FAILED)
+    skipped = [r.slug for r in results if r.status == "skipped"]
+    if skipped:
+        click.echo(
+            f"Error: {len(skipped)} of {len(results)} rules skipped: another run held them "
+            f"({', '.join(skipped)}); run the backfill again, or with --wait",
+            err=True,
+        )
+        sys.exit(EXIT_SKIPPED)
+
+
+@click.command()
+@click.argument("user_id")
+@click.pass_obj
+def user(app: App, user_id: str) -> None:
+    """Show a user's trophy case: grants, points and progress to the next levels."""
+    with app.engine() as engine:
+        click.echo(trophy_case(engine.trophy_case(user_id)))

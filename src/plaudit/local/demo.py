@@ -1,0 +1,56 @@
+"""The demo community app: its tables and data, generated inside the database."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from plaudit.errors import ConfigError
+from plaudit.runtime.db import Database
+from plaudit.runtime.engine import Engine
+from plaudit.runtime.runner import run_batch
+from plaudit.sqlfiles import sql_dir
+
+
+def load_demo_data(db: Database, users: int, activities: int) -> dict[str, int]:
+    """Create the demo app's tables and fill them: {table: rows}. Deterministic."""
+    foreign = db.one("demo_tables_foreign")
+    if foreign:
+        raise ConfigError(
+            f"this database already has a {foreign['table_name']} table that is not the "
+            "demo's; the demo truncates its tables, so run it on the embedded cluster "
+            "(no --dsn) or an empty database"
+        )
+    with db.conn.transaction():
+        for name in ("schema.sql", "generate.sql", "live.sql"):
+            db.script((sql_dir() / "demo" / name).read_text(), f"demo/{name}")
+        rows = db.execute("demo_generate", [users, activities])
+    return {row["table_name"]: row["row_count"] for row in rows}
+
+
+def stream_live_events(
+    engine: Engine,
+    listener: psycopg.Connection[Any],
+    rounds: int,
+    say: Callable[[str], None],
+) -> tuple[int, int, int]:
+    """Write live rows to the demo tables, run each round's events incrementally and pass
+    the notifications to `say` as they arrive: (events, grants, notifications)."""
+    # LISTEN takes an identifier, not a parameter; the channel name is validated config
+    listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(engine.config.notify_channel)))
+    events = granted = notified = 0
+    for _ in range(rounds):
+        with engine.db.conn.transaction():
+            engine.db.execute("demo_live_activity")
+        result = run_batch(engine, 1000)
+        events += result.events
+        granted += result.granted
+        for note in listener.notifies(timeout=0.2):
+            notified += 1
+            say(f"  {note.channel}: {note.payload}")
+        time.sleep(0.1)
+    return events, granted, notified

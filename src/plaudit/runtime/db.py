@@ -1,0 +1,201 @@
+"""Finding and connecting to the database; psycopg errors are wrapped here, once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, tzinfo
+from functools import cache
+from typing import Any
+
+import jinja2
+import psycopg
+from psycopg import postgres
+from psycopg.abc import Buffer
+from psycopg.adapt import Dumper
+from psycopg.rows import dict_row
+from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+
+from plaudit.errors import ConnectionFailed, DatabaseError
+from plaudit.sqlfiles import query
+
+
+def connect(dsn: str) -> psycopg.Connection[dict[str, Any]]:
+    """A connection with positional `$n` placeholders (RawCursor), dict rows, and
+    PostgreSQL's infinite dates read as InfiniteDatetime/InfiniteDate."""
+    try:
+        conn = psycopg.connect(
+            dsn, autocommit=True, row_factory=dict_row, cursor_factory=psycopg.RawCursor
+        )
+    except psycopg.OperationalError as exc:
+        where = dsn or "the server named by the PG* environment variables"
+        raise ConnectionFailed(f"cannot connect to {where}: {str(exc).strip()}") from exc
+    conn.adapters.register_loader("timestamptz", _InfiniteTimestamptzLoader)
+    conn.adapters.register_loader("timestamp", _InfiniteTimestampLoader)
+    conn.adapters.register_loader("date", _InfiniteDateLoader)
+    conn.adapters.register_dumper(InfiniteDatetime, _InfiniteDatetimeDumper)
+    conn.adapters.register_dumper(InfiniteDate, _InfiniteDateDumper)
+    return conn
+
+
+# -- infinite dates ---------------------------------------------------------------------------
+# PostgreSQL has 'infinity' and '-infinity' timestamps and dates; Python has neither, and
+# psycopg fails to load them ("timestamp too large"). One app row dated 'infinity' then made
+# every `plaudit run` die reading its grants, rolling back the same batch forever. plaudit's
+# connections load them as these: the latest (earliest) datetime or date, which order as
+# PostgreSQL orders them, print as PostgreSQL prints them, and go back to it as themselves
+# (their own dumpers).
+
+
+class InfiniteDatetime(datetime):
+    """'infinity' or '-infinity' as a datetime: datetime.max or datetime.min that says so."""
+
+    text: str
+
+    def __new__(cls, text: str, tz: tzinfo | None = UTC) -> InfiniteDatetime:
+        bound = datetime.max if text == "infinity" else datetime.min
+        self = super().__new__(
+            cls, bound.year, bound.month, bound.day, bound.hour, bound.minute, bound.second,
+            bound.microsecond, tzinfo=tz,
+        )  # fmt: skip
+        self.text = text
+        return self
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"InfiniteDatetime({self.text!r})"
+
+    def __format__(self, spec: str) -> str:
+        return self.text
+
+    def isoformat(self, sep: str = "T", timespec: str = "auto") -> str:
+        return self.text
+
+    def strftime(self, format: str) -> str:
+        return self.text
+
+    def astimezone(self, tz: tzinfo | None = None) -> InfiniteDatetime:
+        return self  # the same instant in every zone (and no overflow at the calendar's end)
+
+
+class InfiniteDate(date):
+    """'infinity' or '-infinity' as a date: date.max or date.min that says so."""
+
+    text: str
+
+    def __new__(cls, text: str) -> InfiniteDate:
+        bound = date.max if text == "infinity" else date.min
+        self = super().__new__(cls, bound.year, bound.month, bound.day)
+        self.text = text
+        return self
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"InfiniteDate({self.text!r})"
+
+    def __format__(self, spec: str) -> str:
+        return self.text
+
+    def isoformat(self) -> str:
+        return self.text
+
+    def strftime(self, format: str) -> str:
+        return self.text
+
+
+_INFINITIES = (b"infinity", b"-infinity")
+
+
+class _InfiniteDatetimeDumper(Dumper):
+    oid = postgres.types["timestamptz"].oid
+
+    def dump(self, obj: InfiniteDatetime) -> Buffer:
+        return obj.text.encode()
+
+
+class _InfiniteDateDumper(Dumper):
+    oid = postgres.types["date"].oid
+
+    def dump(self, obj: InfiniteDate) -> Buffer:
+        return obj.text.encode()
+
+
+class _InfiniteTimestamptzLoader(TimestamptzLoader):
+    def load(self, data: Buffer) -> datetime:
+        text = bytes(data)
+        if text in _INFINITIES:
+            return InfiniteDatetime(text.decode(), UTC)
+        return super().load(data)
+
+
+class _InfiniteTimestampLoader(TimestampLoader):
+    def load(self, data: Buffer) -> datetime:
+        text = bytes(data)
+        if text in _INFINITIES:
+            return InfiniteDatetime(text.decode(), None)
+        return super().load(data)
+
+
+class _InfiniteDateLoader(DateLoader):
+    def load(self, data: Buffer) -> date:
+        text = bytes(data)
+        if text in _INFINITIES:
+            return InfiniteDate(text.decode())
+        return super().load(data)
+
+
+@cache
+def _template(text: str) -> jinja2.Template:
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False).from_string(text)
+
+
+def render_sql(text: str, schema: str, **context: Any) -> str:
+    """A plaudit .sql file for the configured schema (trusted files, not analyst SQL)."""
+    return _template(text).render(schema=schema, **context)
+
+
+class Database:
+    """A connection plus the configured schema: runs plaudit's named queries."""
+
+    def __init__(self, conn: psycopg.Connection[dict[str, Any]], schema: str):
+        self.conn = conn
+        self.schema = schema
+
+    def sql(self, name: str) -> str:
+        return render_sql(query(name), self.schema)
+
+    def execute(self, name: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Run the named query and return its rows; database errors name the query."""
+        try:
+            cur = self.conn.execute(self.sql(name), params)
+            return cur.fetchall() if cur.description else []
+        except psycopg.Error as exc:
+            raise DatabaseError(f"{name}: {describe(exc)}") from exc
+
+    def one(self, name: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
+        rows = self.execute(name, params)
+        return rows[0] if rows else None
+
+    def script(self, text: str, what: str) -> None:
+        """Run a multi-statement script (no parameters) such as a schema file."""
+        try:
+            self.conn.execute(text)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"{what}: {describe(exc)}") from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def describe(exc: psycopg.Error) -> str:
+    """The server's message, with its detail and hint when there are any."""
+    diag = exc.diag
+    parts = [(diag.message_primary or str(exc)).strip()]
+    if diag.message_detail:
+        parts.append(f"DETAIL: {diag.message_detail}")
+    if diag.message_hint:
+        parts.append(f"HINT: {diag.message_hint}")
+    return "\n".join(parts)

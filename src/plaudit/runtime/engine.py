@@ -1,0 +1,382 @@
+"""The Python API: what the CLI (and an application) does with a plaudit database.
+
+Rendering happens here; executing a rule run happens in the database (`plaudit.run_rule`),
+so the CLI, the API and scheduled jobs share one execution path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from plaudit.errors import RenderError
+from plaudit.model.config import Config
+from plaudit.model.dependencies import event_types, ordered, references
+from plaudit.model.rules import Rule
+from plaudit.runtime.db import Database, connect, render_sql
+from plaudit.sqlfiles import schema_files
+from plaudit.sqlgen.render import bind_params, modes, render
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of one rule run, as `plaudit.run_rule` reports it."""
+
+    slug: str
+    status: str  # ok | failed | skipped
+    granted: int
+    progressed: int
+    levels: Mapping[str, int]
+    message: str | None
+    seconds: float
+    run_id: int | None = None
+    revoked: int = 0  # rule grants a `revoke: true` backfill removed
+    moved: int = 0  # grants moved to an earlier achieved_at (a late event)
+
+    @classmethod
+    def from_row(
+        cls, slug: str, row: Mapping[str, Any], seconds: float, db: Database | None = None
+    ) -> RunResult:
+        """From a row of `run_rule` (or a function returning the same columns); with `db`,
+        the run row's further counts (revoked, moved) too, read in a statement of their own
+        (the one calling run_rule cannot see the run row it writes)."""
+        counts = db.one("run_counts", [row["run_id"]]) if db and row["run_id"] else None
+        return cls(slug=slug, status=row["status"], granted=row["granted"],
+                   progressed=row["progressed"], levels=row["levels"], message=row["message"],
+                   seconds=seconds, run_id=row["run_id"],
+                   revoked=counts["revoked"] if counts else 0,
+                   moved=counts["moved"] if counts else 0)
+
+
+@dataclass
+class TrophyCase:
+    user_id: str
+    grants: list[dict[str, Any]] = field(default_factory=list)
+    progress: list[dict[str, Any]] = field(default_factory=list)
+    revoked: list[dict[str, Any]] = field(default_factory=list)  # no rule grants these again
+
+    @property
+    def points(self) -> int:
+        return sum(g["points"] for g in self.grants)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happened, for `Engine.check`: `comment_created` by user 7 at T."""
+
+    type: str
+    user_id: Any
+    occurred_at: datetime | None = None  # None: now
+    payload: Mapping[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "user_id": self.user_id if isinstance(self.user_id, int) else str(self.user_id),
+            "occurred_at": self.occurred_at.isoformat() if self.occurred_at else None,
+            "payload": dict(self.payload or {}),
+        }
+
+
+def definition(rule: Rule, config: Config | None = None) -> dict[str, Any]:
+    """What `deploy` stores for a rule: its definition, compiled SQL per mode and their hash."""
+    compiled = {mode: render(rule, mode, config).sql for mode in modes(rule)}
+    body: dict[str, Any] = {
+        "slug": rule.slug,
+        "name": rule.name,
+        "description": rule.description,
+        "kind": rule.kind,
+        # its triggers and the grant events of the badges it reads (`badge:<slug>`)
+        "triggers": list(event_types(rule)),
+        "tags": list(rule.tags),
+        "enabled": rule.enabled,
+        "params": [{"name": p.name, "type": p.type} for p in rule.params],
+        "timeout": rule.timeout,
+        "revoke": rule.revoke,
+        "period": rule.period,
+        "timezone": rule.timezone,
+        # the badges whose grants it reads: runners order rules by these (badge_run_order)
+        "depends_on": sorted(references(rule)),
+        "levels": [
+            {
+                "key": lv.key,
+                "name": lv.name,
+                "threshold": _number(lv.threshold),
+                "points": lv.points,
+                "icon": lv.icon,
+            }
+            for lv in rule.levels
+        ],
+        "compiled": compiled,
+    }
+    body["hash"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return body
+
+
+def _number(value: int | Decimal | None) -> int | str | None:
+    return str(value) if isinstance(value, Decimal) else value
+
+
+def compile_rules(rules: Iterable[Rule], config: Config | None = None) -> list[dict[str, Any]]:
+    """Render every rule in every mode; all render problems are reported together."""
+    definitions, problems = [], []
+    for rule in rules:
+        try:
+            definitions.append(definition(rule, config))
+        except RenderError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise RenderError("\n".join(problems))
+    return definitions
+
+
+class Engine:
+    """A plaudit database: schema, deployed rules, runs and grants."""
+
+    def __init__(self, db: Database, config: Config):
+        self.db = db
+        self.config = config
+
+    @classmethod
+    def connect(cls, config: Config, dsn: str) -> Engine:
+        """An engine on the database at `dsn` ("" = the libpq PG* variables)."""
+        conn = connect(dsn)
+        return cls(Database(conn, config.schema), config)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- schema and rules ------------------------------------------------------------------
+
+    def init(self) -> None:
+        """Create or upgrade the schema. Re-runnable; concurrent inits wait for each other."""
+        with self.db.conn.transaction():
+            self.db.execute("init_lock")
+            for path in schema_files():
+                text = render_sql(
+                    path.read_text(), self.config.schema, user_id_type=self.config.user_id_type
+                )
+                self.db.script(text, f"applying {path.name}")
+
+    def deploy(self, rules: Sequence[Rule]) -> dict[str, str]:
+        """Install the rules' definitions and compiled SQL: {slug: created|changed|unchanged}."""
+        definitions = compile_rules(rules, self.config)
+        result = {}
+        with self.db.conn.transaction():
+            for body in definitions:
+                row = self.db.one("deploy_badge", [json.dumps(body)])
+                assert row is not None
+                result[body["slug"]] = row["deploy_badge"]
+            self.configure()
+        return result
+
+    def configure(self) -> list[dict[str, Any]]:
+        """Sync plaudit.yaml's notify settings and `events:` triggers into the database.
+
+        Returns the trigger changes: [{event, table_name, change}], change being installed,
+        removed or unchanged.
+        """
+        config = self.config
+        body = {
+            "notify_channel": config.notify_channel,
+            "notify_max_age": config.notify_max_age,
+            "events": [
+                {"name": e.name, "table": e.table, "on": e.on, "user": e.user, "at": e.at}
+                for e in config.events
+            ],
+        }
+        return self.db.execute("configure", [json.dumps(body)])
+
+    def undeployed(self, rules: Sequence[Rule]) -> list[str]:
+        """Slugs whose deployed definition differs from the rule file (or is missing)."""
+        deployed = {
+            row["slug"]: row["definition_hash"]
+            for row in self.db.execute("deployed_hashes", [[r.slug for r in rules]])
+        }
+        return [
+            body["slug"]
+            for body in compile_rules(rules, self.config)
+            if deployed.get(body["slug"]) != body["hash"]
+        ]
+
+    # -- running rules ---------------------------------------------------------------------
+
+    def run_rule(
+        self,
+        rule: Rule,
+        mode: str = "backfill",
+        params: Mapping[str, str] | None = None,
+        *,
+        announce: bool = False,
+        dry_run: bool = False,
+        then: Sequence[str] = (),
+        wait: bool = False,
+    ) -> RunResult:
+        """One run of one deployed rule, in its own transaction (rolled back for a dry run).
+
+        A backfill's new and moved grants are events for the rules that read the badge:
+        those rules re-check the users concerned in the same transaction (incremental runs,
+        in run order), except the rules in `then`, which the caller backfills next. A rule
+        busy in another run is skipped, unless `wait`: then its lock is waited for (within
+        the run's timeout)."""
+        values = bind_params(rule, params or {})
+        started = time.monotonic()
+        tx = self.db.conn.transaction(force_rollback=dry_run)
+        with tx:
+            if mode == "backfill" and not dry_run:
+                self.db.execute("batch_reset")  # run_rule adds its grant events to it
+            # the rule's timeout, for the rest of the transaction: the wait, then the run
+            self.db.execute("set_rule_timeout", [rule.slug, self.config.timeout(mode)])
+            if wait:
+                self.db.execute("lock_rule", [rule.slug])
+            row = self.db.one("run_rule", [rule.slug, mode, values, announce, dry_run])
+            assert row is not None
+            result = RunResult.from_row(rule.slug, row, time.monotonic() - started, self.db)
+            if mode == "backfill" and not dry_run:
+                self.run_batch_rules(exclude=then)
+        return result
+
+    def run_batch_rules(
+        self, exclude: Sequence[str] = (), after: str | None = None
+    ) -> list[RunResult]:
+        """Run the rules the session's batch triggers, in run order, each in incremental
+        mode under its own timeout, in the current transaction. The batch grows as rules
+        grant (grant events), so the next rule is asked for after each one."""
+        runs: list[RunResult] = []
+        slug = after
+        while True:
+            row = self.db.one("next_batch_rule", [slug, list(exclude)])
+            slug = row["slug"] if row else None
+            if slug is None:
+                return runs
+            started = time.monotonic()
+            # the rule's timeout is armed for the next statement, the one running it
+            self.db.execute("set_rule_timeout", [slug, self.config.timeout("incremental")])
+            run = self.db.one("run_batch_rule", [slug])
+            assert run is not None
+            runs.append(RunResult.from_row(slug, run, time.monotonic() - started, self.db))
+
+    def backfill(
+        self,
+        rules: Sequence[Rule],
+        params: Mapping[str, str] | None = None,
+        *,
+        announce: bool = False,
+        dry_run: bool = False,
+        wait: bool = False,
+        on_start: Callable[[Rule], None] | None = None,
+        on_done: Callable[[Rule, RunResult], None] | None = None,
+    ) -> list[RunResult]:
+        """Run each rule over all history. A failing rule does not stop the others.
+
+        Composite rules run after the rules whose grants they read (`badge('slug')`)."""
+        results = []
+        order = ordered(rules)
+        for index, rule in enumerate(order):
+            if on_start:
+                on_start(rule)
+            later = [r.slug for r in order[index + 1:]]
+            result = self.run_rule(
+                rule, "backfill", params, announce=announce, dry_run=dry_run, then=later,
+                wait=wait,
+            )
+            if on_done:
+                on_done(rule, result)
+            results.append(result)
+        return results
+
+    def grant_summary(self, slugs: Sequence[str]) -> list[dict[str, Any]]:
+        return self.db.execute("grant_summary", [list(slugs)])
+
+    def trophy_case(self, user_id: str) -> TrophyCase:
+        return TrophyCase(
+            user_id=user_id,
+            grants=self.db.execute("user_grants", [user_id]),
+            progress=self.db.execute("user_progress", [user_id]),
+            revoked=self.db.execute("user_revoked", [user_id]),
+        )
+
+    # -- manual grants ---------------------------------------------------------------------
+
+    def award(
+        self,
+        badge: str,
+        user_id: Any,
+        reason: str,
+        level: str | None = None,
+        scope: str = "",
+        achieved_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Grant a badge by hand (source 'manual'; `level` may be omitted for a badge with
+        one level). Returns {level, scope, outcome: awarded | held, source, achieved_at}:
+        a grant already held is left as it is."""
+        with self.db.conn.transaction():
+            row = self.db.one(
+                "award_badge", [str(user_id), badge, level, scope, reason, achieved_at]
+            )
+        assert row is not None
+        return row
+
+    def revoke(
+        self,
+        badge: str,
+        user_id: Any,
+        reason: str,
+        level: str | None = None,
+        scope: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Remove a user's grants of a badge (all levels and scopes unless named), manual or
+        by a rule, logging each with the reason. Returns the grants removed."""
+        with self.db.conn.transaction():
+            return self.db.execute("revoke_badge", [str(user_id), badge, level, scope, reason])
+
+    # -- events ----------------------------------------------------------------------------
+
+    def track(
+        self,
+        type: str,
+        user_id: Any,
+        occurred_at: datetime | None = None,
+        payload: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Enqueue an event for the next `plaudit run`; returns its event id."""
+        row = self.db.one(
+            "track",
+            [type, str(user_id), occurred_at, json.dumps(dict(payload)) if payload else None],
+        )
+        assert row is not None
+        return int(row["event_id"])
+
+    def check(self, events: Iterable[Event]) -> list[dict[str, Any]]:
+        """Run the rules these events trigger now, in the connection's current transaction
+        (if one is open), and return the grants they add: [] when there is nothing new."""
+        body = json.dumps([event.as_json() for event in events])
+        return self.db.execute("check", [body])
+
+    def unseen(self, user_id: Any) -> list[dict[str, Any]]:
+        """The user's grants not shown yet, oldest award first."""
+        return self.db.execute("unseen", [str(user_id)])
+
+    def mark_seen(
+        self,
+        user_id: Any,
+        badge: str | None = None,
+        level: str | None = None,
+        scope: str | None = None,
+    ) -> int:
+        """Mark the user's grants (all, or of one badge, level, scope) seen; returns how many."""
+        row = self.db.one("mark_seen", [str(user_id), badge, level, scope])
+        assert row is not None
+        return int(row["mark_seen"])
