@@ -18,6 +18,7 @@ from plaudit.local.cluster import Cluster
 from plaudit.local.demo import load_demo_data
 from plaudit.model.config import CONFIG_FILE, Config, load_config
 from plaudit.model.rules import Rule
+from plaudit.runtime.deploy import deploy_rules
 from plaudit.runtime.engine import Engine
 
 from .db import BenchDB
@@ -125,5 +126,5 @@ def install(bench: BenchDB, config: Config, rules: list[Rule]) -> None:
     """plaudit's schema and the rules, then the harness's helper functions."""
     engine = Engine(bench.db, config)  # shares the bench connection: not closed here
     engine.init()
-    engine.deploy(rules)
+    deploy_rules(engine, rules)
     bench.install_functions()

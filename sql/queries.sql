@@ -108,17 +108,25 @@ SELECT {{ schema }}.take_events($1::int) AS events;
 -- it held by its own session.
 SELECT pg_advisory_xact_lock(hashtext('{{ schema }}'), hashtext($1));
 
--- name: next_batch_rule
--- The next rule the batch triggers after $1 (NULL: the first), skipping $2; NULL when done.
-SELECT {{ schema }}.next_batch_rule($1, $2::text[]) AS slug;
+-- name: run_order
+-- The deployed badges among $1 in run order (each after the badges it reads).
+SELECT o.slug FROM {{ schema }}.badge_run_order AS o
+WHERE o.slug = ANY ($1::text[])
+ORDER BY o.depth, o.slug;
 
 -- name: batch_reset
 -- An empty batch, e.g. for the grant events of a backfill's run (its dependents re-check them).
 SELECT {{ schema }}.batch_reset();
 
--- name: run_batch_rule
-SELECT run_id, status, granted, progressed, levels, message
-FROM {{ schema }}.run_batch_rule($1);
+-- name: run_batch
+-- The event loop on the session's batch: each rule it triggers, in run order, under its
+-- deadline ($1: the default timeout), except the rules $2.
+SELECT badge, run_id, status, granted, progressed, moved, levels, message, seconds
+FROM {{ schema }}.run_batch($1, true, $2::text[]);
+
+-- name: watchdog
+-- Cancel session $1's rule run if it is past its deadline (run_timed publishes it).
+SELECT {{ schema }}.job_watchdog($1::int) AS cancelled;
 
 -- name: run_grants
 SELECT user_id, badge, level, scope, badge_name, level_name, points, achieved_at

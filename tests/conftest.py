@@ -26,6 +26,7 @@ from plaudit.local.cluster import Cluster, has_pg_cron
 from plaudit.model.config import load_config
 from plaudit.model.rules import load_rules
 from plaudit.runtime.db import Database, connect
+from plaudit.runtime.deploy import deploy_rules
 from plaudit.runtime.engine import Engine
 from plaudit.sqlfiles import sql_dir
 
@@ -199,7 +200,7 @@ def deployed(project: Project, engine_for: Callable[[Project], Engine]) -> Calla
             slug = text.split("slug: ", 1)[1].split()[0]
             project.write(f"rules/{slug}.yaml", text)
         engine = engine_for(project)
-        engine.deploy(project.rules())
+        deploy_rules(engine, project.rules())
         return engine
 
     return make

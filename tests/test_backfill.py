@@ -7,6 +7,7 @@ import threading
 import psycopg
 import pytest
 
+from plaudit.runtime.deploy import deploy_rules
 from plaudit.runtime.engine import Engine
 from plaudit.runtime.runner import run_batch
 from sample_rules import commentator_rule
@@ -45,7 +46,7 @@ def grants(sql, badge=None):
 def count_project(project, engine_for):
     project.write("rules/commentator.yaml", COUNT_RULE)
     engine = engine_for(project)
-    engine.deploy(project.rules())
+    deploy_rules(engine, project.rules())
     return project, engine
 
 
@@ -89,7 +90,7 @@ def test_ties_in_occurred_at_give_the_tied_date(count_project, sql):
 def test_backfill_matches_an_independent_count_on_demo_data(demo_project, engine_for, sql):
     sql("SELECT * FROM demo_generate(300, 20000)")
     engine = engine_for(demo_project)
-    engine.deploy(demo_project.rules())
+    deploy_rules(engine, demo_project.rules())
     engine.backfill(demo_project.rules())
     expected = sql("""
         WITH numbered AS (
@@ -113,7 +114,7 @@ def test_backfill_matches_an_independent_count_on_demo_data(demo_project, engine
 def test_second_backfill_grants_nothing_and_changes_nothing(demo_project, engine_for, sql):
     sql("SELECT * FROM demo_generate(200, 10000)")
     engine = engine_for(demo_project)
-    engine.deploy(demo_project.rules())
+    deploy_rules(engine, demo_project.rules())
     first = engine.backfill(demo_project.rules())
     before = sql("SELECT * FROM plaudit.user_badge ORDER BY 1, 2, 3, 4")
     progress = sql("SELECT * FROM plaudit.user_progress ORDER BY 1, 2, 3")
@@ -191,10 +192,11 @@ def test_init_twice_changes_nothing(dsn, demo_project, engine_for, sql):
 
     engine = engine_for(demo_project)
     engine.init()
-    engine.deploy(demo_project.rules())
+    deploy_rules(engine, demo_project.rules())
     before = snapshot()
     engine.init()
-    assert engine.deploy(demo_project.rules()) == {
+    plan = deploy_rules(engine, demo_project.rules())
+    assert {c.slug: c.status for c in plan.changes} == {
         rule.slug: "unchanged" for rule in demo_project.rules()}
     assert snapshot() == before
     assert len(before) > 30
@@ -218,7 +220,7 @@ def test_user_id_types(project, engine_for, sql, user_id_type, user_id):
     )
     engine = engine_for(project)
     engine.init()
-    engine.deploy(project.rules())
+    deploy_rules(engine, project.rules())
     [result] = engine.backfill(project.rules())
     assert result.status == "ok", result.message
     assert sql("SELECT user_id::text, level FROM badges.user_badge") == [(user_id, "default")]
@@ -253,7 +255,7 @@ def test_award_rows_for_the_same_grant_keep_the_earliest_date(project, engine_fo
     """,
     )
     engine = engine_for(project)
-    engine.deploy(project.rules())
+    deploy_rules(engine, project.rules())
     engine.backfill(project.rules())
     assert sql("SELECT achieved_at::date::text, meta FROM plaudit.user_badge") == [
         ("2024-01-01", {"n": 1})
@@ -271,16 +273,16 @@ def test_a_failing_rule_is_recorded_marked_dirty_and_does_not_stop_the_others(
         name: Broken
         kind: award
         query: |
-          SELECT 1::bigint AS user_id, now() AS achieved_at FROM missing_table
+          SELECT 1::bigint AS user_id, now() AS achieved_at WHERE 1 / 0 = 1
     """,
     )
     seed_comments(sql, [(7, f"2024-01-0{d} 00:00+00") for d in range(1, 4)])
     engine = engine_for(project)
-    engine.deploy(project.rules())
+    deploy_rules(engine, project.rules())
     broken, commentator = engine.backfill(project.rules())
     assert (broken.status, broken.message) == (
         "failed",
-        'broken: relation "missing_table" does not exist (SQLSTATE 42P01)',
+        "broken: division by zero (SQLSTATE 22012)",
     )
     assert commentator.status == "ok" and commentator.granted == 1
     assert sql("SELECT badge, status, message FROM plaudit.run ORDER BY run_id") == [
@@ -307,7 +309,7 @@ def test_a_rule_past_its_timeout_fails_alone(project, engine_for, sql):
     """,
     )
     engine = engine_for(project)
-    engine.deploy(project.rules())
+    deploy_rules(engine, project.rules())
     [result] = engine.backfill(project.rules())
     assert (result.status, result.message) == (
         "failed",
@@ -337,14 +339,14 @@ def test_backfills_default_to_backfill_timeout_and_incremental_runs_to_statement
     """,
     )
     engine = engine_for(project)
-    engine.deploy(project.rules())
+    deploy_rules(engine, project.rules())
     [rule] = project.rules()
     assert engine.run_rule(rule, "backfill").status == "ok"  # half a second: within 30s
     sql("SELECT plaudit.track('ping', 1)")
     [result] = run_batch(engine, 10).runs
     assert (result.status, result.message) == (
         "failed",
-        "slowish: canceling statement due to statement timeout (SQLSTATE 57014)",
+        "slowish: timed out after 200ms (cancelled by the watchdog)",
     )
 
 
@@ -370,7 +372,7 @@ def test_concurrent_backfills_never_grant_twice(demo_project, dsn, sql):
 
     config = load_config(demo_project.path)
     with Engine.connect(config, dsn) as engine:
-        engine.deploy(demo_project.rules())
+        deploy_rules(engine, demo_project.rules())
     results = []
 
     def backfill():
@@ -385,3 +387,24 @@ def test_concurrent_backfills_never_grant_twice(demo_project, dsn, sql):
     total = sql("SELECT count(*) FROM plaudit.user_badge")[0][0]
     assert sum(r.granted for r in results) == total > 0
     assert {r.status for r in results} <= {"ok", "skipped"}
+
+
+def test_a_rule_takes_any_number_of_params(project, engine_for, sql):
+    """Params travel as one array: a rule with 20 params deploys and runs, and its last
+    param binds like its first (there used to be a limit of 16)."""
+    params = "\n".join(f"          p{n}: {{type: bigint}}" for n in range(1, 21))
+    project.write("rules/many.yaml", f"""
+        slug: many
+        name: Many
+        kind: award
+        params:
+{params}
+        query: |
+          SELECT {{{{ param('p20') }}}} AS user_id, now() AS achieved_at
+          WHERE {{{{ param('p1') }}}} IS NULL
+    """)
+    engine = engine_for(project)
+    deploy_rules(engine, project.rules())
+    [result] = engine.backfill(project.rules(), {"p20": "7"})
+    assert (result.status, result.granted) == ("ok", 1)
+    assert sql("SELECT user_id, badge FROM plaudit.user_badge") == [(7, "many")]

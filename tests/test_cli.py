@@ -69,9 +69,9 @@ def test_render_prints_the_sql_and_bound_values_offline(demo_project):
     lines = result.stdout.splitlines()
     assert lines[:2] == [
         "-- top5_challenge (award), backfill mode",
-        "-- $1 = '42'  (challenge_id bigint)",
+        "-- $1[1] = '42'  (challenge_id bigint)",
     ]
-    assert "  AND ($1::bigint IS NULL OR e.challenge_id = $1::bigint)" in lines
+    assert "  AND (($1::text[])[1]::bigint IS NULL OR e.challenge_id = ($1::text[])[1]::bigint)" in lines
 
 
 def test_render_rejects_a_badly_typed_param_with_exit_2(demo_project):

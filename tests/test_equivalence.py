@@ -27,6 +27,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from plaudit.runtime.deploy import deploy_rules
 from plaudit.runtime.runner import run_batch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,7 +89,7 @@ def bundled(demo_project, engine_for, sql):
     shutil.copy(REPO / "plaudit.yaml", demo_project.path / "plaudit.yaml")
     demo_project.write("rules/crowd_pleaser.yaml", CROWD_PLEASER)
     engine = engine_for(demo_project)
-    engine.deploy(demo_project.rules())
+    deploy_rules(engine, demo_project.rules())
     return engine, demo_project
 
 
@@ -102,7 +103,7 @@ def reset(sql, engine, project):
         "plaudit.user_badge, plaudit.user_progress, plaudit.event, plaudit.run, "
         "plaudit.suppressed_grant, plaudit.grant_log RESTART IDENTITY")
     project.write("rules/commentator.yaml", COMMENTATOR)
-    engine.deploy(project.rules())
+    deploy_rules(engine, project.rules())
     # a site whose rules are up to date: nothing is due
     sql("UPDATE plaudit.badge SET dirty = false, due = NULL")
     sql("INSERT INTO users (id, name, created_at) SELECT u, 'u' || u, '2023-01-01' "
@@ -146,7 +147,7 @@ def apply(sql, engine, project, action):
         engine.revoke(badge, user, "property")
     elif kind == "redeploy":
         project.write("rules/commentator.yaml", LOWERED)
-        engine.deploy(project.rules())
+        deploy_rules(engine, project.rules())
     else:
         (batch_size,) = args
         run_batch(engine, batch_size)

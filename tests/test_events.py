@@ -288,7 +288,7 @@ def test_a_failing_rule_is_recorded_dirty_and_does_not_stop_the_batch(deployed, 
     assert [(r.slug, r.status, r.message) for r in result.runs] == [
         ("broken", "failed", "broken: division by zero (SQLSTATE 22012)"),
         ("commentator", "ok", None),
-        ("slow", "failed", "slow: canceling statement due to statement timeout (SQLSTATE 57014)"),
+        ("slow", "failed", "slow: timed out after 200ms (cancelled by the watchdog)"),
     ]
     assert result.seconds < 3
     assert grants(sql) == [(7, "commentator", "bronze", "", day(3))]
@@ -417,7 +417,8 @@ def test_check_skips_a_rule_busy_in_another_run_instead_of_waiting(deployed, dsn
         holder.rollback()
         holder.close()
     assert sql("SELECT status, message FROM plaudit.run") == [
-        ("skipped", "commentator: busy (another run holds its lock); skipped")]
+        ("skipped", "commentator: busy in another run (another run holds its lock, SQLSTATE "
+         "55P03); 1 event deferred to the queue for it")]
     assert run_batch(engine, 100).granted == 1  # the queued events grant it
 
 

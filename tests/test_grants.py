@@ -10,6 +10,8 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
+from plaudit.runtime.deploy import deploy_rules
+
 WINNERS = """
     slug: winners
     name: Winner
@@ -49,7 +51,7 @@ def winners(project, engine_for, sql):
         sql("INSERT INTO winners VALUES (1, 1, '2024-01-01'), (2, 1, '2024-01-01'), "
             "(2, 2, '2024-06-01')")
         engine = engine_for(project)
-        engine.deploy(project.rules())
+        deploy_rules(engine, project.rules())
         engine.backfill(project.rules())
         engine.award("winners", 3, "won the offline final", scope="1")
         return engine, project.rules()
@@ -96,7 +98,7 @@ def test_revoke_true_takes_back_levels_no_longer_reached(project, engine_for, sq
     sql("CREATE TABLE given (user_id bigint, occurred_at timestamptz)")
     sql("INSERT INTO given VALUES (7, '2024-01-01'), (7, '2024-01-02'), (7, '2024-01-03')")
     engine = engine_for(project)
-    engine.deploy(project.rules())
+    deploy_rules(engine, project.rules())
     engine.backfill(project.rules())
     engine.award("commentator", 8, "imported", level="silver")
     sql("DELETE FROM given WHERE occurred_at = '2024-01-03'")  # spam removed
@@ -110,7 +112,7 @@ def test_rules_never_move_or_overwrite_a_manual_grant(project, engine_for, sql):
     sql("CREATE TABLE given (user_id bigint, occurred_at timestamptz)")
     sql("INSERT INTO given VALUES (7, '2024-01-01'), (7, '2024-01-02')")
     engine = engine_for(project)
-    engine.deploy(project.rules())
+    deploy_rules(engine, project.rules())
     row = engine.award("commentator", 7, "migrated", level="bronze")
     assert (row["level"], row["outcome"], row["source"]) == ("bronze", "awarded", "manual")
     [result] = engine.backfill(project.rules())
@@ -230,7 +232,7 @@ def test_a_streak_broken_yesterday_reads_0_today_without_any_event(
            SELECT u, ((now() AT TIME ZONE 'UTC')::date - d + time '12:00') AT TIME ZONE 'UTC'
            FROM (VALUES (1, 1), (1, 2), (2, 2), (2, 3)) AS v (u, d)""")
     engine = engine_for(project)
-    engine.deploy(project.rules())
+    deploy_rules(engine, project.rules())
     engine.backfill(project.rules())
     # stored at the run: both users' latest run is 2 days long
     assert sql("SELECT user_id, value, next_level FROM plaudit.user_progress ORDER BY 1") == [
@@ -261,7 +263,7 @@ def test_growth_does_not_judge_a_period_still_running(project, engine_for, sql):
            SELECT 1, date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + d
            FROM unnest(ARRAY[interval '-1 day', '1 second', '2 seconds', '3 seconds']) AS d""")
     engine = engine_for(project)
-    engine.deploy(project.rules())
+    deploy_rules(engine, project.rules())
     [result] = engine.backfill(project.rules())
     assert (result.status, result.granted) == ("ok", 0)
     assert sql("SELECT value, next_level FROM plaudit.user_progress") == [(0, "bronze")]

@@ -249,7 +249,7 @@ def _wait_for_deadline(sql, slug: str, seconds: float = 10) -> int:
                    "FROM pg_stat_activity WHERE application_name LIKE %s", [f"plaudit:%:{slug}"])
         if rows:
             pid, deadline = rows[0]
-            time.sleep(max(0.0, deadline - time.time()) + 0.05)
+            time.sleep(max(0.0, deadline / 1000 - time.time()) + 0.05)
             return pid
         time.sleep(0.05)
     raise AssertionError(f"no job session ran {slug}")
@@ -279,7 +279,7 @@ def test_nightly_job_isolates_a_rule_past_its_timeout(project, run_cli, dsn, sql
     _wait_for_deadline(sql, "a_slow")
     assert sql("SELECT plaudit.job_watchdog()") == [(1,)]
     thread.join(20)
-    message = "a_slow: timed out after 1s (cancelled by the watchdog job)"
+    message = "a_slow: timed out after 1s (cancelled by the watchdog)"
     [error] = errors
     assert error.diag.message_primary == (
         f"plaudit nightly job: 1 of 2 rule runs failed, marked for backfill: {message}")
@@ -317,7 +317,7 @@ def test_events_job_isolates_a_rule_past_its_timeout(project, run_cli, dsn, sql)
 
 
 def test_the_watchdog_leaves_sessions_within_their_deadline_alone(sql):
-    sql("SET application_name = 'plaudit:9999999999:someone'")
+    sql("SET application_name = 'plaudit:9999999999999:someone'")
     assert sql("SELECT plaudit.job_watchdog()") == [(0,)]
 
 

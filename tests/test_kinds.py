@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from plaudit.errors import RenderError
+from plaudit.runtime.deploy import deploy_rules
 from plaudit.sqlgen.render import render
 
 CASES_DIR = Path(__file__).parent / "kinds"
@@ -56,7 +57,7 @@ def test_kind_case(spec, case, project, engine_for, sql):
 
     engine = engine_for(project)
     rules = project.rules()
-    engine.deploy(rules)
+    deploy_rules(engine, rules)
     [result] = engine.backfill(rules)
     assert result.status == "ok", result.message
 
@@ -97,7 +98,7 @@ def test_an_award_level_that_is_not_one_of_the_rules_fails_the_run_and_names_it(
           SELECT 1::bigint AS user_id, now() AS achieved_at, 'platinum' AS level
     """)
     engine = engine_for(project)
-    engine.deploy(project.rules())
+    deploy_rules(engine, project.rules())
     [result] = engine.backfill(project.rules())
     assert (result.status, result.message) == ("failed", (
         'medal: insert or update on table "user_badge" violates foreign key constraint '

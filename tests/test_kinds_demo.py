@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from plaudit.runtime.deploy import deploy_rules
+
 LEVELS = {
     "points_milestone": "(VALUES ('bronze', 100), ('silver', 500), ('gold', 1000))",
     "consistency_champion": "(VALUES ('bronze', 7), ('silver', 30), ('gold', 90), "
@@ -105,7 +107,7 @@ def test_bundled_rule_matches_naive_sql_on_demo_data(slug, demo_project, engine_
     sql("SELECT * FROM demo_generate(300, 20000)")
     rules = [r for r in demo_project.rules() if r.slug == slug]
     engine = engine_for(demo_project)
-    engine.deploy(rules)
+    deploy_rules(engine, rules)
     [result] = engine.backfill(rules)
     assert result.status == "ok", result.message
     expected = sql(f"SELECT * FROM ({EXPECTED[slug]}) AS e ORDER BY 1, 2")

@@ -145,3 +145,21 @@ def test_a_query_that_tries_to_write_is_stopped_by_the_read_only_transaction(
     assert result.exit_code == 2
     assert "cannot execute nextval() in a read-only transaction" in result.stderr
     assert sql("SELECT last_value FROM users_id_seq") == before
+
+
+def test_preview_and_a_dry_run_leave_out_a_revoked_grant(run_cli, project, sql):
+    """A revoked grant is never granted again (suppressed_grant): preview must not count it
+    as a grant a backfill would add, just as a dry run does not."""
+    project.write("rules/talker.yaml", TALKER)
+    for statement in SEED.strip().split(";\n"):
+        sql(statement)
+    assert run_cli(project, "deploy").exit_code == 0
+    assert run_cli(project, "backfill").exit_code == 0
+    revoked = run_cli(project, "revoke", "talker", "1", "--level", "silver", "--reason", "spam")
+    assert revoked.exit_code == 0, revoked.output
+    result = run_cli(project, "preview", "talker")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "Talker (talker): a backfill would add 0 grants"
+    dry = run_cli(project, "backfill", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    assert '"granted": 0' in dry.stdout

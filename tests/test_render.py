@@ -46,8 +46,8 @@ def test_helpers_render_shape_not_values(project):
         "SELECT c.author_id AS user_id, c.created_at AS occurred_at",
         "FROM comments c",
         "WHERE TRUE",
-        "  AND ($1::bigint IS NULL OR c.post_id = $1::bigint)",
-        "  AND c.body LIKE '100%' || $2::text",
+        "  AND (($1::text[])[1]::bigint IS NULL OR c.post_id = ($1::text[])[1]::bigint)",
+        "  AND c.body LIKE '100%' || ($1::text[])[2]::text",
         "  ",
         "  -- mode: backfill",
     ]

@@ -81,13 +81,12 @@ def test_full_rule_loads_every_field(tmp_path: Path) -> None:
     assert rule.description == "Joins the discussion."
     assert (rule.triggers, rule.tags, rule.enabled) == (("comment_created",), ("community",), True)
     assert rule.params == (Param("challenge_id", "bigint", 9),)
-    assert rule.param("challenge_id").type == "bigint"
     assert rule.levels == (
         Level("bronze", "Chatty", 10, 5, None, 11),
         Level("silver", "Commentator", 100, 25, None, 12),
         Level("gold", "Town Crier", 1000, 100, "icons/crier.svg", 13),
     )
-    assert rule.level("gold").icon == "icons/crier.svg"
+    assert {lv.key: lv for lv in rule.levels}["gold"].icon == "icons/crier.svg"
     assert (rule.period, rule.timezone, rule.revoke, rule.timeout) == (
         "week",
         "Europe/Paris",
@@ -131,7 +130,7 @@ def test_defaults_of_optional_fields(tmp_path: Path) -> None:
     assert rule.enabled is True
     assert rule.params == ()
     assert (rule.period, rule.timezone, rule.revoke, rule.timeout) == (None, None, False, None)
-    assert rule.level("bronze").icon is None
+    assert {lv.key: lv for lv in rule.levels}["bronze"].icon is None
 
 
 def test_empty_optional_values_mean_the_default(tmp_path: Path) -> None:
@@ -144,7 +143,7 @@ def test_points_default_to_zero(tmp_path: Path) -> None:
     rule = load_rule(
         write(tmp_path / "rules", "commentator.yaml", levels("{key: a, name: A, threshold: 1}"))
     )
-    assert rule.level("a").points == 0
+    assert {lv.key: lv for lv in rule.levels}["a"].points == 0
 
 
 def test_decimal_thresholds(tmp_path: Path) -> None:
@@ -179,14 +178,6 @@ def test_award_levels_need_no_thresholds_and_no_order(tmp_path: Path) -> None:
 def test_valid_timeouts(tmp_path: Path, timeout: object) -> None:
     rule = load_rule(write(tmp_path / "rules", "commentator.yaml", VALID + f"timeout: {timeout}\n"))
     assert rule.timeout == str(timeout)
-
-
-def test_rule_lookups_raise_key_error(tmp_path: Path) -> None:
-    rule = load_rule(write(tmp_path / "rules", "commentator.yaml", VALID))
-    with pytest.raises(KeyError):
-        rule.level("platinum")
-    with pytest.raises(KeyError):
-        rule.param("challenge_id")
 
 
 K = "rules/commentator.yaml"

@@ -7,6 +7,48 @@
 -- function would come too late); a timeout is caught here like any other error. Scheduled
 -- jobs cannot do that for each rule: their watchdog cancels instead (007_jobs.sql).
 
+-- A run that wrote no grants, on the run log: skipped (busy) or failed. A failed run marks the
+-- rule dirty, for a backfill to repair what it missed. Every such run is recorded here.
+CREATE OR REPLACE FUNCTION {{ schema }}.record_run(
+    p_badge text,
+    p_mode text,
+    p_status text,
+    p_started timestamptz,
+    p_message text,
+    p_params jsonb DEFAULT '{}'
+) RETURNS bigint
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_run_id bigint;
+BEGIN
+    INSERT INTO {{ schema }}.run AS r (badge, mode, params, status, started_at, finished_at, message)
+    VALUES (p_badge, p_mode, coalesce(p_params, '{}'), p_status, p_started, clock_timestamp(),
+            p_message)
+    RETURNING r.run_id INTO v_run_id;
+    IF p_status = 'failed' THEN
+        UPDATE {{ schema }}.badge AS b SET dirty = true WHERE b.slug = p_badge;
+    END IF;
+    RETURN v_run_id;
+END;
+$function$;
+
+-- What a notification of a new grant carries (run_rule's grants, award_badge's): small, as
+-- NOTIFY allows < 8000 bytes, so the names are cut short.
+CREATE OR REPLACE FUNCTION {{ schema }}.grant_notice(
+    p_user_id {{ user_id_type }},
+    p_badge text,
+    p_level text,
+    p_level_name text,
+    p_scope text,
+    p_achieved_at timestamptz
+) RETURNS text
+LANGUAGE sql IMMUTABLE AS $function$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+        'user_id', p_user_id, 'badge', p_badge, 'level', p_level,
+        'name', left(p_level_name, 200), 'scope', nullif(left(p_scope, 200), ''),
+        'achieved_at', p_achieved_at))::text;
+$function$;
+
 CREATE OR REPLACE FUNCTION {{ schema }}.run_rule(
     p_badge text,
     p_mode text DEFAULT 'backfill',
@@ -79,10 +121,6 @@ BEGIN
         RAISE EXCEPTION 'rule % has no compiled % SQL', p_badge, p_mode
             USING ERRCODE = 'undefined_object', HINT = 'run `plaudit deploy`';
     END IF;
-    IF cardinality(p_params) > 16 OR jsonb_array_length(v_param_defs) > 16 THEN
-        RAISE EXCEPTION 'rule % has more than 16 params', p_badge
-            USING ERRCODE = 'program_limit_exceeded';
-    END IF;
     v_complete := p_mode = 'backfill' AND NOT v_filtered;
     SELECT coalesce(jsonb_object_agg(d.def ->> 'name', p_params[d.i]), '{}')
     INTO v_params
@@ -94,9 +132,8 @@ BEGIN
         message := format('%s: busy (another run holds its lock); skipped', p_badge);
         RAISE NOTICE '%', message;
         IF NOT p_dry_run THEN
-            INSERT INTO {{ schema }}.run AS r (badge, mode, params, status, started_at, finished_at, message)
-            VALUES (p_badge, p_mode, v_params, 'skipped', v_started, clock_timestamp(), message)
-            RETURNING r.run_id INTO v_run_id;
+            v_run_id := {{ schema }}.record_run(p_badge, p_mode, 'skipped', v_started, message,
+                                                v_params);
         END IF;
         RETURN QUERY SELECT v_run_id, 'skipped'::text, 0, 0, '{}'::jsonb, message;
         RETURN;
@@ -117,25 +154,11 @@ BEGIN
         END IF;
         v_session := {{ schema }}.rule_session();
         IF p_dry_run THEN
-            -- what a real run would add: rows not granted yet, per level
-            EXECUTE format($q$
-                WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1, $2))
-                SELECT coalesce(jsonb_object_agg(x.level, x.n), '{}')
-                FROM (
-                    SELECT r.level, count(*) AS n FROM r
-                    WHERE NOT r.is_progress AND NOT EXISTS (
-                        SELECT FROM {{ schema }}.user_badge AS ub
-                        WHERE ub.user_id = r.user_id AND ub.badge = %2$L
-                          AND ub.level = r.level AND ub.scope = r.scope)
-                      AND NOT EXISTS (
-                        SELECT FROM {{ schema }}.suppressed_grant AS sg
-                        WHERE sg.user_id = r.user_id AND sg.badge = %2$L
-                          AND sg.level = r.level AND sg.scope = r.scope)
-                    GROUP BY r.level
-                ) AS x
-            $q$, v_sql, p_badge)
-            INTO v_levels
-            USING p_params, v_path;
+            -- what a real run would add, per level
+            SELECT coalesce(jsonb_object_agg(x.level, x.n), '{}') INTO v_levels
+            FROM (SELECT n.level, count(*) AS n
+                  FROM {{ schema }}.new_grants(p_badge, v_sql, p_params, v_path) AS n
+                  GROUP BY n.level) AS x;
         ELSE
             INSERT INTO {{ schema }}.run AS r (badge, mode, params, status, started_at, finished_at)
             VALUES (p_badge, p_mode, v_params, 'ok', v_started, v_started)
@@ -164,12 +187,9 @@ BEGIN
                     RETURNING ub.user_id, ub.level, ub.scope, ub.achieved_at,
                               (ub.xmax = 0) AS inserted, ub.seen_at IS NULL AS unseen
                 ),
-                -- a small payload (NOTIFY allows < 8000 bytes): the names are cut short
                 notified AS MATERIALIZED (
-                    SELECT pg_notify(%6$L, jsonb_strip_nulls(jsonb_build_object(
-                        'user_id', g.user_id, 'badge', %2$L, 'level', g.level,
-                        'name', left(l.name, 200), 'scope', nullif(left(g.scope, 200), ''),
-                        'achieved_at', g.achieved_at))::text)
+                    SELECT pg_notify(%6$L, {{ schema }}.grant_notice(
+                        g.user_id, %2$L, g.level, l.name, g.scope, g.achieved_at))
                     FROM granted AS g
                     JOIN {{ schema }}.badge_level AS l ON l.badge = %2$L AND l.key = g.level
                     WHERE g.inserted AND g.unseen
@@ -279,10 +299,8 @@ BEGIN
         END IF;
         v_run_id := NULL;
         IF NOT p_dry_run THEN
-            INSERT INTO {{ schema }}.run AS r (badge, mode, params, status, started_at, finished_at, message)
-            VALUES (p_badge, p_mode, v_params, 'failed', v_started, clock_timestamp(), message)
-            RETURNING r.run_id INTO v_run_id;
-            UPDATE {{ schema }}.badge SET dirty = true WHERE slug = p_badge;
+            v_run_id := {{ schema }}.record_run(p_badge, p_mode, 'failed', v_started, message,
+                                                v_params);
         END IF;
         RETURN QUERY SELECT v_run_id, 'failed'::text, 0, 0, '{}'::jsonb, message;
         RETURN;

@@ -185,6 +185,7 @@ END;
 $function$;
 
 DROP FUNCTION IF EXISTS {{ schema }}.batch_rules();
+DROP FUNCTION IF EXISTS {{ schema }}.run_batch(text, boolean, text[]);
 
 -- The batch's events for one rule, back in the queue for that rule alone (event.rule): the
 -- rule was busy in another run. Returns how many.
@@ -203,42 +204,162 @@ BEGIN
 END;
 $function$;
 
--- One rule on the current batch. Unlike a backfill, which skips a busy rule, this waits for
--- the rule's lock, a little: another runner's run of the rule usually ends in milliseconds.
--- A wait longer than that (5 s, or half the rule's timeout if shorter) does not hold the
+-- One rule on the current batch. Unlike a backfill, which skips a busy rule, a runner waits
+-- for the rule's lock, a little (p_wait): another runner's run of the rule usually ends in
+-- milliseconds. A wait longer than that (5 s, or half the rule's timeout if shorter), or any
+-- wait at all for check() (an app's request must not wait for a batch), does not hold the
 -- batch, nor lose its events for the rule, nor mark it dirty: the batch's events for the rule
 -- go back to the queue for that rule only (event.rule), and the run is recorded as skipped.
 -- The run itself is plaudit.run_rule in incremental mode.
-CREATE OR REPLACE FUNCTION {{ schema }}.run_batch_rule(p_badge text)
+DROP FUNCTION IF EXISTS {{ schema }}.run_batch_rule(text);
+DROP FUNCTION IF EXISTS {{ schema }}.run_batch_rule(text, boolean);
+CREATE OR REPLACE FUNCTION {{ schema }}.run_batch_rule(
+    p_badge text,
+    p_wait boolean DEFAULT true,
+    p_timeout interval DEFAULT NULL  -- the rule's timeout (else statement_timeout's)
+)
 RETURNS TABLE (run_id bigint, status text, granted int, progressed int, levels jsonb, message text)
 LANGUAGE plpgsql AS $function$
 DECLARE
     v_started timestamptz := clock_timestamp();
     v_lock_timeout text := current_setting('lock_timeout');
-    v_timeout interval := nullif(current_setting('statement_timeout'), '0')::interval;
+    v_timeout interval := coalesce(
+        p_timeout, nullif(current_setting('statement_timeout'), '0')::interval);
     v_error text;
     v_state text;
     v_deferred int;
 BEGIN
     BEGIN
-        PERFORM set_config('lock_timeout',
-            (extract(epoch FROM least(coalesce(v_timeout / 2, '5s'), '5s')) * 1000)::bigint::text,
-            true);
-        PERFORM pg_advisory_xact_lock(hashtext('{{ schema }}'), hashtext(p_badge));
-        PERFORM set_config('lock_timeout', v_lock_timeout, true);
+        IF NOT p_wait THEN
+            IF NOT pg_try_advisory_xact_lock(hashtext('{{ schema }}'), hashtext(p_badge)) THEN
+                RAISE EXCEPTION 'another run holds its lock' USING ERRCODE = 'lock_not_available';
+            END IF;
+        ELSE
+            PERFORM set_config('lock_timeout',
+                (extract(epoch FROM least(coalesce(v_timeout / 2, '5s'), '5s')) * 1000)::bigint::text,
+                true);
+            PERFORM pg_advisory_xact_lock(hashtext('{{ schema }}'), hashtext(p_badge));
+            PERFORM set_config('lock_timeout', v_lock_timeout, true);
+        END IF;
     EXCEPTION WHEN query_canceled OR lock_not_available OR deadlock_detected THEN
         GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
         v_deferred := {{ schema }}.defer_rule_events(p_badge);
         message := format('%s: busy in another run (%s, SQLSTATE %s); %s event%s deferred to '
                           'the queue for it', p_badge, v_error, v_state, v_deferred,
                           CASE WHEN v_deferred = 1 THEN '' ELSE 's' END);
-        INSERT INTO {{ schema }}.run AS r (badge, mode, status, started_at, finished_at, message)
-        VALUES (p_badge, 'incremental', 'skipped', v_started, clock_timestamp(), message)
-        RETURNING r.run_id INTO run_id;
+        run_id := {{ schema }}.record_run(p_badge, 'incremental', 'skipped', v_started, message);
         RETURN QUERY SELECT run_id, 'skipped'::text, 0, 0, '{}'::jsonb, message;
         RETURN;
     END;
     RETURN QUERY SELECT * FROM {{ schema }}.run_rule(p_badge, 'incremental');
+END;
+$function$;
+
+-- One rule run under a deadline: its own `timeout:`, else p_timeout; NULL for both publishes
+-- none (the caller's statement_timeout bounds the call, as for check()). `incremental` runs
+-- the rule on the current batch (run_batch_rule, p_wait as there), `backfill` a complete
+-- backfill (run_rule).
+--
+-- The one timeout policy for rules inside a longer statement. PostgreSQL arms
+-- statement_timeout once, when a top-level statement starts (a SET inside a function or a
+-- procedure changes nothing for the running statement: tests/test_jobs.py shows it), so a
+-- statement running several rules cannot time-limit each one itself. Instead each rule's
+-- deadline is published in the session's application_name (`plaudit:<epoch ms>:<slug>`,
+-- visible to other sessions at once, without a commit) and a watchdog cancels a session past
+-- its deadline (job_watchdog): pg_cron's watchdog job every minute, `plaudit run`'s own
+-- watchdog thread every 50 ms. run_rule catches the cancellation like any other error: the
+-- run is recorded as failed, the rule is marked dirty, and the loop goes on with the next.
+CREATE OR REPLACE FUNCTION {{ schema }}.run_timed(
+    p_badge text,
+    p_mode text,
+    p_timeout text DEFAULT NULL,
+    p_wait boolean DEFAULT true
+) RETURNS TABLE (run_id bigint, status text, granted int, progressed int, levels jsonb,
+                 message text)
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_timeout text := coalesce(
+        (SELECT b.timeout FROM {{ schema }}.badge AS b WHERE b.slug = p_badge), p_timeout);
+    v_deadline timestamptz := clock_timestamp() + {{ schema }}.timeout_interval(v_timeout);
+    v_application text := current_setting('application_name');
+    v_run record;
+BEGIN
+    BEGIN
+        IF v_deadline IS NOT NULL THEN
+            PERFORM set_config('application_name', left(format('plaudit:%s:%s',
+                ceil(extract(epoch FROM v_deadline) * 1000)::bigint, p_badge), 63), false);
+        END IF;
+        IF p_mode = 'incremental' THEN
+            SELECT * INTO v_run
+            FROM {{ schema }}.run_batch_rule(
+                p_badge, p_wait, {{ schema }}.timeout_interval(v_timeout)) AS r;
+        ELSE
+            SELECT * INTO v_run FROM {{ schema }}.run_rule(p_badge, 'backfill') AS r;
+        END IF;
+        PERFORM set_config('application_name', v_application, false);
+    EXCEPTION WHEN query_canceled THEN
+        -- the watchdog's cancel arrived just after run_rule had finished: this block's work,
+        -- the rule's grants included, is rolled back, so the rule is marked for backfill
+        message := format('%s: timed out after %s (cancelled by the watchdog)',
+                          p_badge, v_timeout);
+        run_id := {{ schema }}.record_run(p_badge, p_mode, 'failed',
+                                          v_deadline - {{ schema }}.timeout_interval(v_timeout),
+                                          message);
+        RETURN QUERY SELECT run_id, 'failed'::text, 0, 0, '{}'::jsonb, message;
+        RETURN;
+    END;
+    run_id := v_run.run_id;
+    status := v_run.status;
+    granted := v_run.granted;
+    progressed := v_run.progressed;
+    levels := v_run.levels;
+    message := v_run.message;
+    IF status = 'failed' AND message LIKE '%(SQLSTATE 57014)%' AND clock_timestamp() >= v_deadline
+    THEN
+        message := format('%s: timed out after %s (cancelled by the watchdog)',
+                          p_badge, v_timeout);
+        UPDATE {{ schema }}.run AS r SET message = run_timed.message
+        WHERE r.run_id = run_timed.run_id;
+    END IF;
+    RETURN NEXT;
+END;
+$function$;
+
+-- THE event loop: run the rules the session's batch (pg_temp.plaudit_batch) triggers, in run
+-- order, each in incremental mode under its deadline (run_timed), asking after each rule which
+-- one comes next, because a rule's grants join the batch as `badge:<slug>` events that trigger
+-- the rules reading them. `plaudit run` (one statement per batch), check(), the events job,
+-- award/revoke (recheck_readers) and a backfill's dependents all run batches through it.
+-- p_timeout: the default rule timeout (NULL: none published); p_wait: wait a little for a busy
+-- rule (runners) or defer its events at once (check); p_exclude: rules not to run (a
+-- backfill runs them next). One row per rule run, `moved` read back from its run row.
+CREATE OR REPLACE FUNCTION {{ schema }}.run_batch(
+    p_timeout text DEFAULT NULL,
+    p_wait boolean DEFAULT true,
+    p_exclude text[] DEFAULT '{}'
+) RETURNS TABLE (badge text, run_id bigint, status text, granted int, progressed int,
+                 moved int, levels jsonb, message text, seconds double precision)
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_slug text;
+    v_run record;
+BEGIN
+    LOOP
+        v_slug := {{ schema }}.next_batch_rule(v_slug, p_exclude);
+        EXIT WHEN v_slug IS NULL;
+        SELECT * INTO v_run FROM {{ schema }}.run_timed(v_slug, 'incremental', p_timeout, p_wait);
+        badge := v_slug;
+        run_id := v_run.run_id;
+        status := v_run.status;
+        granted := v_run.granted;
+        progressed := v_run.progressed;
+        levels := v_run.levels;
+        message := v_run.message;
+        SELECT coalesce(r.moved, 0), extract(epoch FROM r.finished_at - r.started_at)
+        INTO moved, seconds
+        FROM {{ schema }}.run AS r WHERE r.run_id = v_run.run_id;
+        RETURN NEXT;
+    END LOOP;
 END;
 $function$;
 
@@ -255,44 +376,9 @@ LANGUAGE sql STABLE AS $function$
     ORDER BY ub.run_id, ub.achieved_at, ub.user_id, l.position, ub.scope;
 $function$;
 
--- One batch from the queue, in one statement: for pg_cron and psql. `plaudit run` runs the
--- same steps as separate statements so that each rule gets its own statement_timeout.
-CREATE OR REPLACE FUNCTION {{ schema }}.process_events(p_limit int DEFAULT 1000)
-RETURNS TABLE (events int, runs int, granted int, failed int)
-LANGUAGE plpgsql AS $function$
-DECLARE
-    v_slug text;
-    v_run record;
-BEGIN
-    events := {{ schema }}.take_events(p_limit);
-    runs := 0;
-    granted := 0;
-    failed := 0;
-    LOOP
-        v_slug := {{ schema }}.next_batch_rule(v_slug);
-        EXIT WHEN v_slug IS NULL;
-        SELECT * INTO v_run FROM {{ schema }}.run_batch_rule(v_slug);
-        runs := runs + 1;
-        granted := granted + v_run.granted;
-        failed := failed + (v_run.status = 'failed')::int;
-    END LOOP;
-    RETURN NEXT;
-END;
-$function$;
-
--- Drain the queue, one committed transaction per batch: CALL plaudit.run_events();
-CREATE OR REPLACE PROCEDURE {{ schema }}.run_events(p_batch_size int DEFAULT 1000)
-LANGUAGE plpgsql AS $procedure$
-DECLARE
-    v_events int;
-BEGIN
-    LOOP
-        SELECT p.events INTO v_events FROM {{ schema }}.process_events(p_batch_size) AS p;
-        COMMIT;
-        EXIT WHEN v_events < p_batch_size;
-    END LOOP;
-END;
-$procedure$;
+-- Left over from before the one event loop: `CALL plaudit.job_events()` drains the queue.
+DROP FUNCTION IF EXISTS {{ schema }}.process_events(int);
+DROP PROCEDURE IF EXISTS {{ schema }}.run_events(int);
 
 -- Run the rules that the given events trigger, now, in the caller's transaction, and return
 -- the grants they add. Nothing is enqueued or consumed: when the same events are also in the
@@ -305,23 +391,13 @@ RETURNS TABLE (user_id {{ user_id_type }}, badge text, level text, scope text, b
                level_name text, points int, achieved_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
-    v_runs bigint[] := '{}';
-    v_slug text;
-    v_run record;
+    v_runs bigint[];
 BEGIN
     PERFORM {{ schema }}.batch_fill(p_events);
-    LOOP
-        v_slug := {{ schema }}.next_batch_rule(v_slug);
-        EXIT WHEN v_slug IS NULL;
-        SELECT * INTO v_run FROM {{ schema }}.run_rule(v_slug, 'incremental');
-        IF v_run.granted > 0 THEN
-            v_runs := v_runs || v_run.run_id;
-        ELSIF v_run.status = 'skipped' THEN
-            -- busy elsewhere: its events (grants of the rules it reads among them) wait in
-            -- the queue for it, as a runner's batch would leave them
-            PERFORM {{ schema }}.defer_rule_events(v_slug);
-        END IF;
-    END LOOP;
+    -- a busy rule is skipped, its events (grants of the rules it reads among them) left in the
+    -- queue for it, as a runner's batch would leave them
+    v_runs := ARRAY(SELECT r.run_id FROM {{ schema }}.run_batch(NULL, false) AS r
+                    WHERE r.granted > 0);
     DELETE FROM pg_temp.plaudit_batch;
     RETURN QUERY SELECT * FROM {{ schema }}.run_grants(v_runs);
 END;

@@ -162,14 +162,12 @@ $function$;
 
 -- A grant added or removed outside a rule run (award, revoke) is an event for the rules that
 -- read that badge: they re-check the user now, in the caller's transaction, in run order
--- (the loop of next_batch_rule, each rule waiting for its lock like a batch does).
+-- (plaudit.run_batch, each rule waiting for its lock like a runner's batch does).
 -- p_events: [{user_id, occurred_at, level, scope}], occurred_at being the grant's date (a
 -- revoked grant's old date, so that no shortcut trusts what it removed).
 CREATE OR REPLACE FUNCTION {{ schema }}.recheck_readers(p_badge text, p_events jsonb)
 RETURNS void
 LANGUAGE plpgsql AS $function$
-DECLARE
-    v_slug text;
 BEGIN
     IF jsonb_array_length(p_events) = 0 OR NOT EXISTS (
         SELECT FROM {{ schema }}.badge AS d
@@ -182,11 +180,7 @@ BEGIN
            jsonb_build_object('level', x.level, 'scope', x.scope)
     FROM jsonb_to_recordset(p_events)
         AS x (user_id {{ user_id_type }}, occurred_at timestamptz, level text, scope text);
-    LOOP
-        v_slug := {{ schema }}.next_batch_rule(v_slug);
-        EXIT WHEN v_slug IS NULL;
-        PERFORM {{ schema }}.run_batch_rule(v_slug);
-    END LOOP;
+    PERFORM FROM {{ schema }}.run_batch();
     DELETE FROM pg_temp.plaudit_batch;
 END;
 $function$;
@@ -228,11 +222,8 @@ BEGIN
         INSERT INTO {{ schema }}.grant_log
             (user_id, badge, level, scope, action, source, reason, achieved_at)
         VALUES (p_user_id, p_badge, v_level, v_scope, 'award', 'manual', p_reason, v_at);
-        -- the payload of run_rule's notifications
-        PERFORM pg_notify(v_channel, jsonb_strip_nulls(jsonb_build_object(
-            'user_id', p_user_id, 'badge', p_badge, 'level', v_level,
-            'name', left(l.name, 200), 'scope', nullif(left(v_scope, 200), ''),
-            'achieved_at', v_at))::text)
+        PERFORM pg_notify(v_channel, {{ schema }}.grant_notice(
+            p_user_id, p_badge, v_level, l.name, v_scope, v_at))
         FROM {{ schema }}.badge_level AS l
         WHERE l.badge = p_badge AND l.key = v_level;
         PERFORM {{ schema }}.recheck_readers(p_badge, jsonb_build_array(jsonb_build_object(

@@ -2,12 +2,41 @@
 -- Rendered with {{ schema }} like the other schema files.
 --
 -- Both take a rule's compiled SQL as rendered from the rule file (which need not be deployed
--- yet), bound like run_rule binds it: params as text, $1..$16. Neither writes: the caller runs
+-- yet), bound like run_rule binds it: the params as one text array, $1. Neither writes: the caller runs
 -- preview in a read-only transaction that it rolls back, and tests in a scratch schema inside
 -- a transaction that it rolls back.
 
+-- The grants a run of the rule would add, without adding them: its rows not granted yet and
+-- not revoked (suppressed_grant), what run_rule inserts. A dry run (run_rule) counts them,
+-- preview counts and samples them: one definition, so the two cannot disagree.
+CREATE OR REPLACE FUNCTION {{ schema }}.new_grants(
+    p_badge text,
+    p_sql text,
+    p_params text[],
+    p_search_path text
+) RETURNS TABLE (user_id {{ user_id_type }}, level text, scope text, achieved_at timestamptz,
+                 value numeric)
+LANGUAGE plpgsql AS $function$
+BEGIN
+    RETURN QUERY EXECUTE format($q$
+        SELECT r.user_id, r.level, r.scope, r.achieved_at, r.value
+        FROM {{ schema }}.rule_rows(%1$L, $1, $2) AS r
+        WHERE NOT r.is_progress
+          AND NOT EXISTS (
+            SELECT FROM {{ schema }}.user_badge AS ub
+            WHERE ub.user_id = r.user_id AND ub.badge = %2$L
+              AND ub.level = r.level AND ub.scope = r.scope)
+          AND NOT EXISTS (
+            SELECT FROM {{ schema }}.suppressed_grant AS sg
+            WHERE sg.user_id = r.user_id AND sg.badge = %2$L
+              AND sg.level = r.level AND sg.scope = r.scope)
+    $q$, p_sql, p_badge)
+    USING p_params, p_search_path;
+END;
+$function$;
+
 -- What a backfill of the rule would do, without doing it: per level the grants it would add
--- (rows not granted yet), and a sample of them. Returns
+-- (new_grants), and a sample of them. Returns
 -- {"levels": {level: n}, "sample": [{user_id, level, scope, achieved_at, value}]}.
 CREATE OR REPLACE FUNCTION {{ schema }}.preview_rule(
     p_badge text,
@@ -19,31 +48,21 @@ LANGUAGE plpgsql AS $function$
 DECLARE
     v_result jsonb;
 BEGIN
-    IF cardinality(p_params) > 16 THEN
-        RAISE EXCEPTION 'rule % has more than 16 params', p_badge;
-    END IF;
-    EXECUTE format($q$
-        WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1, $2)),
-        new AS MATERIALIZED (
-            SELECT r.user_id::text AS user_id, r.level, r.scope, r.achieved_at, r.value
-            FROM r
-            WHERE NOT r.is_progress AND NOT EXISTS (
-                SELECT FROM {{ schema }}.user_badge AS ub
-                WHERE ub.user_id = r.user_id AND ub.badge = %2$L
-                  AND ub.level = r.level AND ub.scope = r.scope)
-        )
-        SELECT jsonb_build_object(
-            'levels', (SELECT coalesce(jsonb_object_agg(x.level, x.n), '{}')
-                       FROM (SELECT level, count(*) AS n FROM new GROUP BY level) AS x),
-            'sample', (SELECT coalesce(jsonb_agg(s ORDER BY s.achieved_at, s.user_id, s.level, s.scope), '[]')
-                       FROM (SELECT * FROM new
-                             ORDER BY achieved_at, user_id, level, scope
-                             LIMIT %3$s) AS s))
-    $q$, p_sql, p_badge, p_sample)
-    INTO v_result
-    USING p_params, coalesce(
-        (SELECT m.value FROM {{ schema }}.meta AS m WHERE m.key = 'rule_search_path'),
-        current_setting('search_path'));
+    WITH new AS MATERIALIZED (
+        SELECT n.user_id::text AS user_id, n.level, n.scope, n.achieved_at, n.value
+        FROM {{ schema }}.new_grants(p_badge, p_sql, p_params, coalesce(
+            (SELECT m.value FROM {{ schema }}.meta AS m WHERE m.key = 'rule_search_path'),
+            current_setting('search_path'))) AS n
+    )
+    SELECT jsonb_build_object(
+        'levels', (SELECT coalesce(jsonb_object_agg(x.level, x.n), '{}')
+                   FROM (SELECT new.level, count(*) AS n FROM new GROUP BY new.level) AS x),
+        'sample', (SELECT coalesce(jsonb_agg(s ORDER BY s.achieved_at, s.user_id, s.level,
+                                             s.scope), '[]')
+                   FROM (SELECT * FROM new
+                         ORDER BY new.achieved_at, new.user_id, new.level, new.scope
+                         LIMIT p_sample) AS s))
+    INTO v_result;
     RETURN v_result;
 END;
 $function$;

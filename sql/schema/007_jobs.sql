@@ -3,17 +3,9 @@
 -- and the runner role of `plaudit init --runner-role`. Re-runnable (IF NOT EXISTS, CREATE OR
 -- REPLACE). Rendered with {{ schema }} like the other schema files.
 --
--- Why a watchdog. PostgreSQL arms statement_timeout once, when a top-level statement starts,
--- with the value it has then. A CALL is one top-level statement, however many transactions
--- its procedure commits: a SET (even after a COMMIT) inside it changes nothing for the
--- running CALL, and the timer armed for the CALL fires once, for the whole job, and is then
--- gone (measured on PostgreSQL 15; README, "Running as database jobs"). A procedure cannot
--- time-limit one of its own steps, so each rule a job runs publishes its deadline in the
--- session's application_name (`plaudit:<epoch>:<slug>`, visible to other sessions at once,
--- without a commit) and a watchdog job cancels a session past its deadline. run_rule catches
--- the cancellation like any other error: the run is recorded as failed, the rule is marked
--- dirty, and the job goes on with the next rule. The CLI does not need this: it issues each
--- rule as its own statement, under its own statement_timeout.
+-- Why a watchdog: rules inside one statement (a batch, a job) cannot time-limit themselves
+-- (run_timed in 004_events.sql explains it); each publishes its deadline and the watchdog job
+-- cancels a session past it, every minute. `plaudit run` watches its own session itself.
 
 -- Failed runs of the last day (`plaudit status`) and retention read run rows by time.
 CREATE INDEX IF NOT EXISTS run_started_idx ON {{ schema }}.run (started_at);
@@ -26,72 +18,25 @@ LANGUAGE sql IMMUTABLE AS $function$
                 ELSE btrim(p_timeout)::interval END;
 $function$;
 
--- One rule run inside a job: `incremental` on the current batch (run_batch_rule) or a complete
--- `backfill` (run_rule), with its deadline published for the watchdog while it runs.
-CREATE OR REPLACE FUNCTION {{ schema }}.job_run_rule(
-    p_badge text,
-    p_mode text,
-    p_timeout text DEFAULT '60s'
-) RETURNS TABLE (run_id bigint, status text, granted int, message text)
-LANGUAGE plpgsql AS $function$
-DECLARE
-    v_timeout text := coalesce(
-        (SELECT b.timeout FROM {{ schema }}.badge AS b WHERE b.slug = p_badge), p_timeout);
-    v_deadline timestamptz := clock_timestamp() + {{ schema }}.timeout_interval(v_timeout);
-    v_application text := current_setting('application_name');
-    v_run record;
-BEGIN
-    BEGIN
-        PERFORM set_config('application_name', left(format('plaudit:%s:%s',
-            ceil(extract(epoch FROM v_deadline))::bigint, p_badge), 63), false);
-        IF p_mode = 'incremental' THEN
-            SELECT * INTO v_run FROM {{ schema }}.run_batch_rule(p_badge) AS r;
-        ELSE
-            SELECT * INTO v_run FROM {{ schema }}.run_rule(p_badge, 'backfill') AS r;
-        END IF;
-        PERFORM set_config('application_name', v_application, false);
-    EXCEPTION WHEN query_canceled THEN
-        -- the watchdog's cancel arrived just after run_rule had finished: this block's work,
-        -- the rule's grants included, is rolled back, so the rule is marked for backfill
-        message := format('%s: timed out after %s (cancelled by the watchdog job)',
-                          p_badge, v_timeout);
-        INSERT INTO {{ schema }}.run AS r (badge, mode, status, started_at, finished_at, message)
-        VALUES (p_badge, p_mode, 'failed', v_deadline - {{ schema }}.timeout_interval(v_timeout),
-                clock_timestamp(), message)
-        RETURNING r.run_id INTO run_id;
-        UPDATE {{ schema }}.badge AS b SET dirty = true WHERE b.slug = p_badge;
-        status := 'failed';
-        granted := 0;
-        RETURN NEXT;
-        RETURN;
-    END;
-    run_id := v_run.run_id;
-    status := v_run.status;
-    granted := v_run.granted;
-    message := v_run.message;
-    IF status = 'failed' AND message LIKE '%(SQLSTATE 57014)%' AND clock_timestamp() >= v_deadline
-    THEN
-        message := format('%s: timed out after %s (cancelled by the watchdog job)',
-                          p_badge, v_timeout);
-        UPDATE {{ schema }}.run AS r SET message = job_run_rule.message
-        WHERE r.run_id = job_run_rule.run_id;
-    END IF;
-    RETURN NEXT;
-END;
-$function$;
+-- Replaced by plaudit.run_timed (004_events.sql), which every rule run under a deadline uses.
+DROP FUNCTION IF EXISTS {{ schema }}.job_run_rule(text, text, text);
 
--- Cancel the rule runs of this database's jobs that are past their deadline; returns how many.
--- Run every minute by the watchdog job, so a rule's timeout holds to the minute in jobs.
-CREATE OR REPLACE FUNCTION {{ schema }}.job_watchdog() RETURNS int
+-- Cancel the rule runs past their deadline (published by run_timed) of this database's
+-- sessions, or of session p_pid only; returns how many. Run every minute by the watchdog job,
+-- so a rule's timeout holds to the minute in jobs, and every 50 ms for its own session by
+-- `plaudit run`'s watchdog thread.
+DROP FUNCTION IF EXISTS {{ schema }}.job_watchdog();
+CREATE OR REPLACE FUNCTION {{ schema }}.job_watchdog(p_pid int DEFAULT NULL) RETURNS int
 LANGUAGE sql AS $function$
     WITH overdue AS MATERIALIZED (
         SELECT a.pid
         FROM pg_stat_activity AS a
         WHERE a.datname = current_database()
           AND a.pid <> pg_backend_pid()
-          AND a.application_name ~ '^plaudit:[0-9]{1,12}:'
+          AND (p_pid IS NULL OR a.pid = p_pid)
+          AND a.application_name ~ '^plaudit:[0-9]{1,15}:'
           AND split_part(a.application_name, ':', 2)::bigint
-              <= extract(epoch FROM clock_timestamp())
+              <= extract(epoch FROM clock_timestamp()) * 1000
     )
     SELECT count(*) FILTER (WHERE pg_cancel_backend(o.pid))::int FROM overdue AS o;
 $function$;
@@ -159,7 +104,6 @@ CREATE OR REPLACE PROCEDURE {{ schema }}.job_events(
 LANGUAGE plpgsql AS $procedure$
 DECLARE
     v_events int;
-    v_slug text;
     v_run record;
     v_runs int := 0;
     v_failed text[] := '{}';
@@ -170,11 +114,7 @@ BEGIN
     END IF;
     LOOP
         v_events := {{ schema }}.take_events(p_batch_size);
-        v_slug := NULL;
-        LOOP
-            v_slug := {{ schema }}.next_batch_rule(v_slug);
-            EXIT WHEN v_slug IS NULL;
-            SELECT * INTO v_run FROM {{ schema }}.job_run_rule(v_slug, 'incremental', p_timeout);
+        FOR v_run IN SELECT * FROM {{ schema }}.run_batch(p_timeout) LOOP
             v_runs := v_runs + 1;
             IF v_run.status = 'failed' THEN
                 v_failed := v_failed || v_run.message;
@@ -203,7 +143,7 @@ DECLARE
 BEGIN
     -- the list is fixed before the first commit: a rule repaired by the loop stays in it
     FOREACH v_slug IN ARRAY ARRAY(SELECT d.slug FROM {{ schema }}.due_rules() AS d) LOOP
-        SELECT * INTO v_run FROM {{ schema }}.job_run_rule(v_slug, 'backfill', p_timeout);
+        SELECT * INTO v_run FROM {{ schema }}.run_timed(v_slug, 'backfill', p_timeout);
         v_runs := v_runs + 1;
         IF v_run.status = 'failed' THEN
             v_failed := v_failed || v_run.message;

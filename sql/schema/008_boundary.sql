@@ -31,9 +31,6 @@ LANGUAGE plpgsql SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS $function$
 BEGIN
-    IF pg_catalog.cardinality(p_params) OPERATOR(pg_catalog.>) 16 THEN
-        RAISE EXCEPTION 'a rule has at most 16 params' USING ERRCODE = 'program_limit_exceeded';
-    END IF;
     -- The rule runs in a subtransaction that is then rolled back on purpose: the rows it
     -- returned stay (a function's result is not transactional), and whatever else it did to
     -- the session goes with the subtransaction: settings it changed, even with a plain SET
@@ -46,10 +43,7 @@ BEGIN
             'SELECT r.user_id::{{ user_id_type }}, r.scope::text, r.level::text, '
             'r.achieved_at::timestamptz, r.value::numeric, r.meta::jsonb, '
             'r.is_progress::boolean FROM (%s) AS r', p_sql)
-        USING p_params[1], p_params[2], p_params[3], p_params[4], p_params[5],
-              p_params[6], p_params[7], p_params[8], p_params[9], p_params[10],
-              p_params[11], p_params[12], p_params[13], p_params[14], p_params[15],
-              p_params[16];
+        USING p_params;  -- one array: the rule reads ($1::text[])[n]
         RAISE EXCEPTION USING ERRCODE = 'P0P01';  -- the rollback, not an error
     EXCEPTION WHEN SQLSTATE 'P0P01' THEN
         NULL;
@@ -78,14 +72,7 @@ RETURNS SETOF text
 LANGUAGE plpgsql SECURITY INVOKER AS $function$
 BEGIN
     -- planned, never executed: nothing of the rule runs here
-    IF cardinality(p_params) > 16 THEN
-        RAISE EXCEPTION 'a rule has at most 16 params' USING ERRCODE = 'program_limit_exceeded';
-    END IF;
-    RETURN QUERY EXECUTE 'EXPLAIN ' || p_sql
-    USING p_params[1], p_params[2], p_params[3], p_params[4], p_params[5],
-          p_params[6], p_params[7], p_params[8], p_params[9], p_params[10],
-          p_params[11], p_params[12], p_params[13], p_params[14], p_params[15],
-          p_params[16];
+    RETURN QUERY EXECUTE 'EXPLAIN ' || p_sql USING p_params;
 END;
 $function$;
 

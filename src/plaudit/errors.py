@@ -60,12 +60,6 @@ class RenderError(PlauditError):
     exit_code = 1
 
 
-class RuleFailed(PlauditError):
-    """A rule run failed in the database (exit 1)."""
-
-    exit_code = 1
-
-
 class DatabaseError(PlauditError):
     """An unexpected database error, wrapped once with what plaudit was doing."""
 

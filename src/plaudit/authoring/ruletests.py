@@ -27,11 +27,12 @@ from plaudit.authoring.testcases import Case
 from plaudit.errors import PlauditError
 from plaudit.model.config import Config
 from plaudit.model.denylist import forbidden_calls
-from plaudit.model.dependencies import event_types, ordered, references
+from plaudit.model.dependencies import event_types, references
 from plaudit.model.rules import Rule
 from plaudit.runtime.contract import describe_columns
 from plaudit.runtime.db import Database, describe, render_sql
-from plaudit.runtime.engine import Engine, definition
+from plaudit.runtime.deploy import deploy_rules
+from plaudit.runtime.engine import Engine
 from plaudit.sqlfiles import query
 from plaudit.sqlgen.analysis import relations
 from plaudit.sqlgen.render import plain_select_problem, render_query
@@ -70,7 +71,8 @@ def run_cases(
     db = Database(conn, scratch)
     outcomes: list[Outcome] = []
     with conn.transaction(force_rollback=True):
-        Engine(db, scratch_config).init()
+        engine = Engine(db, scratch_config)
+        engine.init()
         # the rules run as the site's runner role, as they would in production
         db.one("adopt_rule_role", [_rule_role(Database(conn, config.schema))])
         db.execute("set_timezone", [config.timezone])
@@ -79,12 +81,12 @@ def run_cases(
         for case in cases:
             for rule in _with_dependencies(case.rule, by_slug):
                 needed[rule.slug] = rule
-        for rule in ordered(list(needed.values())):
-            db.execute("deploy_badge", [json.dumps(definition(rule, scratch_config))])
+        # deployed the production way; the queries' tables exist only inside each case
+        deploy_rules(engine, list(needed.values()), contracts=False)
         for case in cases:
-            chain = ordered(_with_dependencies(case.rule, by_slug))
+            chain = engine.run_order(_with_dependencies(case.rule, by_slug))
             for mode in case.modes:
-                outcomes.append(_run(db, scratch_config, config, case, chain, mode))
+                outcomes.append(_run(engine, config, case, chain, mode))
     return outcomes
 
 
@@ -108,25 +110,35 @@ def _with_dependencies(rule: Rule, by_slug: dict[str, Rule]) -> list[Rule]:
     return list(found.values())
 
 
-def _run(
-    db: Database, scratch: Config, config: Config, case: Case, chain: list[Rule], mode: str
-) -> Outcome:
+def _run(engine: Engine, config: Config, case: Case, chain: list[Rule], mode: str) -> Outcome:
+    """One case in one mode, run the way production runs rules: a backfill of each rule in
+    run order (Engine.run_rule, its dependents re-checked), or the event loop on a batch of
+    the case's events (Engine.run_batch_rules). Rolled back afterwards."""
+    db = engine.db
     zone = ZoneInfo(config.timezone)
     outcome = Outcome(case, mode, expected=[_expected(g, zone) for g in case.expect])
     try:
         with db.conn.transaction(force_rollback=True):
-            _tables(db, scratch, case, chain, mode, config)
+            _tables(db, engine.config, case, chain, mode, config)
+            unknown = sorted(set(case.params) - {p.name for p in case.rule.params})
+            if unknown:
+                raise CaseError(f"unknown param {', '.join(unknown)}")
             if mode == "incremental":
+                if case.params:
+                    raise CaseError("params apply to backfills only: give `modes: [backfill]`")
                 db.execute("test_batch", [json.dumps(_batch(case), default=_json)])
-            for rule in chain:
-                params = case.params if rule is case.rule else {}
-                values = [params.get(p.name) for p in rule.params]
-                unknown = sorted(set(params) - {p.name for p in rule.params})
-                if rule is case.rule and unknown:
-                    raise CaseError(f"unknown param {', '.join(unknown)}")
-                row = db.one("run_rule", [rule.slug, mode, values, False, False])
-                if row is not None and row["status"] != "ok":
-                    raise CaseError(f"{row['message']}")
+                runs = engine.run_batch_rules()
+            else:
+                runs = [
+                    engine.run_rule(
+                        rule, "backfill", case.params if rule is case.rule else {},
+                        then=[r.slug for r in chain[index + 1:]],
+                    )
+                    for index, rule in enumerate(chain)
+                ]
+            for run in runs:
+                if run.status != "ok":
+                    raise CaseError(f"{run.message}")
             outcome.actual = [
                 (r["user_id"], r["level"], r["scope"], r["achieved_at"])
                 for r in db.execute("test_grants", [case.rule.slug])

@@ -108,7 +108,7 @@ def _cases(
         given = _given(fields, spec)
         events = _events(fields, spec)
         params = fields.field(spec, "params", lambda v: isinstance(v, dict), "must be a mapping")
-        case_modes = _modes(fields, spec, rule)
+        case_modes = _modes(fields, spec, rule, bool(params))
         if "expect" not in spec:
             fields.problem(line, f"test case '{name}' has no expect: (use [] for no grants)")
         expect = _expect(fields, spec, rule)
@@ -163,15 +163,22 @@ def _events(fields: Fields, spec: LocatedDict) -> list[dict[str, Any]] | None:
     return result
 
 
-def _modes(fields: Fields, spec: LocatedDict, rule: Rule) -> tuple[str, ...]:
+def _modes(fields: Fields, spec: LocatedDict, rule: Rule, params: bool) -> tuple[str, ...]:
+    """The modes a case runs in: the rule's, or those it names. Params are for backfills
+    only (incremental runs take none), so a case with params runs in backfill mode."""
+    allowed = ("backfill",) if params else modes(rule)
     chosen = fields.field(spec, "modes", lambda v: isinstance(v, list), "must be a list")
     if chosen is None:
-        return modes(rule)
+        return allowed
     for index, mode in enumerate(chosen):
-        if mode not in modes(rule):
-            message = f"mode '{mode}' is not one of the rule's modes ({', '.join(modes(rule))})"
+        if mode not in allowed:
+            message = (
+                f"mode '{mode}' is not one of the rule's modes ({', '.join(modes(rule))})"
+                if mode not in modes(rule)
+                else f"mode '{mode}' takes no params: params apply to backfills only"
+            )
             fields.problem(chosen.item_line(index), message)
-    return tuple(m for m in modes(rule) if m in chosen)
+    return tuple(m for m in allowed if m in chosen)
 
 
 def _expect(fields: Fields, spec: LocatedDict, rule: Rule) -> list[dict[str, Any]]:

@@ -36,10 +36,6 @@ class Validation:
     rules: list[Rule] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
 
 def validate(config: Config) -> Validation:
     """Check the project's rule files (offline)."""

@@ -1,6 +1,6 @@
-"""The analyst's commands: `validate`, `lint`, `test` and `preview` (deploy is in cli.py).
+"""The analyst's commands: `validate`, `lint`, `test` and `preview` (deploy is in cli/rules.py).
 
-Registered on the `plaudit` group by importing this module (cli.py does, at its end).
+Registered on the `plaudit` group in cli/main.py.
 Findings are data: `file:line: message` lines on stdout; the verdict goes to stderr.
 """
 

@@ -1,6 +1,6 @@
 """The incremental commands: `track` enqueues an event, `run` processes the queue.
 
-Registered on the `plaudit` group by importing this module (cli.py does, at its end).
+Registered on the `plaudit` group in cli/main.py.
 """
 
 from __future__ import annotations

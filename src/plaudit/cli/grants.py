@@ -1,6 +1,6 @@
 """Manual grants: `award` and `revoke`, each with a reason kept in `plaudit.grant_log`.
 
-Registered on the `plaudit` group by importing this module (cli.py does, at its end).
+Registered on the `plaudit` group in cli/main.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Running as database jobs: `schedule` installs, shows or removes the pg_cron jobs, `status`
-says whether anything needs attention. (`init --runner-role` is in cli.py.)
+says whether anything needs attention. (`init --runner-role` is in cli/rules.py.)
 
-Registered on the `plaudit` group by importing this module (cli.py does, at its end).
+Registered on the `plaudit` group in cli/main.py.
 """
 
 from __future__ import annotations

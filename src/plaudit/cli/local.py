@@ -8,6 +8,7 @@ from plaudit.cli.common import App
 from plaudit.cli.progress import ProgressLine
 from plaudit.cli.rules import backfill, user
 from plaudit.local.cluster import embedded_cluster
+from plaudit.runtime.deploy import deploy_rules
 
 
 @click.group()
@@ -57,7 +58,7 @@ def demo_command(app: App, users: int, activities: int) -> None:
             counts = load_demo_data(engine.db, users, activities)
             line.done(", ".join(f"{n:,} {t}" for t, n in counts.items()))
         engine.init()
-        engine.deploy(app.rules)
+        deploy_rules(engine, app.rules, complete=True)
     ctx = click.get_current_context()
     ctx.invoke(backfill)
     _demo_live_events(app)

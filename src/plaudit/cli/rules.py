@@ -124,7 +124,7 @@ def render_command(app: App, slug: str, mode: str, params: tuple[str, ...]) -> N
     click.echo(f"-- {rule.slug} ({rule.kind}), {mode} mode")
     for position, (param, value) in enumerate(zip(rule.params, values, strict=True), start=1):
         shown = "NULL" if value is None else "'" + value.replace("'", "''") + "'"
-        click.echo(f"-- ${position} = {shown}  ({param.name} {param.type})")
+        click.echo(f"-- $1[{position}] = {shown}  ({param.name} {param.type})")
     click.echo(render(rule, mode, app.config).sql)
 
 

@@ -1,9 +1,10 @@
-"""Composite rules: which rules read other badges' grants, and the order to run them in.
+"""Composite rules: which rules read other badges' grants, and the cycles they must not form.
 
 A rule's query may read another badge's grants through `badge('slug')`. The references are
 found statically in the Jinja syntax tree (like dbt's `ref()`), so they are known offline
-and without rendering: the slug must be a literal. A rule runs after every rule it
-references, and a cycle is a validation error naming the rules in it.
+and without rendering: the slug must be a literal. A cycle is a validation error naming the
+rules in it. Deploy records the references (definition.depends_on); the one order rules run
+in is the database's (`plaudit.badge_run_order`, read by Engine.run_order).
 
 Grants are events for the rules that read them: a rule reading badge('x') is triggered by
 `badge:x` events besides its own triggers (`event_types()`), which a run of `x` adds to the
@@ -86,24 +87,6 @@ def check(rules: Sequence[Rule]) -> None:
     problems += _cycle_problems(rules)
     if problems:
         raise RuleError(problems)
-
-
-def ordered(rules: Sequence[Rule]) -> list[Rule]:
-    """`rules` with every rule after the rules it references (references to rules not in
-    `rules` are ignored). Otherwise the given order is kept. A cycle raises RuleError."""
-    problems = _cycle_problems(rules)
-    if problems:
-        raise RuleError(problems)
-    given = {rule.slug for rule in rules}
-    waiting = {rule.slug: set(references(rule)) & given for rule in rules}
-    done: set[str] = set()
-    result: list[Rule] = []
-    while len(result) < len(rules):
-        # the first rule (in the given order) whose dependencies have all run
-        rule = next(r for r in rules if r.slug not in done and waiting[r.slug] <= done)
-        result.append(rule)
-        done.add(rule.slug)
-    return result
 
 
 def _cycle_problems(rules: Sequence[Rule]) -> list[Problem]:

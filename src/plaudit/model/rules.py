@@ -77,12 +77,6 @@ class Rule:
     line: int = 1
     file: str = ""  # display name used in messages ("rules/x.yaml"); defaults to path
 
-    def level(self, key: str) -> Level:
-        return {level.key: level for level in self.levels}[key]
-
-    def param(self, name: str) -> Param:
-        return {param.name: param for param in self.params}[name]
-
     def location(self, query_offset: int = 0) -> str:
         """The "rules/x.yaml:<line>" of the 0-based line `query_offset` inside the query."""
         return f"{self.file or self.path.as_posix()}:{self.query_line + query_offset}"

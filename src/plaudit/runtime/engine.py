@@ -15,11 +15,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from plaudit.errors import RenderError
+import psycopg
+
+from plaudit.errors import ConfigError, RenderError
 from plaudit.model.config import Config
-from plaudit.model.dependencies import event_types, ordered, references
+from plaudit.model.dependencies import event_types, references
 from plaudit.model.rules import Rule
 from plaudit.runtime.db import Database, connect, render_sql
+from plaudit.runtime.watchdog import Watchdog
 from plaudit.sqlfiles import schema_files
 from plaudit.sqlgen.render import bind_params, modes, render
 
@@ -43,15 +46,15 @@ class RunResult:
     def from_row(
         cls, slug: str, row: Mapping[str, Any], seconds: float, db: Database | None = None
     ) -> RunResult:
-        """From a row of `run_rule` (or a function returning the same columns); with `db`,
-        the run row's further counts (revoked, moved) too, read in a statement of their own
-        (the one calling run_rule cannot see the run row it writes)."""
+        """From a row of `run_rule` or `run_batch`; with `db`, the run row's further counts
+        (revoked, moved) too, read in a statement of their own (the one calling run_rule
+        cannot see the run row it writes)."""
         counts = db.one("run_counts", [row["run_id"]]) if db and row["run_id"] else None
         return cls(slug=slug, status=row["status"], granted=row["granted"],
                    progressed=row["progressed"], levels=row["levels"], message=row["message"],
                    seconds=seconds, run_id=row["run_id"],
                    revoked=counts["revoked"] if counts else 0,
-                   moved=counts["moved"] if counts else 0)
+                   moved=counts["moved"] if counts else row.get("moved", 0))
 
 
 @dataclass
@@ -139,18 +142,32 @@ def compile_rules(rules: Iterable[Rule], config: Config | None = None) -> list[d
 class Engine:
     """A plaudit database: schema, deployed rules, runs and grants."""
 
-    def __init__(self, db: Database, config: Config):
+    def __init__(self, db: Database, config: Config, dsn: str | None = None):
         self.db = db
         self.config = config
+        # with the DSN, a watchdog connection enforces each batch rule's deadline
+        self.watchdog = (
+            Watchdog(dsn, config.schema, db.conn.info.backend_pid) if dsn is not None else None
+        )
 
     @classmethod
     def connect(cls, config: Config, dsn: str) -> Engine:
         """An engine on the database at `dsn` ("" = the libpq PG* variables)."""
         conn = connect(dsn)
-        return cls(Database(conn, config.schema), config)
+        return cls(Database(conn, config.schema), config, dsn)
 
     def close(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.close()
         self.db.close()
+
+    def reconnect(self, conn: psycopg.Connection[dict[str, Any]]) -> None:
+        """Go on with a new connection (the old one was lost)."""
+        self.db.conn.close()
+        self.db.conn = conn
+        if self.watchdog is not None:
+            self.watchdog.close()
+            self.watchdog.pid = conn.info.backend_pid
 
     def __enter__(self) -> Engine:
         return self
@@ -169,18 +186,6 @@ class Engine:
                     path.read_text(), self.config.schema, user_id_type=self.config.user_id_type
                 )
                 self.db.script(text, f"applying {path.name}")
-
-    def deploy(self, rules: Sequence[Rule]) -> dict[str, str]:
-        """Install the rules' definitions and compiled SQL: {slug: created|changed|unchanged}."""
-        definitions = compile_rules(rules, self.config)
-        result = {}
-        with self.db.conn.transaction():
-            for body in definitions:
-                row = self.db.one("deploy_badge", [json.dumps(body)])
-                assert row is not None
-                result[body["slug"]] = row["deploy_badge"]
-            self.configure()
-        return result
 
     def configure(self) -> list[dict[str, Any]]:
         """Sync plaudit.yaml's notify settings and `events:` triggers into the database.
@@ -248,25 +253,18 @@ class Engine:
                 self.run_batch_rules(exclude=then)
         return result
 
-    def run_batch_rules(
-        self, exclude: Sequence[str] = (), after: str | None = None
-    ) -> list[RunResult]:
-        """Run the rules the session's batch triggers, in run order, each in incremental
-        mode under its own timeout, in the current transaction. The batch grows as rules
-        grant (grant events), so the next rule is asked for after each one."""
-        runs: list[RunResult] = []
-        slug = after
-        while True:
-            row = self.db.one("next_batch_rule", [slug, list(exclude)])
-            slug = row["slug"] if row else None
-            if slug is None:
-                return runs
-            started = time.monotonic()
-            # the rule's timeout is armed for the next statement, the one running it
-            self.db.execute("set_rule_timeout", [slug, self.config.timeout("incremental")])
-            run = self.db.one("run_batch_rule", [slug])
-            assert run is not None
-            runs.append(RunResult.from_row(slug, run, time.monotonic() - started, self.db))
+    def run_batch_rules(self, exclude: Sequence[str] = ()) -> list[RunResult]:
+        """Run the rules the session's batch triggers: the event loop, `plaudit.run_batch`,
+        in one statement in the current transaction. Each rule runs in incremental mode under
+        its deadline (its timeout, else the configured one), enforced by the engine's
+        watchdog; a rule past it fails alone. The rules in `exclude` are left out."""
+        params = [self.config.timeout("incremental"), list(exclude)]
+        if self.watchdog is None:
+            rows = self.db.execute("run_batch", params)
+        else:
+            with self.watchdog.watching():
+                rows = self.db.execute("run_batch", params)
+        return [RunResult.from_row(row["badge"], row, row["seconds"] or 0.0) for row in rows]
 
     def backfill(
         self,
@@ -279,11 +277,10 @@ class Engine:
         on_start: Callable[[Rule], None] | None = None,
         on_done: Callable[[Rule, RunResult], None] | None = None,
     ) -> list[RunResult]:
-        """Run each rule over all history. A failing rule does not stop the others.
-
-        Composite rules run after the rules whose grants they read (`badge('slug')`)."""
+        """Run each rule over all history, in run order. A failing rule does not stop the
+        others. Composite rules run after the rules whose grants they read."""
         results = []
-        order = ordered(rules)
+        order = self.run_order(rules)
         for index, rule in enumerate(order):
             if on_start:
                 on_start(rule)
@@ -296,6 +293,16 @@ class Engine:
                 on_done(rule, result)
             results.append(result)
         return results
+
+    def run_order(self, rules: Sequence[Rule]) -> list[Rule]:
+        """The deployed `rules` in the one order every runner uses (plaudit.badge_run_order):
+        each after the rules whose grants it reads."""
+        by_slug = {rule.slug: rule for rule in rules}
+        slugs = [row["slug"] for row in self.db.execute("run_order", [list(by_slug)])]
+        missing = sorted(set(by_slug) - set(slugs))
+        if missing:
+            raise ConfigError(f"not deployed: {', '.join(missing)}; run `plaudit deploy` first")
+        return [by_slug[slug] for slug in slugs]
 
     def grant_summary(self, slugs: Sequence[str]) -> list[dict[str, Any]]:
         return self.db.execute("grant_summary", [list(slugs)])

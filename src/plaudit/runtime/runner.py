@@ -1,10 +1,9 @@
 """Consuming the event queue: `plaudit run`, once or following new events.
 
 A batch is one transaction: take the events (`plaudit.take_events`, SKIP LOCKED), run each
-rule they trigger in incremental mode, commit. The grants and the consumption of the events
-commit together, so every event is processed exactly once. Each rule runs in its own
-statement so that its own statement_timeout applies; the steps are the same SQL functions
-`plaudit.process_events` chains for pg_cron.
+rule they trigger in incremental mode (`plaudit.run_batch`, the event loop the events job
+and check() run too), commit. The grants and the consumption of the events commit together,
+so every event is processed exactly once.
 """
 
 from __future__ import annotations
@@ -201,8 +200,7 @@ class Runner:
                 delay = min(delay * 2, RECONNECT_MAX_SECONDS)
                 on_lost(f"reconnecting failed: {_reason(exc)}; trying again in {delay:g}s")
                 continue
-            self.engine.db.conn.close()
-            self.engine.db.conn = conn
+            self.engine.reconnect(conn)
             on_lost("reconnected")
             return listener
         return None

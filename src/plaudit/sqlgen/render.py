@@ -1,9 +1,10 @@
 """Rendering a rule into the SQL the database executes.
 
 The analyst's query is a Jinja template rendered in a sandbox: Jinja decides the *shape* of
-the SQL, values never enter its text. `param()` and `filter()` render positional `$n`
-placeholders bound at execution (as text, cast in SQL to the declared type), so a literal
-`%` is just a character and the same text runs in PL/pgSQL `EXECUTE ... USING`.
+the SQL, values never enter its text. `param()` and `filter()` render `($1::text[])[n]`:
+the params are bound at execution as one array of text (each cast in SQL to its declared
+type), however many a rule declares, so a literal `%` is just a character and the same text
+runs in PL/pgSQL `EXECUTE ... USING`.
 The rendered query must be one SELECT; the rule's kind macro (`sql/kinds/<kind>.sql`) then
 wraps it into canonical rows (user_id, scope, level, achieved_at, value, meta, is_progress).
 """
@@ -213,7 +214,7 @@ def template_context(
     def placeholder(name: str) -> str:
         for position, p in enumerate(rule.params, start=1):
             if p.name == name:
-                return f"${position}::{p.type}"
+                return f"($1::text[])[{position}]::{p.type}"
         declared = ", ".join(p.name for p in rule.params) or "none"
         raise RenderError(f"{rule.slug}: unknown param {name!r} (declared: {declared})")
 
