@@ -251,6 +251,12 @@ FROM {{ schema }}.user_badge
 WHERE badge = $1
 ORDER BY user_id::text, level, scope;
 
+-- name: test_progress
+SELECT user_id::text AS user_id, scope, value, next_level, expires_at
+FROM {{ schema }}.user_progress
+WHERE badge = $1
+ORDER BY user_id::text, scope;
+
 -- name: demo_live_activity
 -- One round of live app writes for the demo (sql/demo/live.sql).
 SELECT table_name, row_count FROM public.demo_live_activity();

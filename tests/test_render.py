@@ -133,33 +133,32 @@ def test_render_is_deterministic(demo_project):
         assert render(rule, "backfill").sql == render(rule, "backfill").sql
 
 
-def test_batch_outside_incremental_is_an_error_at_its_line(project):
-    rule = make_rule(
-        project,
-        """
-        SELECT b.user_id, b.occurred_at
-        FROM {{ batch }} b
-    """,
-    )
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        pytest.param(
+            "SELECT b.user_id, b.occurred_at\nFROM {{ batch }} b",
+            "rules/probe.yaml:12: probe: `batch` is only defined in incremental mode; "
+            "use it inside {% if is_incremental() %}",
+            id="batch-outside-incremental",
+        ),
+        pytest.param(
+            "SELECT user_id, occurred_at\nFROM t WHERE {{ challenge }}",
+            "rules/probe.yaml:12: template error: 'challenge' is undefined",
+            id="undefined-name",
+        ),
+        pytest.param(
+            "SELECT user_id, occurred_at FROM t WHERE {{ param('nope') }}",
+            "rules/probe.yaml:11: probe: unknown param 'nope' (declared: challenge_id, title)",
+            id="unknown-param",
+        ),
+    ],
+)
+def test_template_errors_name_the_file_and_line(project, query, message):
+    rule = make_rule(project, query)
     with pytest.raises(RenderError) as err:
         render_query(rule, "backfill")
-    assert str(err.value) == (
-        "rules/probe.yaml:12: probe: `batch` is only defined in "
-        "incremental mode; use it inside {% if is_incremental() %}"
-    )
-
-
-def test_undefined_names_are_errors_with_file_and_line(project):
-    rule = make_rule(
-        project,
-        """
-        SELECT user_id, occurred_at
-        FROM t WHERE {{ challenge }}
-    """,
-    )
-    with pytest.raises(RenderError) as err:
-        render_query(rule, "backfill")
-    assert str(err.value) == "rules/probe.yaml:12: template error: 'challenge' is undefined"
+    assert str(err.value) == message
 
 
 def test_template_syntax_errors_point_into_the_yaml_file(project):
@@ -175,15 +174,6 @@ def test_template_syntax_errors_point_into_the_yaml_file(project):
         render_query(rule, "backfill")
     assert str(err.value).startswith("rules/probe.yaml:")
     assert "template error: Unexpected end of template" in str(err.value)
-
-
-def test_unknown_param_in_template(project):
-    rule = make_rule(project, "SELECT user_id, occurred_at FROM t WHERE {{ param('nope') }}")
-    with pytest.raises(RenderError) as err:
-        render_query(rule, "backfill")
-    assert str(err.value) == (
-        "rules/probe.yaml:11: probe: unknown param 'nope' (declared: challenge_id, title)"
-    )
 
 
 def test_sandbox_blocks_python_internals(project):

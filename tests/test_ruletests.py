@@ -95,6 +95,91 @@ def test_a_failing_case_shows_expected_and_actual_grants(run_cli, project, sql):
     assert sql("SELECT count(*) FROM plaudit.badge") == [(0,)]
 
 
+def test_progress_rows_are_checked_in_both_modes_when_a_case_gives_them(run_cli, project):
+    project.write(
+        "rules/talker.yaml",
+        TALKER.split("    tests:")[0]
+        + """
+    tests:
+      progress_of_every_user:
+        given:
+          comments:
+            - {author_id: 1, created_at: 2024-01-01 10:00}
+            - {author_id: 1, created_at: 2024-01-02 10:00}
+            - {author_id: 1, created_at: 2024-01-03 10:00}
+            - {author_id: 2, created_at: 2024-01-02 10:00}
+        expect:
+          - {user_id: 1, level: bronze, achieved_at: 2024-01-02 10:00}
+          - {user_id: 1, level: silver, achieved_at: 2024-01-03 10:00}
+        progress:
+          - {user_id: 1, value: 3, next_level: null}
+          - {user_id: 2, value: 1, next_level: bronze}
+      progress_off_by_one:
+        given:
+          comments:
+            - {author_id: 2, created_at: 2024-01-02 10:00}
+        expect: []
+        progress:
+          - {user_id: 2, value: 2, next_level: bronze}
+      no_rows_no_progress:
+        given: {comments: []}
+        expect: []
+        progress: []
+""",
+    )
+    result = run_cli(project, "test")
+    assert result.exit_code == 1
+    failure = (
+        "rules/talker.yaml:30: talker_progress_off_by_one failed in {mode} mode\n"
+        "  expected progress (1 row):\n"
+        "  - user_id=2 scope='' value=2 next_level=bronze\n"
+        "  actual progress (1 row):\n"
+        "  + user_id=2 scope='' value=1 next_level=bronze\n"
+    )
+    assert result.stdout == (
+        "rules/talker.yaml:17: talker_progress_of_every_user passed\n"
+        + failure.format(mode="backfill") + failure.format(mode="incremental")
+        + "rules/talker.yaml:37: talker_no_rows_no_progress passed\n"
+        "2 passed, 1 failed\n"
+    )
+
+
+def test_invalid_progress_rows_are_reported_at_their_lines(run_cli, project):
+    project.write(
+        "rules/talker.yaml",
+        TALKER.split("    tests:")[0]
+        + """
+    tests:
+      bad_progress:
+        expect: []
+        progress:
+          - {user_id: 1, value: 2}
+          - {user_id: 3, value: two, next_level: gold, streak: 3}
+          - {user_id: 2, scope: a, value: 1, next_level: bronze, expires_at: 5}
+          - {user_id: 2, scope: a, value: 1, next_level: bronze}
+          - 7
+      not_a_list:
+        expect: []
+        progress: {user_id: 1}
+""",
+    )
+    result = run_cli(project, "test")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "rules/talker.yaml:20: missing required key 'next_level' (null once every level is "
+        "reached)\n"
+        "rules/talker.yaml:21: 'value' must be a number\n"
+        "rules/talker.yaml:21: unknown key 'streak'\n"
+        "rules/talker.yaml:21: unknown level 'gold' (expected one of bronze, silver, or null)\n"
+        "rules/talker.yaml:22: 'expires_at' must be a timestamp\n"
+        "rules/talker.yaml:23: a second progress row for user_id 2 and scope 'a'\n"
+        "rules/talker.yaml:24: a progress row must be a mapping like {user_id: 1, value: 3, "
+        "next_level: silver}\n"
+        "rules/talker.yaml:27: 'progress' must be a list of progress rows\n"
+        "Error: 8 problems in rule files\n"
+    )
+
+
 def test_incremental_cases_run_on_their_events(run_cli, project):
     project.write(
         "rules/popular.yaml",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from plaudit.cli import cli
@@ -242,9 +243,10 @@ def test_unknown_badge_references_and_cycles(project):
     )
 
 
-def test_test_cases_are_validated_too(project):
+@pytest.mark.parametrize("suffix", ["yaml", "yml"])
+def test_test_cases_are_validated_too(project, suffix):
     project.write(
-        "rules/poster.yaml",
+        f"rules/poster.{suffix}",
         """
         slug: poster
         name: Poster
@@ -253,44 +255,7 @@ def test_test_cases_are_validated_too(project):
         """,
     )
     project.write(
-        "rules/poster.test.yaml",
-        """
-        tests:
-          first:
-            given: {posts: [{author_id: 1, created_at: 2024-01-01 10:00}]}
-            expect:
-              - {user_id: 1, level: gold, achieved_at: 2024-01-01 10:00}
-        """,
-    )
-    result = validate(project)
-    assert result.stdout == (
-        "rules/poster.test.yaml:5: unknown level 'gold' (expected one of default)\n"
-    )
-
-
-def test_a_missing_rules_folder_is_an_error(tmp_path):
-    (tmp_path / "plaudit.yaml").write_text("rules: badges\n")
-    result = CliRunner().invoke(cli, ["--dsn", OFFLINE, "--project", str(tmp_path), "validate"])
-    assert result.exit_code == 2
-    assert result.stdout == ""
-    assert result.stderr == (
-        "Error: the rules folder badges/ does not exist (plaudit.yaml's `rules:` names it; "
-        "the default is rules/)\n"
-    )
-
-
-def test_yml_rules_and_their_test_files_are_validated(project):
-    project.write(
-        "rules/poster.yml",
-        """
-        slug: poster
-        name: Poster
-        kind: award
-        query: SELECT p.author_id AS user_id, p.created_at AS achieved_at FROM posts AS p
-        """,
-    )
-    project.write(
-        "rules/poster.test.yml",
+        f"rules/poster.test.{suffix}",
         """
         tests:
           first:
@@ -302,5 +267,16 @@ def test_yml_rules_and_their_test_files_are_validated(project):
     result = validate(project)
     assert result.exit_code == 1
     assert result.stdout == (
-        "rules/poster.test.yml:5: unknown level 'gold' (expected one of default)\n"
+        f"rules/poster.test.{suffix}:5: unknown level 'gold' (expected one of default)\n"
+    )
+
+
+def test_a_missing_rules_folder_is_an_error(tmp_path):
+    (tmp_path / "plaudit.yaml").write_text("rules: badges\n")
+    result = CliRunner().invoke(cli, ["--dsn", OFFLINE, "--project", str(tmp_path), "validate"])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "Error: the rules folder badges/ does not exist (plaudit.yaml's `rules:` names it; "
+        "the default is rules/)\n"
     )

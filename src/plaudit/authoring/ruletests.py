@@ -1,13 +1,15 @@
-"""`plaudit test`: running rule test cases (plaudit.testcases) on the database.
+"""`plaudit test`: running rule test cases (authoring.testcases) on the database.
 
 Each case runs in a scratch plaudit schema (created, like `init` creates the real one,
 inside a transaction that is rolled back: nothing is left behind) with the rule and the
-rules it reads through badge() deployed into it. The app tables the queries read are
-replaced, for the case, by temporary copies holding only the given rows (empty when not
-given). The rule runs through plaudit.run_rule, as in production: in backfill mode over
-the given rows, in incremental mode on the case's events (by default one event of the
-rule's first trigger per user the case expects grants for). Times without an offset are
-in plaudit.yaml's timezone.
+rules it reads through badge() deployed into it by the one deploy (runtime.deploy). The app
+tables the queries read are replaced, for the case, by temporary copies holding only the
+given rows (empty when not given). The rules run through the engine's entry points, as in
+production: in backfill mode (Engine.run_rule, in run order) over the given rows, in
+incremental mode (the event loop, Engine.run_batch_rules) on the case's events (by default one event of the
+rule's first trigger per user the case expects grants or progress for). A case passes when
+the rule's grants are exactly the expected ones and, when it gives `progress:`, so are its
+user_progress rows. Times without an offset are in plaudit.yaml's timezone.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,6 +41,8 @@ from plaudit.sqlgen.analysis import relations
 from plaudit.sqlgen.render import plain_select_problem, render_query
 
 Grant = tuple[str, str, str, datetime]  # user_id, level, scope, achieved_at
+# user_id, scope, value, next_level, expires_at
+Progress = tuple[str, str, Decimal, str | None, datetime | None]
 
 
 @dataclass
@@ -47,10 +52,23 @@ class Outcome:
     expected: list[Grant] = field(default_factory=list)
     actual: list[Grant] = field(default_factory=list)
     error: str | None = None
+    # None when the case does not check progress
+    expected_progress: list[Progress] | None = None
+    actual_progress: list[Progress] = field(default_factory=list)
+
+    @property
+    def grants_passed(self) -> bool:
+        return sorted(self.expected) == sorted(self.actual)
+
+    @property
+    def progress_passed(self) -> bool:
+        return self.expected_progress is None or (
+            _sorted_progress(self.expected_progress) == _sorted_progress(self.actual_progress)
+        )
 
     @property
     def passed(self) -> bool:
-        return self.error is None and sorted(self.expected) == sorted(self.actual)
+        return self.error is None and self.grants_passed and self.progress_passed
 
 
 class CaseError(PlauditError):
@@ -117,6 +135,8 @@ def _run(engine: Engine, config: Config, case: Case, chain: list[Rule], mode: st
     db = engine.db
     zone = ZoneInfo(config.timezone)
     outcome = Outcome(case, mode, expected=[_expected(g, zone) for g in case.expect])
+    if case.progress is not None:
+        outcome.expected_progress = [_expected_progress(p, zone) for p in case.progress]
     try:
         with db.conn.transaction(force_rollback=True):
             _tables(db, engine.config, case, chain, mode, config)
@@ -143,6 +163,11 @@ def _run(engine: Engine, config: Config, case: Case, chain: list[Rule], mode: st
                 (r["user_id"], r["level"], r["scope"], r["achieved_at"])
                 for r in db.execute("test_grants", [case.rule.slug])
             ]
+            if case.progress is not None:
+                outcome.actual_progress = [
+                    (r["user_id"], r["scope"], r["value"], r["next_level"], r["expires_at"])
+                    for r in db.execute("test_progress", [case.rule.slug])
+                ]
     except (PlauditError, psycopg.Error) as exc:
         # the database's own words, without the name of plaudit's query that hit them
         cause = exc.__cause__ if isinstance(exc.__cause__, psycopg.Error) else exc
@@ -216,7 +241,7 @@ def _batch(case: Case) -> list[dict[str, Any]]:
     if case.events is not None:
         return case.events
     trigger = event_types(case.rule)[0]  # a composite's first: a grant of a badge it reads
-    users = dict.fromkeys(str(g["user_id"]) for g in case.expect)
+    users = dict.fromkeys(str(row["user_id"]) for row in [*case.expect, *(case.progress or [])])
     return [{"type": trigger, "user_id": user} for user in users]
 
 
@@ -233,6 +258,21 @@ def _expected(grant: dict[str, Any], zone: ZoneInfo) -> Grant:
         str(grant.get("scope") or ""),
         _moment(grant["achieved_at"], zone),
     )
+
+
+def _expected_progress(row: dict[str, Any], zone: ZoneInfo) -> Progress:
+    expires = row.get("expires_at")
+    return (
+        str(row["user_id"]),
+        str(row["scope"]),
+        Decimal(str(row["value"])),
+        None if row["next_level"] is None else str(row["next_level"]),
+        None if expires is None else _moment(expires, zone),
+    )
+
+
+def _sorted_progress(rows: list[Progress]) -> list[Progress]:
+    return sorted(rows, key=lambda row: (row[0], row[1]))  # (user_id, scope) is the key
 
 
 def _moment(value: Any, zone: ZoneInfo) -> datetime:
@@ -258,12 +298,32 @@ def format_failure(outcome: Outcome, zone: ZoneInfo) -> str:
     if outcome.error is not None:
         lines.append(f"  error: {outcome.error}")
         return "\n".join(lines)
-    for title, rows, other in (
-        ("expected", outcome.expected, outcome.actual),
-        ("actual", outcome.actual, outcome.expected),
-    ):
-        lines.append(f"  {title} ({len(rows)} grant{'s' if len(rows) != 1 else ''}):")
-        for grant in sorted(rows):
-            mark = " " if grant in other else ("-" if title == "expected" else "+")
-            lines.append(f"  {mark} {format_grant(grant, zone)}")
+    if not outcome.grants_passed:
+        for title, rows, other in (
+            ("expected", outcome.expected, outcome.actual),
+            ("actual", outcome.actual, outcome.expected),
+        ):
+            lines.append(f"  {title} ({len(rows)} grant{'s' if len(rows) != 1 else ''}):")
+            for grant in sorted(rows):
+                mark = " " if grant in other else ("-" if title == "expected" else "+")
+                lines.append(f"  {mark} {format_grant(grant, zone)}")
+    if outcome.expected_progress is not None and not outcome.progress_passed:
+        for title, progress, other_progress in (
+            ("expected", outcome.expected_progress, outcome.actual_progress),
+            ("actual", outcome.actual_progress, outcome.expected_progress),
+        ):
+            count = f"{len(progress)} row{'s' if len(progress) != 1 else ''}"
+            lines.append(f"  {title} progress ({count}):")
+            for row in _sorted_progress(progress):
+                mark = " " if row in other_progress else ("-" if title == "expected" else "+")
+                lines.append(f"  {mark} {format_progress(row, zone)}")
     return "\n".join(lines)
+
+
+def format_progress(row: Progress, zone: ZoneInfo) -> str:
+    user_id, scope, value, next_level, expires_at = row
+    level = "null" if next_level is None else next_level
+    text = f"user_id={user_id} scope={scope!r} value={value.normalize():f} next_level={level}"
+    if expires_at is not None:
+        text += f" expires_at={expires_at.astimezone(zone).isoformat(sep=' ')}"
+    return text

@@ -13,6 +13,15 @@ A rule file may carry `tests:`, or a `<slug>.test.yaml` beside it a `tests:` of 
         modes: [backfill]                    # optional: default, every mode of the rule
         expect:                              # every grant of the rule, exactly
           - {user_id: 1, level: bronze, achieved_at: 2024-01-10 10:00}
+        progress:                            # optional: every user_progress row of the rule
+          - {user_id: 1, value: 10, next_level: silver}
+          - {user_id: 2, value: 9, next_level: bronze}
+
+A grant's `level` may be left out when the rule has one level; `scope` defaults to ''.
+`progress:` rows hold `user_id`, `value` and `next_level` (the lowest level not yet reached,
+null once every level is reached), `scope` (default '') and `expires_at` (when a streak's
+current run lapses; default null). Without `progress:` a case checks grants only; with it,
+in every mode, the rule's progress rows must be exactly these (`progress: []` for none).
 
 Every problem is reported at its file:line; plaudit.ruletests runs the cases.
 """
@@ -31,8 +40,9 @@ from plaudit.model.rules import RULE_SUFFIXES, Rule
 from plaudit.model.yamlsource import Fields, LocatedDict, LocatedList, is_str, load_yaml_file
 from plaudit.sqlgen.render import modes
 
-CASE_KEYS = ("description", "given", "events", "params", "modes", "expect")
+CASE_KEYS = ("description", "given", "events", "params", "modes", "expect", "progress")
 EXPECT_KEYS = ("user_id", "level", "scope", "achieved_at")
+PROGRESS_KEYS = ("user_id", "scope", "value", "next_level", "expires_at")
 EVENT_KEYS = ("type", "user_id", "occurred_at", "payload")
 
 
@@ -47,6 +57,7 @@ class Case:
     params: dict[str, str]
     modes: tuple[str, ...]
     expect: list[dict[str, Any]]
+    progress: list[dict[str, Any]] | None = None  # None: the case does not check progress
 
     @property
     def id(self) -> str:
@@ -112,6 +123,7 @@ def _cases(
         if "expect" not in spec:
             fields.problem(line, f"test case '{name}' has no expect: (use [] for no grants)")
         expect = _expect(fields, spec, rule)
+        progress = _progress(fields, spec, rule)
         if len(fields.problems) == count:
             yield Case(
                 rule,
@@ -123,6 +135,7 @@ def _cases(
                 {str(k): _param_text(v) for k, v in (params or {}).items()},
                 case_modes,
                 expect,
+                progress,
             )
 
 
@@ -207,4 +220,45 @@ def _expect(fields: Fields, spec: LocatedDict, rule: Rule) -> list[dict[str, Any
         if grant.get("scope") is not None and not is_str(grant["scope"]):
             grant["scope"] = str(grant["scope"])
         result.append({**grant, "level": level})
+    return result
+
+
+def _progress(fields: Fields, spec: LocatedDict, rule: Rule) -> list[dict[str, Any]] | None:
+    progress = fields.field(
+        spec, "progress", lambda v: isinstance(v, list), "must be a list of progress rows"
+    )
+    if progress is None:
+        return None
+    keys = [level.key for level in rule.levels]
+    result: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for index, row in enumerate(progress):
+        line = progress.item_line(index)
+        if not isinstance(row, LocatedDict):
+            fields.problem(line, "a progress row must be a mapping like {user_id: 1, value: 3, "
+                                 "next_level: silver}")
+            continue
+        fields.check_keys(row, PROGRESS_KEYS)
+        for key in ("user_id", "value", "next_level"):
+            if key not in row or (key != "next_level" and row[key] is None):
+                fields.problem(row.line, f"missing required key '{key}'"
+                               + (" (null once every level is reached)"
+                                  if key == "next_level" else ""))
+        value = row.get("value")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            fields.problem(row.value_line("value"), "'value' must be a number")
+        level = row.get("next_level")
+        if level is not None and level not in keys:
+            message = f"unknown level '{level}' (expected one of {', '.join(keys)}, or null)"
+            fields.problem(row.value_line("next_level"), message)
+        expires = row.get("expires_at")
+        if expires is not None and not isinstance(expires, date | str):
+            fields.problem(row.value_line("expires_at"), "'expires_at' must be a timestamp")
+        scope = "" if row.get("scope") is None else str(row["scope"])
+        user_scope = (str(row.get("user_id")), scope)
+        if user_scope in seen:
+            fields.problem(row.line, f"a second progress row for user_id {user_scope[0]} and "
+                                     f"scope {scope!r}")
+        seen.add(user_scope)
+        result.append({**row, "scope": scope})
     return result
