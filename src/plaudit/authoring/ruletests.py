@@ -6,8 +6,8 @@ rules it reads through badge() deployed into it by the one deploy (runtime.deplo
 tables the queries read are replaced, for the case, by temporary copies holding only the
 given rows (empty when not given). The rules run through the engine's entry points, as in
 production: in backfill mode (Engine.run_rule, in run order) over the given rows, in
-incremental mode (the event loop, Engine.run_batch_rules) on the case's events (by default one event of the
-rule's first trigger per user the case expects grants or progress for). A case passes when
+incremental mode (the event loop, Engine.run_batch_rules) on the case's events (by default
+one event of the rule's first trigger per user the case expects grants or progress for). A case passes when
 the rule's grants are exactly the expected ones and, when it gives `progress:`, so are its
 user_progress rows. Times without an offset are in plaudit.yaml's timezone.
 """
@@ -104,7 +104,7 @@ def run_cases(
         for case in cases:
             chain = engine.run_order(_with_dependencies(case.rule, by_slug))
             for mode in case.modes:
-                outcomes.append(_run(engine, config, case, chain, mode))
+                outcomes.append(_run(engine, config, case, chain, mode, list(needed)))
     return outcomes
 
 
@@ -128,7 +128,10 @@ def _with_dependencies(rule: Rule, by_slug: dict[str, Rule]) -> list[Rule]:
     return list(found.values())
 
 
-def _run(engine: Engine, config: Config, case: Case, chain: list[Rule], mode: str) -> Outcome:
+def _run(
+    engine: Engine, config: Config, case: Case, chain: list[Rule], mode: str,
+    deployed: Sequence[str],
+) -> Outcome:
     """One case in one mode, run the way production runs rules: a backfill of each rule in
     run order (Engine.run_rule, its dependents re-checked), or the event loop on a batch of
     the case's events (Engine.run_batch_rules). Rolled back afterwards."""
@@ -147,7 +150,9 @@ def _run(engine: Engine, config: Config, case: Case, chain: list[Rule], mode: st
                 if case.params:
                     raise CaseError("params apply to backfills only: give `modes: [backfill]`")
                 db.execute("test_batch", [json.dumps(_batch(case), default=_json)])
-                runs = engine.run_batch_rules()
+                # the case's rule and the rules it reads; the other cases' rules stay out
+                others = [slug for slug in deployed if slug not in {r.slug for r in chain}]
+                runs = engine.run_batch_rules(exclude=others)
             else:
                 runs = [
                     engine.run_rule(
