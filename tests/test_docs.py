@@ -68,3 +68,37 @@ def test_every_exit_in_a_command_is_stated() -> None:
             name = context.command_path.split()[1]
             assert name in {1: EXIT_1, 3: EXIT_3}[codes[code]], (
                 f"plaudit {name} exits {code}; its --help must say when")
+def test_the_readme_is_short_and_links_into_docs() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 250
+    linked = set(re.findall(r"\]\((docs/[^)#]+)", readme))
+    assert linked >= {"docs/README.md", "docs/cli.md"}, linked
+
+
+def _anchors(page: Path) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces as dashes."""
+    found = set()
+    in_code = False
+    for line in page.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            title = line.lstrip("#").strip().lower()
+            found.add(re.sub(r"[^\w\- ]", "", title).replace(" ", "-"))
+    return found
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_links_between_pages_resolve(page: Path) -> None:
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue  # https:, mailto:
+        file, _, anchor = target.partition("#")
+        path = (page.parent / file).resolve() if file else page
+        missing = not path.exists() or (
+            bool(anchor) and path.suffix == ".md" and anchor not in _anchors(path))
+        if missing:
+            broken.append(target)
+    assert not broken, f"{page.relative_to(ROOT)}: broken links {broken}"
