@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint bench clean
+.PHONY: help install demo test lint docs bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ test: $(STAMP) ## Run the whole test suite on a real PostgreSQL
 lint: $(STAMP) ## ruff and mypy on the code
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+
+docs: $(STAMP) ## Regenerate docs/cli.md from every command's --help
+	$(BIN)/python -m plaudit.cli.reference docs/cli.md
 
 # Sizes in users (10 activities each): 1m is 1M users and 10M activities. Not part of `test`
 # (CI runs a tiny size through tests/test_bench.py). Extra options: BENCH_ARGS='--reps 3'.

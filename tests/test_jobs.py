@@ -167,7 +167,7 @@ def test_schedule_says_how_to_install_or_load_pg_cron(project, run_cli, monkeypa
         "  shared_preload_libraries = 'pg_cron'\n"
         "  cron.database_name = 'shop'\n"
         "then restart PostgreSQL and run `plaudit schedule` again; or run plaudit from system "
-        "cron instead (README: Running as database jobs)\n")
+        "cron instead (docs/operations.md: Running as database jobs)\n")
     probe.update(installed=True, cron_database="")
     result = run_cli(project, "schedule", "--status")
     assert (result.exit_code, result.stderr) == (2, (

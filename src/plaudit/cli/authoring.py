@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import click
 
-from plaudit.cli.common import App, param_option, parse_params, select_option
+from plaudit.cli.common import App, exit_codes, param_option, parse_params, select_option
 from plaudit.cli.output import preview_text
 
 
@@ -29,7 +29,8 @@ def _count(n: int, word: str) -> str:
     return f"{n} {word}{'s' if n != 1 else ''}"
 
 
-@click.command()
+@click.command(epilog=exit_codes(
+    "a rule file has problems (with --db, also its columns against the database)"))
 @click.option(
     "--db",
     "with_db",
@@ -59,7 +60,7 @@ def validate(app: App, with_db: bool) -> None:
     _verdict(problems, "problem", ok, " in rule files")
 
 
-@click.command()
+@click.command(epilog=exit_codes("violations remain, or a rule file is invalid"))
 @select_option
 @click.option("--fix", is_flag=True, help="Rewrite the query blocks to fix what can be fixed.")
 @click.pass_obj
@@ -78,7 +79,8 @@ def lint(app: App, selectors: tuple[str, ...], fix: bool) -> None:
     _verdict(result.violations, "lint violation", ok)
 
 
-@click.command("test")
+@click.command("test", epilog=exit_codes(
+    "a case failed or could not run, or a rule file or test case file is invalid"))
 @select_option
 @click.pass_obj
 def test_command(app: App, selectors: tuple[str, ...]) -> None:
@@ -115,7 +117,9 @@ def test_command(app: App, selectors: tuple[str, ...]) -> None:
         sys.exit(1)
 
 
-@click.command()
+@click.command(epilog=exit_codes(
+    "a rule file or the rule's query is invalid (its columns against the database too)",
+    usage="an unknown rule, or a --param that is unknown or not of its declared type"))
 @click.argument("slug")
 @param_option
 @click.pass_obj

@@ -18,7 +18,14 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from plaudit.errors import ConfigError, PlauditError, RuleError
+from plaudit.errors import (
+    EXIT_FAILED,
+    EXIT_SKIPPED,
+    EXIT_USAGE,
+    ConfigError,
+    PlauditError,
+    RuleError,
+)
 from plaudit.local.cluster import resolve_dsn
 from plaudit.model.config import Config, load_config
 from plaudit.model.dependencies import check as check_dependencies
@@ -27,6 +34,24 @@ from plaudit.model.selection import needs_state, select
 from plaudit.runtime.engine import Engine
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+USAGE_ERROR = "usage, configuration or connection error"
+
+
+def exit_codes(failed: str | None = None, usage: str = "", skipped: str | None = None) -> str:
+    """The `Exit codes: ...` paragraph every command's --help ends with (its epilog).
+
+    `failed` says when the command exits 1, `usage` adds to what exits 2, `skipped` says when
+    it exits 3; a code the command never returns is left out.
+    """
+    codes = ["0 ok"]
+    if failed:
+        codes.append(f"{EXIT_FAILED} {failed}")
+    codes.append(f"{EXIT_USAGE} {USAGE_ERROR}{', ' + usage if usage else ''}")
+    if skipped:
+        codes.append(f"{EXIT_SKIPPED} {skipped}")
+    return "Exit codes: " + "; ".join(codes) + "."
 
 
 @dataclass

@@ -12,13 +12,13 @@ from typing import Any
 
 import click
 
-from plaudit.cli.common import App, parse_timestamp
+from plaudit.cli.common import App, exit_codes, parse_timestamp
 from plaudit.model.config import is_name
 from plaudit.runtime.db import connect
 from plaudit.runtime.runner import BatchResult, Runner
 
 
-@click.command()
+@click.command(epilog=exit_codes(usage="an invalid TYPE, --at or --payload"))
 @click.argument("event_type", metavar="TYPE")
 @click.argument("user_id")
 @click.option("--at", "occurred_at", metavar="TIMESTAMP",
@@ -62,7 +62,9 @@ def _payload(text: str) -> dict[str, Any]:
     return value
 
 
-@click.command("run")
+@click.command("run", epilog=exit_codes(
+    "a rule failed in a batch (it is marked dirty; the batch and the other rules' grants "
+    "are committed)"))
 @click.option("--once", "mode", flag_value="once", default=True,
               help="Process the pending events, then exit (the default).")
 @click.option("--follow", "mode", flag_value="follow",

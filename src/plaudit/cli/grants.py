@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from plaudit.cli.common import App, parse_timestamp
+from plaudit.cli.common import App, exit_codes, parse_timestamp
 
 
 def _grant(slug: str, level: str, scope: str) -> str:
@@ -23,7 +23,8 @@ def _reason_option(f: Any) -> Any:
     )(f)
 
 
-@click.command()
+@click.command(epilog=exit_codes(
+    usage="an unknown badge or level, an empty --reason or an invalid --at"))
 @click.argument("slug")
 @click.argument("user_id")
 @click.option("--level", metavar="KEY", help="The level to grant (needed if there are several).")
@@ -60,7 +61,7 @@ def award(
         )
 
 
-@click.command()
+@click.command(epilog=exit_codes("the user held no grant to revoke"))
 @click.argument("slug")
 @click.argument("user_id")
 @click.option("--level", metavar="KEY", help="Only this level (default: every level).")

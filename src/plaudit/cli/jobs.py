@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from plaudit.cli.common import App
+from plaudit.cli.common import App, exit_codes
 from plaudit.cli.output import table
 from plaudit.model.config import DURATION_REQUIREMENT, is_duration
 from plaudit.runtime.db import Database, connect
@@ -51,12 +51,14 @@ def _engine_and_dsn(app: App) -> Iterator[tuple[Engine, str]]:
         engine.close()
 
 
-@click.command("schedule")
+@click.command("schedule", epilog=exit_codes(
+    "with --status, no plaudit job is installed or a job's last run failed",
+    usage="pg_cron is not installed, not loaded or out of reach (the message says the fix)"))
 @click.option("--events", "events_at", default="* * * * *", show_default=True, metavar="CRON",
               help="When the events job processes the queue (pg_cron schedule, in GMT).")
 @click.option("--nightly", "nightly_at", default="0 3 * * *", show_default=True, metavar="CRON",
-              help="When the nightly job backfills rules without triggers and dirty rules, "
-                   "and prunes old runs (pg_cron schedule, in GMT).")
+              help="When the nightly job backfills the due rules (plaudit.due_rules()) and "
+                   "prunes old runs (pg_cron schedule, in GMT).")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Events per transaction in the events job.")
 @click.option("--cron-dsn", metavar="DSN",
@@ -75,7 +77,8 @@ def schedule_command(
 
     Four jobs, named plaudit:<database>.<schema>:<job>: `events` processes pending events
     every minute (CALL plaudit.job_events), `watchdog` cancels rule runs past their timeout,
-    `nightly` backfills rules without triggers and dirty rules and prunes old runs (CALL
+    `nightly` backfills the rules without triggers, the dirty and the due ones and the rules
+    reading their grants (`--select state:due`), then prunes old runs (CALL
     plaudit.job_nightly), `history` prunes these jobs' rows in cron.job_run_details.
     Re-running it updates the jobs in place.
     """
@@ -138,7 +141,9 @@ def _show_status(engine: Engine, site: CronSite, jobs: Sequence[Any]) -> None:
         sys.exit(1)
 
 
-@click.command("status")
+@click.command("status", epilog=exit_codes(
+    "something needs attention (one `attention:` line each on stderr)",
+    usage="an invalid --max-lag"))
 @click.option("--json", "as_json", is_flag=True, help="Print the status as one JSON object.")
 @click.option("--max-lag", default="5min", show_default=True, metavar="DURATION",
               help="Pending events waiting longer than this need attention.")
@@ -147,7 +152,7 @@ def status_command(app: App, as_json: bool, max_lag: str) -> None:
     """Pending events, dirty rules, each rule's last run, the failures of the last day.
 
     Exits 1 when something needs attention (events waiting longer than --max-lag, dirty
-    rules, rules due for a backfill), so that monitoring can run it.
+    rules, rules due for a backfill, rules a backfill skipped), so that monitoring can run it.
     """
     if not is_duration(max_lag):
         raise click.BadParameter(f"{max_lag!r} {DURATION_REQUIREMENT}", param_hint="--max-lag")

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 import click
 
-from plaudit.cli.common import App
+from plaudit.cli.common import App, exit_codes
 from plaudit.cli.progress import ProgressLine
 from plaudit.cli.rules import backfill, user
 from plaudit.local.cluster import embedded_cluster
 from plaudit.runtime.deploy import deploy_rules
 
+CLUSTER_EXITS = exit_codes(usage="the embedded cluster cannot be created, started or stopped")
 
-@click.group()
+
+@click.group(epilog=CLUSTER_EXITS)
 def db() -> None:
     """The embedded local PostgreSQL cluster in .plaudit/."""
 
 
-@db.command("start")
+@db.command("start", epilog=CLUSTER_EXITS)
 @click.pass_obj
 def db_start(app: App) -> None:
     """Start the embedded cluster (creating it the first time) and print its URL."""
     click.echo(embedded_cluster(app.project_dir).start())
 
 
-@db.command("stop")
+@db.command("stop", epilog=CLUSTER_EXITS)
 @click.pass_obj
 def db_stop(app: App) -> None:
     """Stop the embedded cluster; its data stays in .plaudit/."""
@@ -31,14 +33,17 @@ def db_stop(app: App) -> None:
     click.echo("stopped", err=True)
 
 
-@db.command("url")
+@db.command("url", epilog=CLUSTER_EXITS)
 @click.pass_obj
 def db_url(app: App) -> None:
     """Print the embedded cluster's connection URL."""
     click.echo(embedded_cluster(app.project_dir).url())
 
 
-@click.command("demo")
+@click.command("demo", epilog=exit_codes(
+    "a rule file is invalid or a rule failed in the backfill",
+    usage="the database has a `users` table the demo did not create",
+    skipped="the backfill skipped rules that another run held"))
 @click.option("--users", default=10_000, show_default=True, help="Demo users to generate.")
 @click.option(
     "--activities",

@@ -12,10 +12,17 @@ import click
 
 from plaudit import __version__
 from plaudit.cli import authoring, events, grants, jobs, local, rules
-from plaudit.cli.common import App, PlauditGroup
+from plaudit.cli.common import App, PlauditGroup, exit_codes
 
 
-@click.group(cls=PlauditGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=PlauditGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=exit_codes(
+        "a rule, a rule file or a check failed",
+        skipped="a backfill skipped rules that another run held",
+    ) + " Each command's --help says which codes it returns, and when.",
+)
 @click.option(
     "--dsn",
     envvar="PLAUDIT_DSN",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from plaudit.cli.common import App, param_option, parse_params, select_option
+from plaudit.cli.common import App, exit_codes, param_option, parse_params, select_option
 from plaudit.cli.output import grant_summary, trophy_case
 from plaudit.cli.progress import ProgressLine
 from plaudit.errors import EXIT_FAILED, EXIT_SKIPPED, ConfigError
@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from plaudit.runtime.deploy import DeployPlan
 
 
-@click.command()
+@click.command(epilog=exit_codes(
+    "a rule is invalid (its file, or its columns against the database), or deploying "
+    "would delete grants of a removed level or badge"))
 @click.option(
     "--runner-role",
     metavar="NAME",
@@ -52,7 +54,9 @@ def init(app: App, runner_role: str | None) -> None:
             report_runner_role(engine, app, runner_role)
 
 
-@click.command()
+@click.command(epilog=exit_codes(
+    "a rule is invalid (its file, or its columns against the database), or the deploy "
+    "would delete grants and --force is not given"))
 @select_option
 @click.option(
     "--force",
@@ -106,7 +110,9 @@ def _report_deploy(plan: DeployPlan, dry_run: bool = False) -> None:
         click.echo(f"note: {due_sentence(plan.due)}", err=True)
 
 
-@click.command("render")
+@click.command("render", epilog=exit_codes(
+    "a rule file or the rule's template is invalid",
+    usage="an unknown rule, or a --param that is unknown or not of its declared type"))
 @click.argument("slug")
 @click.option(
     "--mode",
@@ -128,7 +134,11 @@ def render_command(app: App, slug: str, mode: str, params: tuple[str, ...]) -> N
     click.echo(render(rule, mode, app.config).sql)
 
 
-@click.command()
+@click.command(epilog=exit_codes(
+    "a rule failed (it is marked dirty) or a rule file is invalid",
+    usage="a --param no selected rule declares, or rules changed since the last deploy",
+    skipped="no rule failed, but some were skipped because another run held them "
+    "(see --wait)"))
 @select_option
 @param_option
 @click.option("--dry-run", is_flag=True, help="Count what would be granted; write nothing.")
@@ -230,7 +240,7 @@ def backfill(
         sys.exit(EXIT_SKIPPED)
 
 
-@click.command()
+@click.command(epilog=exit_codes())
 @click.argument("user_id")
 @click.pass_obj
 def user(app: App, user_id: str) -> None:

@@ -73,7 +73,8 @@ def cron_problem(probe: Mapping[str, Any]) -> str | None:
         return (
             "pg_cron is not installed on the database server. Install it (Debian/Ubuntu: "
             f"apt-get install postgresql-{probe['major']}-cron), " + preload_fix(database)
-            + "; or run plaudit from system cron instead (README: Running as database jobs)"
+            + "; or run plaudit from system cron instead "
+            "(docs/operations.md: Running as database jobs)"
         )
     if probe["cron_database"] == "":
         return "pg_cron is installed but not loaded: " + preload_fix(database)
