@@ -7,9 +7,9 @@ tables the queries read are replaced, for the case, by temporary copies holding 
 given rows (empty when not given). The rules run through the engine's entry points, as in
 production: in backfill mode (Engine.run_rule, in run order) over the given rows, in
 incremental mode (the event loop, Engine.run_batch_rules) on the case's events (by default
-one event of the rule's first trigger per user the case expects grants or progress for). A case passes when
-the rule's grants are exactly the expected ones and, when it gives `progress:`, so are its
-user_progress rows. Times without an offset are in plaudit.yaml's timezone.
+one event of the rule's first trigger per user the case expects grants or progress for).
+A case passes when the rule's grants are exactly the expected ones and, when it gives
+`progress:`, so are its user_progress rows. Times without an offset are in plaudit.yaml's timezone.
 """
 
 from __future__ import annotations
