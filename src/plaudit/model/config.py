@@ -104,7 +104,9 @@ def is_timezone(value: Any) -> bool:
 
 def read_timezone(fields: Fields, mapping: LocatedDict, default: str | None) -> str | None:
     """The IANA time zone under `timezone`, or `default` and a problem."""
-    timezone = fields.field(mapping, "timezone", is_str, "must be a string", default=default)
+    timezone: str | None = fields.field(
+        mapping, "timezone", is_str, "must be a string", default=default
+    )
     if timezone is not None and not is_timezone(timezone):
         fields.problem(mapping.value_line("timezone"), f"unknown timezone '{timezone}'")
         return default
