@@ -30,15 +30,16 @@ from plaudit.errors import ParamError, RenderError
 from plaudit.model.config import NAME_PATTERN, Config
 from plaudit.model.denylist import forbidden_calls
 from plaudit.model.dependencies import event_types
-from plaudit.model.rules import Rule
+from plaudit.model.modes import Mode
+from plaudit.model.rules import Kind, Rule
 from plaudit.sqlfiles import sql_dir
 from plaudit.sqlgen.sandbox import RuleSandbox
 
-MODES = ("backfill", "incremental")
+MODES: tuple[Mode, ...] = ("backfill", "incremental")
 # The batch of events of an incremental run: a temporary table filled by the runner.
 BATCH_TABLE = "pg_temp.plaudit_batch"
 # Columns each kind needs from the analyst's query, and the optional ones it understands.
-KIND_COLUMNS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+KIND_COLUMNS: Mapping[Kind, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "count": (("user_id", "occurred_at"), ("scope",)),
     "sum": (("user_id", "occurred_at", "amount"), ("scope",)),
     "streak": (("user_id", "occurred_at"), ("scope",)),
@@ -47,9 +48,9 @@ KIND_COLUMNS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "award": (("user_id", "achieved_at"), ("level", "scope", "meta")),
 }
 # Kinds whose thresholds count things (rows, periods): whole numbers only.
-WHOLE_THRESHOLDS = ("count", "streak")
+WHOLE_THRESHOLDS: tuple[Kind, ...] = ("count", "streak")
 # The calendar kinds and their period when the rule names none.
-DEFAULT_PERIODS: Mapping[str, str] = {"streak": "day", "growth": "month"}
+DEFAULT_PERIODS: Mapping[Kind, str] = {"streak": "day", "growth": "month"}
 _DML = ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt")
 # The longest rendered query: a rule is one SELECT (the bundled ones are under 2,000 characters)
 MAX_QUERY = 1_000_000
@@ -125,8 +126,8 @@ def _for_rule(rule: Rule, alias: str = "") -> str:
 # at the month, before the event that completes it). An award has no progress, so such a
 # user is simply left out; the others keep their progress exact by carrying it forward from
 # user_progress.through_at (CARRIES_PROGRESS_KINDS, the `carry` of their macros).
-SKIPS_DONE_KINDS = ("count", "sum", "gauge", "award")
-CARRIES_PROGRESS_KINDS = ("count", "sum", "gauge")
+SKIPS_DONE_KINDS: tuple[Kind, ...] = ("count", "sum", "gauge", "award")
+CARRIES_PROGRESS_KINDS: tuple[Kind, ...] = ("count", "sum", "gauge")
 
 
 def trusted(rule: Rule, schema: str) -> str:
@@ -526,7 +527,7 @@ def _macro_arguments(rule: Rule, has: Mapping[str, bool], timezone: str) -> dict
     return arguments
 
 
-def modes(rule: Rule) -> tuple[str, ...]:
+def modes(rule: Rule) -> tuple[Mode, ...]:
     """The modes a rule runs in: incremental only when events (or grants of the badges it
     reads) trigger it."""
     return MODES if event_types(rule) else ("backfill",)
