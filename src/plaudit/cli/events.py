@@ -15,6 +15,7 @@ import click
 from plaudit.cli.common import App, parse_timestamp
 from plaudit.model.config import is_name
 from plaudit.runtime.db import connect
+from plaudit.runtime.rows import NewGrant, UserId
 from plaudit.runtime.runner import BatchResult, Runner
 
 
@@ -160,7 +161,7 @@ def _waiting_once() -> Callable[[], None]:
     return say
 
 
-def _grant_line(grant: dict[str, Any], as_json: bool) -> str:
+def _grant_line(grant: NewGrant, as_json: bool) -> str:
     if as_json:
         return json.dumps(
             {**grant, "user_id": _json_id(grant["user_id"]),
@@ -174,5 +175,5 @@ def _grant_line(grant: dict[str, Any], as_json: bool) -> str:
     return "\t".join(fields)
 
 
-def _json_id(value: Any) -> Any:
+def _json_id(value: UserId) -> int | str:
     return value if isinstance(value, int) else str(value)
