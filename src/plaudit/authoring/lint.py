@@ -24,6 +24,7 @@ import yaml
 
 from plaudit.errors import RenderError
 from plaudit.model.config import Config
+from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule, load_rule
 from plaudit.sqlgen.render import environment, modes, template_context
 
@@ -39,7 +40,7 @@ class Violation:
     column: int
     code: str
     message: str
-    modes: tuple[str, ...]  # the modes it occurs in
+    modes: tuple[Mode, ...]  # the modes it occurs in
     of_modes: int = 1  # how many modes the rule has
 
     def __str__(self) -> str:
@@ -73,7 +74,7 @@ def lint(config: Config, rules: Sequence[Rule], *, fix: bool = False) -> LintRes
 
 def lint_rule(rule: Rule, config: Config, fluff: Any) -> list[Violation]:
     """The rule's violations, each once, with the modes it occurs in."""
-    found: dict[tuple[int, int, str, str], list[str]] = {}
+    found: dict[tuple[int, int, str, str], list[Mode]] = {}
     indent = _indent(rule)
     for mode in modes(rule):
         linted = _linter(rule, mode, config, fluff).lint_string(_source(rule), fname=rule.file)
@@ -121,7 +122,7 @@ def _fluff_config(project_dir: Path) -> Any:
     )
 
 
-def _linter(rule: Rule, mode: str, config: Config, fluff: Any) -> Any:
+def _linter(rule: Rule, mode: Mode, config: Config, fluff: Any) -> Any:
     from sqlfluff.core import Linter
     from sqlfluff.core.errors import SQLTemplaterError
     from sqlfluff.core.templaters import JinjaTemplater

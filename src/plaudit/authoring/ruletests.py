@@ -28,6 +28,7 @@ from plaudit.errors import PlauditError
 from plaudit.model.config import Config
 from plaudit.model.denylist import forbidden_calls
 from plaudit.model.dependencies import event_types, ordered, references
+from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
 from plaudit.runtime.contract import describe_columns
 from plaudit.runtime.db import Database, describe, render_sql
@@ -42,7 +43,7 @@ Grant = tuple[str, str, str, datetime]  # user_id, level, scope, achieved_at
 @dataclass
 class Outcome:
     case: Case
-    mode: str
+    mode: Mode
     expected: list[Grant] = field(default_factory=list)
     actual: list[Grant] = field(default_factory=list)
     error: str | None = None
@@ -109,7 +110,7 @@ def _with_dependencies(rule: Rule, by_slug: dict[str, Rule]) -> list[Rule]:
 
 
 def _run(
-    db: Database, scratch: Config, config: Config, case: Case, chain: list[Rule], mode: str
+    db: Database, scratch: Config, config: Config, case: Case, chain: list[Rule], mode: Mode
 ) -> Outcome:
     zone = ZoneInfo(config.timezone)
     outcome = Outcome(case, mode, expected=[_expected(g, zone) for g in case.expect])
@@ -139,7 +140,7 @@ def _run(
 
 
 def _tables(
-    db: Database, scratch: Config, case: Case, chain: list[Rule], mode: str, config: Config
+    db: Database, scratch: Config, case: Case, chain: list[Rule], mode: Mode, config: Config
 ) -> None:
     """Shadow every app table the rules read with a temporary copy holding the given rows."""
     read: dict[str, None] = dict.fromkeys(case.given)
@@ -223,7 +224,7 @@ def _expected(grant: dict[str, Any], zone: ZoneInfo) -> Grant:
     )
 
 
-def _moment(value: Any, zone: ZoneInfo) -> datetime:
+def _moment(value: str | date, zone: ZoneInfo) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value.strip())
     if not isinstance(value, datetime):

@@ -27,6 +27,7 @@ from typing import Any
 
 from plaudit.errors import Problem
 from plaudit.model.config import NAME_PATTERN, Config
+from plaudit.model.modes import Mode
 from plaudit.model.rules import RULE_SUFFIXES, Rule
 from plaudit.model.yamlsource import Fields, LocatedDict, LocatedList, is_str, load_yaml_file
 from plaudit.sqlgen.render import modes
@@ -45,7 +46,7 @@ class Case:
     given: dict[str, Any]  # table -> list of row mappings, or a SELECT
     events: list[dict[str, Any]] | None
     params: dict[str, str]
-    modes: tuple[str, ...]
+    modes: tuple[Mode, ...]
     expect: list[dict[str, Any]]
 
     @property
@@ -163,7 +164,7 @@ def _events(fields: Fields, spec: LocatedDict) -> list[dict[str, Any]] | None:
     return result
 
 
-def _modes(fields: Fields, spec: LocatedDict, rule: Rule) -> tuple[str, ...]:
+def _modes(fields: Fields, spec: LocatedDict, rule: Rule) -> tuple[Mode, ...]:
     chosen = fields.field(spec, "modes", lambda v: isinstance(v, list), "must be a list")
     if chosen is None:
         return modes(rule)
