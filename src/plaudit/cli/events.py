@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import click
 
@@ -73,7 +73,7 @@ def _payload(text: str) -> dict[str, Any]:
               help="Events per transaction.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new grants as JSON lines.")
 @click.pass_obj
-def run_command(app: App, mode: str, batch_size: int, as_json: bool) -> None:
+def run_command(app: App, mode: Literal["once", "follow"], batch_size: int, as_json: bool) -> None:
     """Process pending events: run the rules they trigger, for their users only.
 
     Each batch is one transaction: its events are consumed together with the grants they

@@ -106,7 +106,7 @@ def trophy_case(case: TrophyCase) -> str:
 # -- plaudit preview ----------------------------------------------------------------------------
 
 
-def _threshold(level: Level) -> Any:
+def _threshold(level: Level) -> int | str | None:
     if isinstance(level.threshold, Decimal):
         return f"{level.threshold.normalize():f}"
     return level.threshold
