@@ -61,7 +61,7 @@ class Rendered:
     """A rule rendered for one mode: the canonical-row query and its placeholders' params."""
 
     rule: Rule
-    mode: str
+    mode: Mode
     query: str  # the analyst's SELECT, rendered
     sql: str  # the kind macro around it: what compiled_rule stores and run_rule executes
 
@@ -91,7 +91,7 @@ def environment(
 class _Batch:
     """`batch` in a template: the relation of this run's events, incremental mode only."""
 
-    def __init__(self, rule: Rule, mode: str):
+    def __init__(self, rule: Rule, mode: Mode):
         self._rule, self._mode = rule, mode
 
     def __str__(self) -> str:
@@ -203,7 +203,7 @@ def _batch_users(rule: Rule) -> str:
 
 
 def template_context(
-    rule: Rule, mode: str, schema: str = "plaudit", skip_done: bool | None = None
+    rule: Rule, mode: Mode, schema: str = "plaudit", skip_done: bool | None = None
 ) -> dict[str, Any]:
     """The template's helpers. `skip_done` (decided by a first render when not given):
     whether `affected()` (and, for awards, `unfinished()`) leave out users who are done
@@ -261,7 +261,7 @@ def template_context(
     }
 
 
-def _skips_done(rule: Rule, mode: str, schema: str) -> bool:
+def _skips_done(rule: Rule, mode: Mode, schema: str) -> bool:
     """Whether an incremental run of `rule` may skip users who are done with it: a kind
     where that is exact, no scope (a new scope has every level still to reach), and for
     kinds with progress, users found through affected() only (the batch's users, whose
@@ -298,7 +298,7 @@ def _template_line(exc: BaseException, name: str) -> int | None:
     return line
 
 
-def render_query(rule: Rule, mode: str, config: Config | None = None) -> str:
+def render_query(rule: Rule, mode: Mode, config: Config | None = None) -> str:
     """The analyst's query rendered for `mode`, checked to be a single SELECT."""
     if mode not in MODES:
         raise RenderError(f"unknown mode {mode!r} (expected backfill or incremental)")
@@ -396,7 +396,7 @@ def _walk(node: Any) -> Iterator[tuple[str, Any]]:
             yield from _walk(item)
 
 
-def render(rule: Rule, mode: str, config: Config | None = None) -> Rendered:
+def render(rule: Rule, mode: Mode, config: Config | None = None) -> Rendered:
     """The full SQL of one rule run: the kind macro around the analyst's query.
 
     `config` gives the schema (for `badge()`) and the default time zone; without it they
