@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from plaudit.errors import ConfigError
 from plaudit.model.denylist import denied_reason, plaudit_functions
+from plaudit.model.modes import Mode
 from plaudit.model.yamlsource import Fields, LocatedDict, describe, is_str, load_yaml_file
 
 CONFIG_FILE = "plaudit.yaml"
@@ -73,7 +74,7 @@ class Config:
     # functions of the deny list (plaudit.denylist) that this site's rules may call anyway
     allow_functions: tuple[str, ...] = ()
 
-    def timeout(self, mode: str) -> str:
+    def timeout(self, mode: Mode) -> str:
         """The default timeout of a rule run in `mode` (a rule's own `timeout:` wins)."""
         return self.backfill_timeout if mode == "backfill" else self.statement_timeout
 
