@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import yaml
@@ -27,6 +27,9 @@ from plaudit.model.config import Config
 from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule, load_rule
 from plaudit.sqlgen.render import environment, modes, template_context
+
+if TYPE_CHECKING:  # sqlfluff is imported when linting: it takes a second to load
+    from sqlfluff.core import FluffConfig, Linter
 
 DIALECT = "postgres"
 # Passes of --fix over the modes: a fix in one mode can enable another in the other.
@@ -72,7 +75,7 @@ def lint(config: Config, rules: Sequence[Rule], *, fix: bool = False) -> LintRes
     return result
 
 
-def lint_rule(rule: Rule, config: Config, fluff: Any) -> list[Violation]:
+def lint_rule(rule: Rule, config: Config, fluff: FluffConfig) -> list[Violation]:
     """The rule's violations, each once, with the modes it occurs in."""
     found: dict[tuple[int, int, str, str], list[Mode]] = {}
     indent = _indent(rule)
@@ -111,7 +114,7 @@ def _source(rule: Rule) -> str:
 # -- sqlfluff, with plaudit's templating -------------------------------------------------
 
 
-def _fluff_config(project_dir: Path) -> Any:
+def _fluff_config(project_dir: Path) -> FluffConfig:
     from sqlfluff.core import FluffConfig
     from sqlfluff.core.config import clear_config_caches, load_config_at_path
 
@@ -122,7 +125,7 @@ def _fluff_config(project_dir: Path) -> Any:
     )
 
 
-def _linter(rule: Rule, mode: Mode, config: Config, fluff: Any) -> Any:
+def _linter(rule: Rule, mode: Mode, config: Config, fluff: FluffConfig) -> Linter:
     from sqlfluff.core import Linter
     from sqlfluff.core.errors import SQLTemplaterError
     from sqlfluff.core.templaters import JinjaTemplater
@@ -135,7 +138,7 @@ def _linter(rule: Rule, mode: Mode, config: Config, fluff: Any) -> Any:
         name = "plaudit"
 
         def construct_render_func(
-            self, fname: str | None = None, config: Any = None
+            self, fname: str | None = None, config: FluffConfig | None = None
         ) -> tuple[jinja2.Environment, dict[str, Any], Callable[[str], str]]:
             env = environment(keep_trailing_newline=True)  # sqlfluff's tracer needs it
 
@@ -160,7 +163,7 @@ def _linter(rule: Rule, mode: Mode, config: Config, fluff: Any) -> Any:
 # -- --fix -----------------------------------------------------------------------------------
 
 
-def _fix(rule: Rule, config: Config, fluff: Any, result: LintResult) -> Rule:
+def _fix(rule: Rule, config: Config, fluff: FluffConfig, result: LintResult) -> Rule:
     """Fix the rule's query in every mode and write it back into the file's query block.
     Returns the rule as it is now on disk (`rule` itself when nothing changed)."""
     source = _source(rule)
