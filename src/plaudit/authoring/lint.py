@@ -17,15 +17,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import yaml
 
 from plaudit.errors import RenderError
 from plaudit.model.config import Config
+from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule, load_rule
 from plaudit.sqlgen.render import environment, modes, template_context
+
+if TYPE_CHECKING:  # sqlfluff is imported when linting: it takes a second to load
+    from sqlfluff.core import FluffConfig, Linter
 
 DIALECT = "postgres"
 # Passes of --fix over the modes: a fix in one mode can enable another in the other.
@@ -39,7 +43,7 @@ class Violation:
     column: int
     code: str
     message: str
-    modes: tuple[str, ...]  # the modes it occurs in
+    modes: tuple[Mode, ...]  # the modes it occurs in
     of_modes: int = 1  # how many modes the rule has
 
     def __str__(self) -> str:
@@ -71,9 +75,9 @@ def lint(config: Config, rules: Sequence[Rule], *, fix: bool = False) -> LintRes
     return result
 
 
-def lint_rule(rule: Rule, config: Config, fluff: Any) -> list[Violation]:
+def lint_rule(rule: Rule, config: Config, fluff: FluffConfig) -> list[Violation]:
     """The rule's violations, each once, with the modes it occurs in."""
-    found: dict[tuple[int, int, str, str], list[str]] = {}
+    found: dict[tuple[int, int, str, str], list[Mode]] = {}
     indent = _indent(rule)
     for mode in modes(rule):
         linted = _linter(rule, mode, config, fluff).lint_string(_source(rule), fname=rule.file)
@@ -110,7 +114,7 @@ def _source(rule: Rule) -> str:
 # -- sqlfluff, with plaudit's templating -------------------------------------------------
 
 
-def _fluff_config(project_dir: Path) -> Any:
+def _fluff_config(project_dir: Path) -> FluffConfig:
     from sqlfluff.core import FluffConfig
     from sqlfluff.core.config import clear_config_caches, load_config_at_path
 
@@ -121,7 +125,7 @@ def _fluff_config(project_dir: Path) -> Any:
     )
 
 
-def _linter(rule: Rule, mode: str, config: Config, fluff: Any) -> Any:
+def _linter(rule: Rule, mode: Mode, config: Config, fluff: FluffConfig) -> Linter:
     from sqlfluff.core import Linter
     from sqlfluff.core.errors import SQLTemplaterError
     from sqlfluff.core.templaters import JinjaTemplater
@@ -134,7 +138,7 @@ def _linter(rule: Rule, mode: str, config: Config, fluff: Any) -> Any:
         name = "plaudit"
 
         def construct_render_func(
-            self, fname: str | None = None, config: Any = None
+            self, fname: str | None = None, config: FluffConfig | None = None
         ) -> tuple[jinja2.Environment, dict[str, Any], Callable[[str], str]]:
             env = environment(keep_trailing_newline=True)  # sqlfluff's tracer needs it
 
@@ -159,7 +163,7 @@ def _linter(rule: Rule, mode: str, config: Config, fluff: Any) -> Any:
 # -- --fix -----------------------------------------------------------------------------------
 
 
-def _fix(rule: Rule, config: Config, fluff: Any, result: LintResult) -> Rule:
+def _fix(rule: Rule, config: Config, fluff: FluffConfig, result: LintResult) -> Rule:
     """Fix the rule's query in every mode and write it back into the file's query block.
     Returns the rule as it is now on disk (`rule` itself when nothing changed)."""
     source = _source(rule)

@@ -31,6 +31,7 @@ from plaudit.errors import PlauditError
 from plaudit.model.config import Config
 from plaudit.model.denylist import forbidden_calls
 from plaudit.model.dependencies import event_types, references
+from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
 from plaudit.runtime.contract import describe_columns
 from plaudit.runtime.db import Database, describe, render_sql
@@ -48,7 +49,7 @@ Progress = tuple[str, str, Decimal, str | None, datetime | None]
 @dataclass
 class Outcome:
     case: Case
-    mode: str
+    mode: Mode
     expected: list[Grant] = field(default_factory=list)
     actual: list[Grant] = field(default_factory=list)
     error: str | None = None
@@ -129,7 +130,7 @@ def _with_dependencies(rule: Rule, by_slug: dict[str, Rule]) -> list[Rule]:
 
 
 def _run(
-    engine: Engine, config: Config, case: Case, chain: list[Rule], mode: str,
+    engine: Engine, config: Config, case: Case, chain: list[Rule], mode: Mode,
     deployed: Sequence[str],
 ) -> Outcome:
     """One case in one mode, run the way production runs rules: a backfill of each rule in
@@ -181,7 +182,7 @@ def _run(
 
 
 def _tables(
-    db: Database, scratch: Config, case: Case, chain: list[Rule], mode: str, config: Config
+    db: Database, scratch: Config, case: Case, chain: list[Rule], mode: Mode, config: Config
 ) -> None:
     """Shadow every app table the rules read with a temporary copy holding the given rows."""
     read: dict[str, None] = dict.fromkeys(case.given)
@@ -280,7 +281,7 @@ def _sorted_progress(rows: list[Progress]) -> list[Progress]:
     return sorted(rows, key=lambda row: (row[0], row[1]))  # (user_id, scope) is the key
 
 
-def _moment(value: Any, zone: ZoneInfo) -> datetime:
+def _moment(value: str | date, zone: ZoneInfo) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value.strip())
     if not isinstance(value, datetime):

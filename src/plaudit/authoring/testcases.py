@@ -36,6 +36,7 @@ from typing import Any
 
 from plaudit.errors import Problem
 from plaudit.model.config import NAME_PATTERN, Config
+from plaudit.model.modes import Mode
 from plaudit.model.rules import RULE_SUFFIXES, Rule
 from plaudit.model.yamlsource import Fields, LocatedDict, LocatedList, is_str, load_yaml_file
 from plaudit.sqlgen.render import modes
@@ -55,7 +56,7 @@ class Case:
     given: dict[str, Any]  # table -> list of row mappings, or a SELECT
     events: list[dict[str, Any]] | None
     params: dict[str, str]
-    modes: tuple[str, ...]
+    modes: tuple[Mode, ...]
     expect: list[dict[str, Any]]
     progress: list[dict[str, Any]] | None = None  # None: the case does not check progress
 
@@ -176,10 +177,10 @@ def _events(fields: Fields, spec: LocatedDict) -> list[dict[str, Any]] | None:
     return result
 
 
-def _modes(fields: Fields, spec: LocatedDict, rule: Rule, params: bool) -> tuple[str, ...]:
+def _modes(fields: Fields, spec: LocatedDict, rule: Rule, params: bool) -> tuple[Mode, ...]:
     """The modes a case runs in: the rule's, or those it names. Params are for backfills
     only (incremental runs take none), so a case with params runs in backfill mode."""
-    allowed = ("backfill",) if params else modes(rule)
+    allowed: tuple[Mode, ...] = ("backfill",) if params else modes(rule)
     chosen = fields.field(spec, "modes", lambda v: isinstance(v, list), "must be a list")
     if chosen is None:
         return allowed

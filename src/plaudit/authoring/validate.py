@@ -23,6 +23,7 @@ from plaudit.errors import Problem, RuleError
 from plaudit.model.config import Config
 from plaudit.model.denylist import forbidden_calls
 from plaudit.model.dependencies import check as check_dependencies
+from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule, read_rules
 from plaudit.sqlgen.render import MAX_QUERY, environment, modes, render
 from plaudit.sqlgen.sourcemap import located, render_mapped, rule_file
@@ -166,7 +167,7 @@ def _is_incremental_test(test: nodes.Node) -> bool | None:
     if isinstance(test, nodes.Compare) and len(test.ops) == 1:
         sides = [test.expr, test.ops[0].expr]
         if any(isinstance(s, nodes.Name) and s.name == "mode" for s in sides):
-            values = [s.value for s in sides if isinstance(s, nodes.Const)]
+            values: list[object] = [s.value for s in sides if isinstance(s, nodes.Const)]
             if values in (["incremental"], ["backfill"]):
                 equal = test.ops[0].op == "eq"
                 return equal == (values[0] == "incremental")
@@ -202,7 +203,7 @@ def _unguarded_names(node: nodes.Node, guarded: bool) -> Iterator[nodes.Name]:
 # -- rendering, in each mode ---------------------------------------------------------------
 
 
-def _render_problems(rule: Rule, mode: str, config: Config | None) -> list[Problem]:
+def _render_problems(rule: Rule, mode: Mode, config: Config | None) -> list[Problem]:
     """Render the rule as deploy would; the SQL's syntax errors are mapped to the template
     line they come from (a dropped `{% if %}` branch shifts the rendered lines)."""
     try:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import click
 
 from plaudit.cli.common import App, exit_codes, parse_timestamp
 from plaudit.model.config import is_name
 from plaudit.runtime.db import connect
+from plaudit.runtime.rows import NewGrant, UserId
 from plaudit.runtime.runner import BatchResult, Runner
 
 
@@ -74,7 +75,7 @@ def _payload(text: str) -> dict[str, Any]:
               help="Events per transaction.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new grants as JSON lines.")
 @click.pass_obj
-def run_command(app: App, mode: str, batch_size: int, as_json: bool) -> None:
+def run_command(app: App, mode: Literal["once", "follow"], batch_size: int, as_json: bool) -> None:
     """Process pending events: run the rules they trigger, for their users only.
 
     Each batch is one transaction: its events are consumed together with the grants they
@@ -162,7 +163,7 @@ def _waiting_once() -> Callable[[], None]:
     return say
 
 
-def _grant_line(grant: dict[str, Any], as_json: bool) -> str:
+def _grant_line(grant: NewGrant, as_json: bool) -> str:
     if as_json:
         return json.dumps(
             {**grant, "user_id": _json_id(grant["user_id"]),
@@ -176,5 +177,5 @@ def _grant_line(grant: dict[str, Any], as_json: bool) -> str:
     return "\t".join(fields)
 
 
-def _json_id(value: Any) -> Any:
+def _json_id(value: UserId) -> int | str:
     return value if isinstance(value, int) else str(value)

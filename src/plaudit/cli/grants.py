@@ -6,18 +6,17 @@ Registered on the `plaudit` group in cli/main.py.
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import click
 
-from plaudit.cli.common import App, exit_codes, parse_timestamp
+from plaudit.cli.common import App, F, exit_codes, parse_timestamp
 
 
 def _grant(slug: str, level: str, scope: str) -> str:
     return f"{slug}/{level}" + (f" [{scope}]" if scope else "")
 
 
-def _reason_option(f: Any) -> Any:
+def _reason_option(f: F) -> F:
     return click.option(
         "--reason", required=True, metavar="TEXT", help="Why (kept in plaudit.grant_log)."
     )(f)

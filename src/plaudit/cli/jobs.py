@@ -12,7 +12,6 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import click
@@ -24,6 +23,7 @@ from plaudit.runtime.db import Database, connect
 from plaudit.runtime.engine import Engine
 from plaudit.runtime.jobs import (
     CronSite,
+    Job,
     Status,
     app_tables,
     cron_site,
@@ -36,6 +36,7 @@ from plaudit.runtime.jobs import (
     status,
     unschedule,
 )
+from plaudit.runtime.rows import StatusRule
 
 MESSAGE_WIDTH = 60
 
@@ -110,7 +111,7 @@ def schedule_command(
             )
 
 
-def _show_status(engine: Engine, site: CronSite, jobs: Sequence[Any]) -> None:
+def _show_status(engine: Engine, site: CronSite, jobs: Sequence[Job]) -> None:
     runs = job_runs(site, jobs)
     zone = ZoneInfo(engine.config.timezone)
     if not runs:
@@ -190,7 +191,7 @@ def _status_text(report: Status, zone: ZoneInfo) -> str:
     return f"{events}\n\n{rules}\n\n{failures}"
 
 
-def _state(rule: dict[str, Any]) -> str:
+def _state(rule: StatusRule) -> str:
     if not rule["enabled"]:
         return "disabled"
     if rule["dirty"]:

@@ -11,6 +11,7 @@ from typing import Any
 from plaudit.authoring.preview import Preview
 from plaudit.model.rules import Level
 from plaudit.runtime.engine import TrophyCase
+from plaudit.runtime.rows import GrantCount, UserGrant, UserProgress, UserRevoked
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -37,7 +38,7 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def grant_summary(summary: Sequence[Mapping[str, Any]], new: Mapping[tuple[str, str], int]) -> str:
+def grant_summary(summary: Sequence[GrantCount], new: Mapping[tuple[str, str], int]) -> str:
     rows = [
         (s["slug"], s["level"], s["level_name"], new.get((s["slug"], s["level"]), 0), s["grants"])
         for s in summary
@@ -56,7 +57,7 @@ def _number(value: Decimal | int) -> str:
     return f"{value.normalize():f}" if isinstance(value, Decimal) else str(value)
 
 
-def _unit(progress: Mapping[str, Any]) -> str:
+def _unit(progress: UserProgress) -> str:
     """What a progress value counts, where the number alone would not say: a streak's
     periods (days by default), a growth rule's percentage."""
     kind = progress.get("kind")
@@ -65,7 +66,7 @@ def _unit(progress: Mapping[str, Any]) -> str:
     return "%" if kind == "growth" else ""
 
 
-def _title(grant: dict[str, Any]) -> str:
+def _title(grant: UserGrant | UserRevoked) -> str:
     """A grant's badge and level name (one name when they are the same), and its scope."""
     scope = f" [{grant['scope']}]" if grant["scope"] else ""
     if grant["level_name"] == grant["badge_name"]:
@@ -105,7 +106,7 @@ def trophy_case(case: TrophyCase) -> str:
 # -- plaudit preview ----------------------------------------------------------------------------
 
 
-def _threshold(level: Level) -> Any:
+def _threshold(level: Level) -> int | str | None:
     if isinstance(level.threshold, Decimal):
         return f"{level.threshold.normalize():f}"
     return level.threshold

@@ -15,6 +15,7 @@ from plaudit.cli.output import grant_summary, trophy_case
 from plaudit.cli.progress import ProgressLine
 from plaudit.errors import EXIT_FAILED, EXIT_SKIPPED, ConfigError
 from plaudit.model.config import is_identifier
+from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
 from plaudit.runtime.engine import RunResult
 from plaudit.sqlgen.render import bind_params, render
@@ -123,7 +124,7 @@ def _report_deploy(plan: DeployPlan, dry_run: bool = False) -> None:
 )
 @param_option
 @click.pass_obj
-def render_command(app: App, slug: str, mode: str, params: tuple[str, ...]) -> None:
+def render_command(app: App, slug: str, mode: Mode, params: tuple[str, ...]) -> None:
     """Print the SQL a rule runs and its bound values (offline; nothing is executed)."""
     rule = app.rule(slug)
     values = bind_params(rule, parse_params(params))

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from plaudit.errors import ConfigError
 from plaudit.model.denylist import denied_reason, plaudit_functions
+from plaudit.model.modes import Mode
 from plaudit.model.yamlsource import Fields, LocatedDict, describe, is_str, load_yaml_file
 
 CONFIG_FILE = "plaudit.yaml"
@@ -73,7 +74,7 @@ class Config:
     # functions of the deny list (plaudit.denylist) that this site's rules may call anyway
     allow_functions: tuple[str, ...] = ()
 
-    def timeout(self, mode: str) -> str:
+    def timeout(self, mode: Mode) -> str:
         """The default timeout of a rule run in `mode` (a rule's own `timeout:` wins)."""
         return self.backfill_timeout if mode == "backfill" else self.statement_timeout
 
@@ -104,7 +105,9 @@ def is_timezone(value: Any) -> bool:
 
 def read_timezone(fields: Fields, mapping: LocatedDict, default: str | None) -> str | None:
     """The IANA time zone under `timezone`, or `default` and a problem."""
-    timezone = fields.field(mapping, "timezone", is_str, "must be a string", default=default)
+    timezone: str | None = fields.field(
+        mapping, "timezone", is_str, "must be a string", default=default
+    )
     if timezone is not None and not is_timezone(timezone):
         fields.problem(mapping.value_line("timezone"), f"unknown timezone '{timezone}'")
         return default

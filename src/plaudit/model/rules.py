@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from plaudit.errors import ConfigError, Problem, RuleError
 from plaudit.model.config import (
@@ -24,8 +24,9 @@ from plaudit.model.config import (
 )
 from plaudit.model.yamlsource import Fields, LocatedDict, describe, is_str, is_text, load_yaml_file
 
-KINDS = ("count", "sum", "streak", "gauge", "growth", "award")
-THRESHOLD_KINDS = tuple(kind for kind in KINDS if kind != "award")
+Kind = Literal["count", "sum", "streak", "gauge", "growth", "award"]
+KINDS: tuple[Kind, ...] = ("count", "sum", "streak", "gauge", "growth", "award")
+THRESHOLD_KINDS: tuple[Kind, ...] = tuple(kind for kind in KINDS if kind != "award")
 PARAM_TYPES = ("bigint", "integer", "numeric", "text", "boolean", "date", "timestamptz", "uuid")
 PERIODS = ("day", "week", "month")
 # The keys of a rule file: what the badge is, and how its query runs.
@@ -61,7 +62,7 @@ class Rule:
     slug: str
     name: str
     description: str
-    kind: str
+    kind: Kind
     triggers: tuple[str, ...]
     tags: tuple[str, ...]
     enabled: bool

@@ -20,6 +20,7 @@ from psycopg import pq
 
 from plaudit.errors import Problem, RenderError
 from plaudit.model.config import Config
+from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
 from plaudit.runtime.db import Database, describe
 from plaudit.sqlgen.render import KIND_COLUMNS, modes, render
@@ -73,7 +74,7 @@ def check_contracts(db: Database, config: Config, rules: Sequence[Rule]) -> list
     return problems
 
 
-def check_contract(db: Database, config: Config, rule: Rule, mode: str) -> list[Problem]:
+def check_contract(db: Database, config: Config, rule: Rule, mode: Mode) -> list[Problem]:
     """One rule in one mode; the caller holds a transaction (and the batch table)."""
     try:
         mapped = render_mapped(rule, mode, config)

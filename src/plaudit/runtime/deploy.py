@@ -20,6 +20,7 @@ from plaudit.model.config import Config
 from plaudit.model.rules import Level, Rule
 from plaudit.runtime.contract import check_contracts
 from plaudit.runtime.engine import Engine, compile_rules
+from plaudit.runtime.rows import ChangeStatus, DueReason
 from plaudit.sqlgen.render import modes, render
 
 
@@ -41,7 +42,7 @@ class Change:
     """One badge's part in a deploy."""
 
     slug: str
-    status: str  # created | changed | unchanged | removed
+    status: ChangeStatus
     notes: list[str] = field(default_factory=list)  # sentences for the analyst
 
 
@@ -52,9 +53,9 @@ class DeployPlan:
     level_removals: list[tuple[str, str]] = field(default_factory=list)  # (slug, level) w/ grants
     badge_removals: list[str] = field(default_factory=list)
     # after the deploy: rules due for a backfill, by why (new, changed), in run order
-    due: dict[str, list[str]] = field(default_factory=dict)
+    due: dict[DueReason, list[str]] = field(default_factory=dict)
 
-    def count(self, status: str) -> int:
+    def count(self, status: ChangeStatus) -> int:
         return sum(1 for c in self.changes if c.status == status)
 
     @property

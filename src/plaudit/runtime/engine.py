@@ -13,15 +13,28 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 
 from plaudit.errors import ConfigError, RenderError
 from plaudit.model.config import Config
 from plaudit.model.dependencies import event_types, references
+from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
 from plaudit.runtime.db import Database, connect, render_sql
+from plaudit.runtime.rows import (
+    Awarded,
+    GrantCount,
+    NewGrant,
+    RevokedGrant,
+    RunStatus,
+    TriggerChange,
+    UnseenGrant,
+    UserGrant,
+    UserProgress,
+    UserRevoked,
+)
 from plaudit.runtime.watchdog import Watchdog
 from plaudit.sqlfiles import schema_files
 from plaudit.sqlgen.render import bind_params, modes, render
@@ -32,7 +45,7 @@ class RunResult:
     """The outcome of one rule run, as `plaudit.run_rule` reports it."""
 
     slug: str
-    status: str  # ok | failed | skipped
+    status: RunStatus
     granted: int
     progressed: int
     levels: Mapping[str, int]
@@ -60,9 +73,9 @@ class RunResult:
 @dataclass
 class TrophyCase:
     user_id: str
-    grants: list[dict[str, Any]] = field(default_factory=list)
-    progress: list[dict[str, Any]] = field(default_factory=list)
-    revoked: list[dict[str, Any]] = field(default_factory=list)  # no rule grants these again
+    grants: list[UserGrant] = field(default_factory=list)
+    progress: list[UserProgress] = field(default_factory=list)
+    revoked: list[UserRevoked] = field(default_factory=list)  # no rule grants these again
 
     @property
     def points(self) -> int:
@@ -187,7 +200,7 @@ class Engine:
                 )
                 self.db.script(text, f"applying {path.name}")
 
-    def configure(self) -> list[dict[str, Any]]:
+    def configure(self) -> list[TriggerChange]:
         """Sync plaudit.yaml's notify settings and `events:` triggers into the database.
 
         Returns the trigger changes: [{event, table_name, change}], change being installed,
@@ -202,7 +215,7 @@ class Engine:
                 for e in config.events
             ],
         }
-        return self.db.execute("configure", [json.dumps(body)])
+        return cast("list[TriggerChange]", self.db.execute("configure", [json.dumps(body)]))
 
     def undeployed(self, rules: Sequence[Rule]) -> list[str]:
         """Slugs whose deployed definition differs from the rule file (or is missing)."""
@@ -221,7 +234,7 @@ class Engine:
     def run_rule(
         self,
         rule: Rule,
-        mode: str = "backfill",
+        mode: Mode = "backfill",
         params: Mapping[str, str] | None = None,
         *,
         announce: bool = False,
@@ -304,15 +317,15 @@ class Engine:
             raise ConfigError(f"not deployed: {', '.join(missing)}; run `plaudit deploy` first")
         return [by_slug[slug] for slug in slugs]
 
-    def grant_summary(self, slugs: Sequence[str]) -> list[dict[str, Any]]:
-        return self.db.execute("grant_summary", [list(slugs)])
+    def grant_summary(self, slugs: Sequence[str]) -> list[GrantCount]:
+        return cast("list[GrantCount]", self.db.execute("grant_summary", [list(slugs)]))
 
     def trophy_case(self, user_id: str) -> TrophyCase:
         return TrophyCase(
             user_id=user_id,
-            grants=self.db.execute("user_grants", [user_id]),
-            progress=self.db.execute("user_progress", [user_id]),
-            revoked=self.db.execute("user_revoked", [user_id]),
+            grants=cast("list[UserGrant]", self.db.execute("user_grants", [user_id])),
+            progress=cast("list[UserProgress]", self.db.execute("user_progress", [user_id])),
+            revoked=cast("list[UserRevoked]", self.db.execute("user_revoked", [user_id])),
         )
 
     # -- manual grants ---------------------------------------------------------------------
@@ -325,7 +338,7 @@ class Engine:
         level: str | None = None,
         scope: str = "",
         achieved_at: datetime | None = None,
-    ) -> dict[str, Any]:
+    ) -> Awarded:
         """Grant a badge by hand (source 'manual'; `level` may be omitted for a badge with
         one level). Returns {level, scope, outcome: awarded | held, source, achieved_at}:
         a grant already held is left as it is."""
@@ -334,7 +347,7 @@ class Engine:
                 "award_badge", [str(user_id), badge, level, scope, reason, achieved_at]
             )
         assert row is not None
-        return row
+        return cast(Awarded, row)
 
     def revoke(
         self,
@@ -343,11 +356,12 @@ class Engine:
         reason: str,
         level: str | None = None,
         scope: str | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RevokedGrant]:
         """Remove a user's grants of a badge (all levels and scopes unless named), manual or
         by a rule, logging each with the reason. Returns the grants removed."""
         with self.db.conn.transaction():
-            return self.db.execute("revoke_badge", [str(user_id), badge, level, scope, reason])
+            rows = self.db.execute("revoke_badge", [str(user_id), badge, level, scope, reason])
+            return cast("list[RevokedGrant]", rows)
 
     # -- events ----------------------------------------------------------------------------
 
@@ -366,15 +380,15 @@ class Engine:
         assert row is not None
         return int(row["event_id"])
 
-    def check(self, events: Iterable[Event]) -> list[dict[str, Any]]:
+    def check(self, events: Iterable[Event]) -> list[NewGrant]:
         """Run the rules these events trigger now, in the connection's current transaction
         (if one is open), and return the grants they add: [] when there is nothing new."""
         body = json.dumps([event.as_json() for event in events])
-        return self.db.execute("check", [body])
+        return cast("list[NewGrant]", self.db.execute("check", [body]))
 
-    def unseen(self, user_id: Any) -> list[dict[str, Any]]:
+    def unseen(self, user_id: Any) -> list[UnseenGrant]:
         """The user's grants not shown yet, oldest award first."""
-        return self.db.execute("unseen", [str(user_id)])
+        return cast("list[UnseenGrant]", self.db.execute("unseen", [str(user_id)]))
 
     def mark_seen(
         self,

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import psycopg.conninfo
 
@@ -20,6 +20,7 @@ from plaudit.errors import PlauditError
 from plaudit.model.rules import Rule
 from plaudit.runtime.db import Database, connect
 from plaudit.runtime.engine import Engine
+from plaudit.runtime.rows import CronJobRun, DueReason, JobStatus, StatusFailure, StatusRule
 from plaudit.sqlgen.analysis import relations
 from plaudit.sqlgen.render import modes, render_query
 
@@ -150,11 +151,11 @@ def definitions(
     return [Job(**row) for row in rows]
 
 
-def schedule(site: CronSite, jobs: Sequence[Job]) -> list[tuple[Job, str]]:
+def schedule(site: CronSite, jobs: Sequence[Job]) -> list[tuple[Job, JobStatus]]:
     """Create or update the jobs: [(job, created | updated | unchanged)]. Idempotent: pg_cron
     upserts a job by name, so an existing job keeps its id and its history."""
     existing = {r["jobname"]: r for r in site.db.execute("cron_jobs", [_names(jobs)])}
-    changes = []
+    changes: list[tuple[Job, JobStatus]] = []
     for job in jobs:
         old = existing.get(job.jobname)
         if old and (old["schedule"], old["command"], old["database"]) == (
@@ -188,9 +189,9 @@ def unschedule(site: CronSite, jobs: Sequence[Job]) -> list[str]:
     return removed
 
 
-def job_runs(site: CronSite, jobs: Sequence[Job]) -> list[dict[str, Any]]:
+def job_runs(site: CronSite, jobs: Sequence[Job]) -> list[CronJobRun]:
     """The installed jobs with their last run, from cron.job_run_details."""
-    return site.db.execute("cron_job_runs", [_names(jobs)])
+    return cast("list[CronJobRun]", site.db.execute("cron_job_runs", [_names(jobs)]))
 
 
 def _names(jobs: Sequence[Job]) -> list[str]:
@@ -206,8 +207,8 @@ class Status:
 
     pending: int
     oldest_seconds: float | None
-    rules: list[dict[str, Any]]
-    failures: list[dict[str, Any]]
+    rules: list[StatusRule]
+    failures: list[StatusFailure]
     attention: list[str] = field(default_factory=list)
 
     @property
@@ -220,7 +221,7 @@ class Status:
         return [r["slug"] for r in self.rules if r["backfill_skipped"] and r["enabled"]]
 
     @property
-    def due(self) -> dict[str, list[str]]:
+    def due(self) -> dict[DueReason, list[str]]:
         """Rules due for a backfill, by why: {new: [...], changed: [...]}."""
         return due_by_reason(self.rules)
 
@@ -248,8 +249,8 @@ def status(engine: Engine, max_lag_seconds: float) -> Status:
     report = Status(
         pending=int(events["pending"]),
         oldest_seconds=events["oldest_seconds"],
-        rules=db.execute("status_rules"),
-        failures=db.execute("status_failures"),
+        rules=cast("list[StatusRule]", db.execute("status_rules")),
+        failures=cast("list[StatusFailure]", db.execute("status_failures")),
     )
     if report.oldest_seconds is not None and report.oldest_seconds > max_lag_seconds:
         report.attention.append(
@@ -276,16 +277,16 @@ def status(engine: Engine, max_lag_seconds: float) -> Status:
     return report
 
 
-def due_by_reason(rules: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+def due_by_reason(rules: Sequence[Mapping[str, Any]]) -> dict[DueReason, list[str]]:
     """The enabled rules that are due (rows with slug, enabled, due), grouped by reason."""
-    found: dict[str, list[str]] = {}
+    found: dict[DueReason, list[str]] = {}
     for r in rules:
         if r["due"] and r["enabled"]:
             found.setdefault(r["due"], []).append(r["slug"])
     return found
 
 
-def due_sentence(due: Mapping[str, Sequence[str]]) -> str:
+def due_sentence(due: Mapping[DueReason, Sequence[str]]) -> str:
     """`3 rules are due for a backfill (new: a, b; changed: c): ...`"""
     count = sum(len(slugs) for slugs in due.values())
     reasons = "; ".join(f"{reason}: {', '.join(slugs)}" for reason, slugs in due.items())

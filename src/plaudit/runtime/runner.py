@@ -15,13 +15,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 
 from plaudit.errors import DatabaseError, PlauditError
 from plaudit.runtime.db import describe
 from plaudit.runtime.engine import Engine, RunResult
+from plaudit.runtime.rows import NewGrant
 
 # Without a notification, re-check the queue this often anyway: events released by a runner
 # that rolled back, or any wake-up lost with a dropped connection, are picked up then.
@@ -32,7 +33,7 @@ IDLE_RECHECK_SECONDS = 30.0
 class BatchResult:
     events: int
     runs: list[RunResult]
-    grants: list[dict[str, Any]]  # the new grants, in the order they were made
+    grants: list[NewGrant]  # the new grants, in the order they were made
     seconds: float
 
     @property
@@ -55,7 +56,7 @@ def run_batch(engine: Engine, batch_size: int) -> BatchResult:
     db = engine.db
     started = time.monotonic()
     runs: list[RunResult] = []
-    grants: list[dict[str, Any]] = []
+    grants: list[NewGrant] = []
     try:
         with db.conn.transaction():
             taken = db.one("take_events", [batch_size])
@@ -64,7 +65,7 @@ def run_batch(engine: Engine, batch_size: int) -> BatchResult:
                 runs = engine.run_batch_rules()
                 new = [run.run_id for run in runs if run.granted]
                 if new:
-                    grants = db.execute("run_grants", [new])
+                    grants = cast("list[NewGrant]", db.execute("run_grants", [new]))
     except (psycopg.Error, DatabaseError) as exc:
         # the transaction is gone, and nothing of the batch with it: its events stay queued
         reason = describe(exc) if isinstance(exc, psycopg.Error) else str(exc)

@@ -31,15 +31,16 @@ from plaudit.errors import ParamError, RenderError
 from plaudit.model.config import NAME_PATTERN, Config
 from plaudit.model.denylist import forbidden_calls
 from plaudit.model.dependencies import event_types
-from plaudit.model.rules import Rule
+from plaudit.model.modes import Mode
+from plaudit.model.rules import Kind, Rule
 from plaudit.sqlfiles import sql_dir
 from plaudit.sqlgen.sandbox import RuleSandbox
 
-MODES = ("backfill", "incremental")
+MODES: tuple[Mode, ...] = ("backfill", "incremental")
 # The batch of events of an incremental run: a temporary table filled by the runner.
 BATCH_TABLE = "pg_temp.plaudit_batch"
 # Columns each kind needs from the analyst's query, and the optional ones it understands.
-KIND_COLUMNS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+KIND_COLUMNS: Mapping[Kind, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "count": (("user_id", "occurred_at"), ("scope",)),
     "sum": (("user_id", "occurred_at", "amount"), ("scope",)),
     "streak": (("user_id", "occurred_at"), ("scope",)),
@@ -48,9 +49,9 @@ KIND_COLUMNS: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "award": (("user_id", "achieved_at"), ("level", "scope", "meta")),
 }
 # Kinds whose thresholds count things (rows, periods): whole numbers only.
-WHOLE_THRESHOLDS = ("count", "streak")
+WHOLE_THRESHOLDS: tuple[Kind, ...] = ("count", "streak")
 # The calendar kinds and their period when the rule names none.
-DEFAULT_PERIODS: Mapping[str, str] = {"streak": "day", "growth": "month"}
+DEFAULT_PERIODS: Mapping[Kind, str] = {"streak": "day", "growth": "month"}
 _DML = ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt")
 # The longest rendered query: a rule is one SELECT (the bundled ones are under 2,000 characters)
 MAX_QUERY = 1_000_000
@@ -61,7 +62,7 @@ class Rendered:
     """A rule rendered for one mode: the canonical-row query and its placeholders' params."""
 
     rule: Rule
-    mode: str
+    mode: Mode
     query: str  # the analyst's SELECT, rendered
     sql: str  # the kind macro around it: what compiled_rule stores and run_rule executes
 
@@ -91,7 +92,7 @@ def environment(
 class _Batch:
     """`batch` in a template: the relation of this run's events, incremental mode only."""
 
-    def __init__(self, rule: Rule, mode: str):
+    def __init__(self, rule: Rule, mode: Mode):
         self._rule, self._mode = rule, mode
 
     def __str__(self) -> str:
@@ -126,8 +127,8 @@ def _for_rule(rule: Rule, alias: str = "") -> str:
 # at the month, before the event that completes it). An award has no progress, so such a
 # user is simply left out; the others keep their progress exact by carrying it forward from
 # user_progress.through_at (CARRIES_PROGRESS_KINDS, the `carry` of their macros).
-SKIPS_DONE_KINDS = ("count", "sum", "gauge", "award")
-CARRIES_PROGRESS_KINDS = ("count", "sum", "gauge")
+SKIPS_DONE_KINDS: tuple[Kind, ...] = ("count", "sum", "gauge", "award")
+CARRIES_PROGRESS_KINDS: tuple[Kind, ...] = ("count", "sum", "gauge")
 
 
 def trusted(rule: Rule, schema: str) -> str:
@@ -203,7 +204,7 @@ def _batch_users(rule: Rule) -> str:
 
 
 def template_context(
-    rule: Rule, mode: str, schema: str = "plaudit", skip_done: bool | None = None
+    rule: Rule, mode: Mode, schema: str = "plaudit", skip_done: bool | None = None
 ) -> dict[str, Any]:
     """The template's helpers. `skip_done` (decided by a first render when not given):
     whether `affected()` (and, for awards, `unfinished()`) leave out users who are done
@@ -261,7 +262,7 @@ def template_context(
     }
 
 
-def _skips_done(rule: Rule, mode: str, schema: str) -> bool:
+def _skips_done(rule: Rule, mode: Mode, schema: str) -> bool:
     """Whether an incremental run of `rule` may skip users who are done with it: a kind
     where that is exact, no scope (a new scope has every level still to reach), and for
     kinds with progress, users found through affected() only (the batch's users, whose
@@ -298,7 +299,7 @@ def _template_line(exc: BaseException, name: str) -> int | None:
     return line
 
 
-def render_query(rule: Rule, mode: str, config: Config | None = None) -> str:
+def render_query(rule: Rule, mode: Mode, config: Config | None = None) -> str:
     """The analyst's query rendered for `mode`, checked to be a single SELECT."""
     if mode not in MODES:
         raise RenderError(f"unknown mode {mode!r} (expected backfill or incremental)")
@@ -396,7 +397,7 @@ def _walk(node: Any) -> Iterator[tuple[str, Any]]:
             yield from _walk(item)
 
 
-def render(rule: Rule, mode: str, config: Config | None = None) -> Rendered:
+def render(rule: Rule, mode: Mode, config: Config | None = None) -> Rendered:
     """The full SQL of one rule run: the kind macro around the analyst's query.
 
     `config` gives the schema (for `badge()`) and the default time zone; without it they
@@ -527,7 +528,7 @@ def _macro_arguments(rule: Rule, has: Mapping[str, bool], timezone: str) -> dict
     return arguments
 
 
-def modes(rule: Rule) -> tuple[str, ...]:
+def modes(rule: Rule) -> tuple[Mode, ...]:
     """The modes a rule runs in: incremental only when events (or grants of the badges it
     reads) trigger it."""
     return MODES if event_types(rule) else ("backfill",)

@@ -22,8 +22,9 @@ from weakref import WeakKeyDictionary
 
 from jinja2 import nodes, pass_context
 from jinja2.compiler import CodeGenerator, Frame
+from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 
 MAX_RANGE = 10_000  # items of one range()
 MAX_ITERATIONS = 100_000  # items of all the range() calls of one render

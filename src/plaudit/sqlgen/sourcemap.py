@@ -18,6 +18,7 @@ from jinja2.lexer import Token, TokenStream
 
 from plaudit.errors import Problem
 from plaudit.model.config import Config
+from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
 from plaudit.sqlgen.render import environment, template_context
 
@@ -57,7 +58,7 @@ class MappedQuery:
         return self.template_lines[min(line, len(self.template_lines) - 1)]
 
 
-def render_mapped(rule: Rule, mode: str, config: Config | None = None) -> MappedQuery:
+def render_mapped(rule: Rule, mode: Mode, config: Config | None = None) -> MappedQuery:
     """The rule's query rendered for `mode` (as `render_query` strips it) with its line map.
     Raises whatever rendering raises; call it on a template that renders."""
     template = environment(extensions=(_LineMarks,)).from_string(rule.query)
