@@ -16,7 +16,14 @@ from pathlib import Path
 
 from plaudit.local.cluster import Cluster
 from plaudit.local.demo import load_demo_data
-from plaudit.model.config import CONFIG_FILE, Config, load_config
+from plaudit.model.config import (
+    CONFIG_FILE,
+    DURATION_REQUIREMENT,
+    Config,
+    is_duration,
+    load_config,
+    milliseconds,
+)
 from plaudit.model.rules import Rule
 from plaudit.runtime.deploy import deploy_rules
 from plaudit.runtime.engine import Engine
@@ -114,12 +121,11 @@ def with_timeout(project: Path, timeout: str, workdir: Path) -> Path:
 
 
 def duration_seconds(text: str) -> float:
-    """A plaudit.yaml duration (30s, 500ms, 5min, 1h; a bare number is milliseconds)."""
-    match = re.fullmatch(r"\s*(\d+)\s*(ms|s|min|h)?\s*", str(text))
-    if not match:
-        raise ValueError(f"{text!r} is not a duration like 30s, 500ms, 5min or 1h")
-    unit = {"ms": 0.001, "s": 1, "min": 60, "h": 3600}[match[2] or "ms"]
-    return int(match[1]) * unit
+    """A plaudit.yaml duration (30s, 500ms, 5min, 1h; a bare number is milliseconds), in
+    seconds: plaudit's own grammar (plaudit.model.config)."""
+    if not is_duration(text):
+        raise ValueError(f"{text!r} {DURATION_REQUIREMENT}")
+    return milliseconds(text) / 1000
 
 
 def install(bench: BenchDB, config: Config, rules: list[Rule]) -> None:

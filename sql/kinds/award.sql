@@ -1,3 +1,4 @@
+{% from 'kinds/_levels.sql' import scope %}
 {#-
   award: the query returns (user_id, achieved_at [, level] [, scope] [, meta]); each row is a
   grant. Rows leading to the same grant (user, level, scope) collapse to the earliest
@@ -13,7 +14,7 @@ SELECT DISTINCT ON (g.user_id, g.level, g.scope)
        false AS is_progress
 FROM (
     SELECT src.user_id,
-           {{ "coalesce(src.scope::text, '')" if has_scope else "''" }} AS scope,
+           {{ scope(has_scope) }} AS scope,
            {{ 'src.level::text' if has_level else default_level | sqlstring }} AS level,
            src.achieved_at::timestamptz AS achieved_at,
            {{ 'src.meta::jsonb' if has_meta else 'NULL::jsonb' }} AS meta

@@ -1,4 +1,4 @@
-{% from 'kinds/_levels.sql' import carried_progress %}
+{% from 'kinds/_levels.sql' import levels_cte, scope, next_level, carried_progress %}
 {#-
   count: the query returns (user_id, occurred_at [, scope]); the value is the number of rows
   per (user, scope). A level is reached when value >= threshold; achieved_at is the
@@ -37,7 +37,7 @@ WITH src AS NOT MATERIALIZED (
 ),
 totals AS (
     -- NULL and '' are the same scope: they must count together (one grant per scope)
-    SELECT src.user_id, {{ "coalesce(src.scope::text, '')" if has_scope else "''" }} AS scope,
+    SELECT src.user_id, {{ scope(has_scope) }} AS scope,
            count(*) AS value, max(src.occurred_at::timestamptz) AS through_at
            {%- if first_free %}, min(src.occurred_at::timestamptz) AS first_at{% endif %}
     FROM src
@@ -57,9 +57,7 @@ carried AS (
     ) AS n
 ),
 {%- endif %}
-levels (key, threshold) AS (
-    VALUES {% for l in levels %}({{ l.key | sqlstring }}, {{ l.threshold }}::bigint){{ ", " if not loop.last }}{% endfor %}
-)
+{{ levels_cte(levels, 'bigint') }}
 {%- if first_free %}
 SELECT t.user_id, coalesce(t.scope::text, '') AS scope, {{ levels[0].key | sqlstring }} AS level,
        t.first_at AS achieved_at, t.value::numeric AS value, NULL::jsonb AS meta,
@@ -87,7 +85,7 @@ FROM totals AS t
 CROSS JOIN LATERAL (
     SELECT s.occurred_at, row_number() OVER (ORDER BY s.occurred_at) AS n
     FROM src AS s
-    WHERE s.user_id = t.user_id{% if has_scope %} AND coalesce(s.scope::text, '') = t.scope{% endif %}
+    WHERE s.user_id = t.user_id{% if has_scope %} AND {{ scope(true, 's') }} = t.scope{% endif %}
     ORDER BY s.occurred_at
     -- the highest threshold this user crossed{{ " and did not hold" if held }}
     LIMIT {% if held %}t.upto{% else %}CASE {% for l in levels | reverse %}WHEN t.value >= {{ l.threshold }} THEN {{ l.threshold }} {% endfor %}END{% endif %}
@@ -99,7 +97,7 @@ WHERE t.value >= {{ looked_up[0].threshold }}
 {%- endif %}
 UNION ALL
 SELECT t.user_id, coalesce(t.scope::text, '') AS scope,
-       CASE {% for l in levels %}WHEN t.value < {{ l.threshold }} THEN {{ l.key | sqlstring }} {% endfor %}END AS level,
+       {{ next_level('t.value', levels) }} AS level,
        NULL::timestamptz AS achieved_at, t.value::numeric AS value,
        jsonb_build_object('through', t.through_at) AS meta, true AS is_progress
 FROM totals AS t

@@ -82,11 +82,11 @@ DECLARE
     v_quiet_before timestamptz := CASE
         WHEN p_mode = 'incremental' THEN '-infinity'
         WHEN p_announce THEN now() - coalesce(
-            (SELECT value FROM {{ schema }}.meta WHERE key = 'notify_max_age'), '2 days')::interval
+            (SELECT value FROM {{ schema }}.meta WHERE key = 'notify_max_age'), '{{ defaults.notify_max_age }}')::interval
         ELSE 'infinity' END;
     -- notify settings are synced from plaudit.yaml by `deploy`
     v_channel text := coalesce(
-        (SELECT value FROM {{ schema }}.meta WHERE key = 'notify_channel'), 'plaudit_award');
+        (SELECT value FROM {{ schema }}.meta WHERE key = 'notify_channel'), '{{ defaults.notify_channel }}');
     v_notified int;
     -- `plaudit init --runner-role`: the rule's SQL runs as this role, inside rule_rows
     -- (008_boundary.sql); this function writes what it returns

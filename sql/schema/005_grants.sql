@@ -205,7 +205,7 @@ DECLARE
     v_at timestamptz := coalesce(p_achieved_at, now());
     v_channel text := coalesce(
         (SELECT m.value FROM {{ schema }}.meta AS m WHERE m.key = 'notify_channel'),
-        'plaudit_award');
+        '{{ defaults.notify_channel }}');
 BEGIN
     IF coalesce(btrim(p_reason), '') = '' THEN
         RAISE EXCEPTION 'a manual grant needs a reason' USING ERRCODE = 'invalid_parameter_value';

@@ -69,7 +69,7 @@ $function$;
 -- Retention: run rows older than p_keep, except each rule's latest run (`plaudit status` shows
 -- it). Consumed events need none: taking an event deletes it, in the transaction that
 -- processes it. Returns the number of run rows deleted.
-CREATE OR REPLACE FUNCTION {{ schema }}.prune(p_keep interval DEFAULT '30 days') RETURNS int
+CREATE OR REPLACE FUNCTION {{ schema }}.prune(p_keep interval DEFAULT '{{ defaults.retention_runs }}') RETURNS int
 LANGUAGE sql AS $function$
     WITH gone AS (
         DELETE FROM {{ schema }}.run AS r
@@ -99,7 +99,7 @@ $function$;
 -- watchdog. Raises at the end if a rule failed. CALL {{ schema }}.job_events();
 CREATE OR REPLACE PROCEDURE {{ schema }}.job_events(
     p_batch_size int DEFAULT 1000,
-    p_timeout text DEFAULT '60s'
+    p_timeout text DEFAULT '{{ defaults.statement_timeout }}'
 )
 LANGUAGE plpgsql AS $procedure$
 DECLARE
@@ -131,8 +131,8 @@ $procedure$;
 -- under the watchdog; then retention. Raises at the end if a rule failed.
 -- CALL {{ schema }}.job_nightly();
 CREATE OR REPLACE PROCEDURE {{ schema }}.job_nightly(
-    p_timeout text DEFAULT '30min',  -- backfill_timeout: each due rule reads all history
-    p_keep_runs interval DEFAULT '30 days'
+    p_timeout text DEFAULT '{{ defaults.backfill_timeout }}',  -- backfill_timeout: each due rule reads all history
+    p_keep_runs interval DEFAULT '{{ defaults.retention_runs }}'
 )
 LANGUAGE plpgsql AS $procedure$
 DECLARE

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from plaudit.authoring.preview import Preview
+from plaudit.model.kinds import KINDS
 from plaudit.model.rules import Level
 from plaudit.runtime.engine import TrophyCase
 from plaudit.runtime.rows import GrantCount, UserGrant, UserProgress, UserRevoked
@@ -60,10 +61,12 @@ def _number(value: Decimal | int) -> str:
 def _unit(progress: UserProgress) -> str:
     """What a progress value counts, where the number alone would not say: a streak's
     periods (days by default), a growth rule's percentage."""
-    kind = progress.get("kind")
-    if kind == "streak":
-        return f" {progress.get('period') or 'day'}s"
-    return "%" if kind == "growth" else ""
+    kind = KINDS.get(progress.get("kind") or "")
+    if kind is None:
+        return ""
+    if kind.progress_unit == "periods":
+        return f" {progress.get('period') or kind.default_period}s"
+    return kind.progress_unit
 
 
 def _title(grant: UserGrant | UserRevoked) -> str:

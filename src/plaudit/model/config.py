@@ -6,8 +6,10 @@ The file is optional: without it, every default holds.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -43,6 +45,20 @@ _MILLISECONDS = {None: 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
 _UNIT = r"(ms|milliseconds?|s|secs?|seconds?|min|mins|minutes?|h|hours?|days?|weeks?)"
 INTERVAL_PATTERN = re.compile(rf"(\d+\s*{_UNIT}\s*)+")
 
+# The defaults of the settings the database also uses when a caller gives none (pg_cron
+# jobs, plaudit.award_badge, run_rule before `deploy` has synced plaudit.yaml): written
+# once, here. The schema files read them as {{ defaults.<name> }} (runtime.db.render_sql).
+DEFAULTS: Mapping[str, str] = MappingProxyType({
+    "statement_timeout": "60s",
+    # a backfill reads all history: at 1M users two bundled rules take a minute (BENCHMARKS.md)
+    "backfill_timeout": "30min",
+    "notify_channel": "plaudit_award",
+    "notify_max_age": "2 days",
+    # how long scheduled jobs keep plaudit.run rows and their cron.job_run_details rows
+    "retention_runs": "30 days",
+    "retention_job_runs": "7 days",
+})
+
 
 @dataclass(frozen=True)
 class EventSource:
@@ -62,15 +78,13 @@ class Config:
     schema: str = "plaudit"
     user_id_type: str = "bigint"
     timezone: str = "UTC"
-    statement_timeout: str = "60s"
-    # a backfill reads all history: at 1M users two bundled rules take a minute (BENCHMARKS.md)
-    backfill_timeout: str = "30min"
-    notify_channel: str = "plaudit_award"
-    notify_max_age: str = "2 days"
+    statement_timeout: str = DEFAULTS["statement_timeout"]
+    backfill_timeout: str = DEFAULTS["backfill_timeout"]
+    notify_channel: str = DEFAULTS["notify_channel"]
+    notify_max_age: str = DEFAULTS["notify_max_age"]
     events: tuple[EventSource, ...] = ()
-    # how long scheduled jobs keep plaudit.run rows and their cron.job_run_details rows
-    retention_runs: str = "30 days"
-    retention_job_runs: str = "7 days"
+    retention_runs: str = DEFAULTS["retention_runs"]
+    retention_job_runs: str = DEFAULTS["retention_job_runs"]
     # functions of the deny list (plaudit.denylist) that this site's rules may call anyway
     allow_functions: tuple[str, ...] = ()
 

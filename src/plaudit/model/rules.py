@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from plaudit.errors import ConfigError, Problem, RuleError
 from plaudit.model.config import (
@@ -22,11 +22,9 @@ from plaudit.model.config import (
     read_duration,
     read_timezone,
 )
+from plaudit.model.kinds import KINDS, KindName
 from plaudit.model.yamlsource import Fields, LocatedDict, describe, is_str, is_text, load_yaml_file
 
-Kind = Literal["count", "sum", "streak", "gauge", "growth", "award"]
-KINDS: tuple[Kind, ...] = ("count", "sum", "streak", "gauge", "growth", "award")
-THRESHOLD_KINDS: tuple[Kind, ...] = tuple(kind for kind in KINDS if kind != "award")
 PARAM_TYPES = ("bigint", "integer", "numeric", "text", "boolean", "date", "timestamptz", "uuid")
 PERIODS = ("day", "week", "month")
 # The keys of a rule file: what the badge is, and how its query runs.
@@ -62,7 +60,7 @@ class Rule:
     slug: str
     name: str
     description: str
-    kind: Kind
+    kind: KindName
     triggers: tuple[str, ...]
     tags: tuple[str, ...]
     enabled: bool
@@ -242,7 +240,8 @@ def _list(
 def _levels(
     fields: Fields, document: LocatedDict, kind: str | None, name: str | None
 ) -> tuple[Level, ...]:
-    needs_threshold = kind in THRESHOLD_KINDS
+    # levels reached by a value need a threshold each, increasing (model/kinds.py)
+    needs_threshold = kind is not None and KINDS[kind].threshold != "none"
     items = fields.field(
         document,
         "levels",
@@ -251,8 +250,9 @@ def _levels(
         required=needs_threshold,
     )
     if items is None:
-        # An award without levels is a one-off badge: a single level named after it.
-        if kind == "award":
+        # An award (no thresholds) without levels is a one-off badge: a single level named
+        # after it.
+        if kind is not None and not needs_threshold:
             return (Level("default", name or "", None, 0, None, document.line),)
         return ()
     levels: list[Level] = []

@@ -20,10 +20,11 @@ from psycopg import pq
 
 from plaudit.errors import Problem, RenderError
 from plaudit.model.config import Config
+from plaudit.model.kinds import COLUMN_TYPES, KINDS
 from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
 from plaudit.runtime.db import Database, describe
-from plaudit.sqlgen.render import KIND_COLUMNS, modes, render
+from plaudit.sqlgen.render import modes, render
 from plaudit.sqlgen.sourcemap import MappedQuery, located, render_mapped
 
 TIMES = ("timestamp with time zone", "timestamp without time zone", "date")
@@ -36,14 +37,13 @@ USER_ID_TYPES = {
     "text": TEXTS,
     "uuid": ("uuid",),
 }
-# What each column a kind reads must be; `scope` is anything (it is stored as text).
-COLUMN_TYPES = {
-    "occurred_at": (TIMES, "a timestamptz (timestamp and date also work)"),
-    "achieved_at": (TIMES, "a timestamptz (timestamp and date also work)"),
-    "amount": (NUMBERS, "a number"),
-    "value": (NUMBERS, "a number"),
-    "level": (TEXTS, "text (a level key)"),
-    "meta": (("jsonb", "json"), "jsonb"),
+# The database types of each type a kind's column must be (model/kinds.py COLUMN_TYPES),
+# and how to say it; `any` (scope: stored as text) and `user_id` (USER_ID_TYPES) are not here.
+ACCEPTED = {
+    "time": (TIMES, "a timestamptz (timestamp and date also work)"),
+    "number": (NUMBERS, "a number"),
+    "text": (TEXTS, "text (a level key)"),
+    "json": (("jsonb", "json"), "jsonb"),
 }
 
 
@@ -157,13 +157,10 @@ def _target_lines(rule: Rule, mapped: MappedQuery, count: int) -> Iterator[int]:
         yield rule.query_line + mapped.template_line(offset) - 1
 
 
-def _an(word: str) -> str:
-    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
-
-
 def _mismatches(rule: Rule, config: Config, columns: Sequence[Column]) -> Iterator[Problem]:
     file = rule.file or rule.path.as_posix()
-    required, optional = KIND_COLUMNS.get(rule.kind, ((), ()))
+    kind = KINDS[rule.kind]  # render() has rejected an unknown kind
+    required, optional = kind.required, kind.optional
     by_name: dict[str, Column] = {}
     for column in columns:
         if column.name in by_name and column.name in required + optional:
@@ -174,7 +171,7 @@ def _mismatches(rule: Rule, config: Config, columns: Sequence[Column]) -> Iterat
     if missing:
         returned = ", ".join(c.name for c in columns) or "no columns"
         message = (
-            f"{rule.slug}: {_an(rule.kind)} query must return {', '.join(missing)}; "
+            f"{rule.slug}: {kind.with_article} query must return {', '.join(missing)}; "
             f"the query returns {returned}"
         )
         yield Problem(file, rule.query_line, message)
@@ -182,18 +179,18 @@ def _mismatches(rule: Rule, config: Config, columns: Sequence[Column]) -> Iterat
         if name not in by_name:
             continue
         column = by_name[name]
-        if name == "user_id":
+        if COLUMN_TYPES[name] == "user_id":
             if column.type not in USER_ID_TYPES[config.user_id_type]:
                 message = (
                     f"{rule.slug}: column user_id is {column.type}, but plaudit.yaml says "
                     f"user_id_type: {config.user_id_type}"
                 )
                 yield Problem(file, column.line, message)
-        elif name in COLUMN_TYPES:
-            accepted, wanted = COLUMN_TYPES[name]
+        elif COLUMN_TYPES[name] in ACCEPTED:
+            accepted, wanted = ACCEPTED[COLUMN_TYPES[name]]
             if column.type not in accepted:
                 message = (
                     f"{rule.slug}: column {name} is {column.type}; "
-                    f"{_an(rule.kind)} query needs {wanted}"
+                    f"{kind.with_article} query needs {wanted}"
                 )
                 yield Problem(file, column.line, message)

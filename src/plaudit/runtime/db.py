@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
 
 from plaudit.errors import ConnectionFailed, DatabaseError
+from plaudit.model.config import DEFAULTS
 from plaudit.sqlfiles import query
 
 
@@ -153,8 +154,9 @@ def _template(text: str) -> jinja2.Template:
 
 
 def render_sql(text: str, schema: str, **context: Any) -> str:
-    """A plaudit .sql file for the configured schema (trusted files, not analyst SQL)."""
-    return _template(text).render(schema=schema, **context)
+    """A plaudit .sql file for the configured schema (trusted files, not analyst SQL), with
+    plaudit.yaml's defaults as {{ defaults.<name> }}."""
+    return _template(text).render(schema=schema, defaults=DEFAULTS, **context)
 
 
 class Database:

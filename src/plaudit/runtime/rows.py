@@ -12,8 +12,8 @@ from decimal import Decimal
 from typing import Literal, TypedDict
 from uuid import UUID
 
+from plaudit.model.kinds import KindName
 from plaudit.model.modes import Mode
-from plaudit.model.rules import Kind
 
 # A user id as read back, by the configured user_id_type: bigint and integer, text, uuid.
 UserId = int | str | UUID
@@ -55,7 +55,7 @@ class UserProgress(TypedDict):
     value: Decimal
     next_name: str
     next_threshold: Decimal
-    kind: Kind
+    kind: KindName
     period: str | None
 
 

@@ -31,27 +31,15 @@ from plaudit.errors import ParamError, RenderError
 from plaudit.model.config import NAME_PATTERN, Config
 from plaudit.model.denylist import forbidden_calls
 from plaudit.model.dependencies import event_types
+from plaudit.model.kinds import KINDS
 from plaudit.model.modes import Mode
-from plaudit.model.rules import Kind, Rule
+from plaudit.model.rules import Rule
 from plaudit.sqlfiles import sql_dir
 from plaudit.sqlgen.sandbox import RuleSandbox
 
 MODES: tuple[Mode, ...] = ("backfill", "incremental")
 # The batch of events of an incremental run: a temporary table filled by the runner.
 BATCH_TABLE = "pg_temp.plaudit_batch"
-# Columns each kind needs from the analyst's query, and the optional ones it understands.
-KIND_COLUMNS: Mapping[Kind, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "count": (("user_id", "occurred_at"), ("scope",)),
-    "sum": (("user_id", "occurred_at", "amount"), ("scope",)),
-    "streak": (("user_id", "occurred_at"), ("scope",)),
-    "gauge": (("user_id", "value", "achieved_at"), ("scope",)),
-    "growth": (("user_id", "occurred_at"), ("amount", "scope")),
-    "award": (("user_id", "achieved_at"), ("level", "scope", "meta")),
-}
-# Kinds whose thresholds count things (rows, periods): whole numbers only.
-WHOLE_THRESHOLDS: tuple[Kind, ...] = ("count", "streak")
-# The calendar kinds and their period when the rule names none.
-DEFAULT_PERIODS: Mapping[Kind, str] = {"streak": "day", "growth": "month"}
 _DML = ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt")
 # The longest rendered query: a rule is one SELECT (the bundled ones are under 2,000 characters)
 MAX_QUERY = 1_000_000
@@ -101,106 +89,33 @@ class _Batch:
                 f"{self._rule.slug}: `batch` is only defined in incremental mode; "
                 "use it inside {% if is_incremental() %}"
             )
-        return (
-            "(SELECT event_id, type, user_id, occurred_at, payload "
-            f"FROM {BATCH_TABLE} WHERE {_for_rule(self._rule)})"
-        )
+        return str(_helpers().batch(_target(self._rule)))
 
 
-def _trigger_list(rule: Rule) -> str:
-    return ", ".join(sql_string(t) for t in event_types(rule))
+def _helpers() -> Any:
+    """The macros of sql/helpers.sql: the SQL of the template helpers."""
+    return environment().get_template("helpers.sql").module
 
 
-def _for_rule(rule: Rule, alias: str = "") -> str:
-    """SQL: the batch's events of the rule's types that are for it: every rule's, or deferred
-    for it alone (event.rule, 004_events.sql)."""
-    column = f"{alias}." if alias else ""
-    return (
-        f"{column}type IN ({_trigger_list(rule)}) "
-        f"AND ({column}rule IS NULL OR {column}rule = {sql_string(rule.slug)})"
-    )
+def _target(rule: Rule, schema: str = "plaudit") -> dict[str, Any]:
+    """What sql/helpers.sql's macros know of the rule they render for (their `r`)."""
+    return {
+        "slug": rule.slug,
+        "triggers": event_types(rule),
+        "schema": schema,
+        "batch": BATCH_TABLE,
+        "levels": len(rule.levels),
+    }
 
 
-# Kinds whose grants an event can only add at or after its own time: incremental runs do
-# not read again the history of a user who holds every level. Not streak (its progress is
-# the current run, which goes on after the last level) nor growth (a month's growth is dated
-# at the month, before the event that completes it). An award has no progress, so such a
-# user is simply left out; the others keep their progress exact by carrying it forward from
-# user_progress.through_at (CARRIES_PROGRESS_KINDS, the `carry` of their macros).
-SKIPS_DONE_KINDS: tuple[Kind, ...] = ("count", "sum", "gauge", "award")
-CARRIES_PROGRESS_KINDS: tuple[Kind, ...] = ("count", "sum", "gauge")
-
-
-def trusted(rule: Rule, schema: str) -> str:
-    """SQL: whether incremental shortcuts may trust the rule's grants and progress, i.e.
-    the rule is not due (new or changed since its last complete backfill: 003_deploy.sql).
-    One lookup per run (an InitPlan); an undeployed rule is not trusted."""
-    return (
-        f"coalesce((SELECT plaudit_due.due IS NULL FROM {schema}.badge AS plaudit_due "
-        f"WHERE plaudit_due.slug = {sql_string(rule.slug)}), false)"
-    )
-
-
-def batch_start(rule: Rule) -> str:
-    """SQL: the time of the batch's earliest event among the rule's triggers."""
-    return (
-        f"(SELECT min(plaudit_first.occurred_at) FROM {BATCH_TABLE} AS plaudit_first "
-        f"WHERE {_for_rule(rule, 'plaudit_first')})"
-    )
-
-
-def held_before_batch(rule: Rule, schema: str, column: str) -> str:
-    """SQL: how many of the rule's levels the user `column` holds by the rule (unscoped; a
-    manual grant is not the rule's verdict), achieved no later than the batch's earliest
-    event. All of them: the user is done with the rule."""
-    return (
-        f"(SELECT count(*) FROM {schema}.user_badge AS plaudit_done "
-        f"WHERE plaudit_done.user_id = {column} "
-        f"AND plaudit_done.badge = {sql_string(rule.slug)} AND plaudit_done.scope = '' "
-        f"AND plaudit_done.source = 'rule' "
-        f"AND plaudit_done.achieved_at <= {batch_start(rule)})"
-    )
-
-
-def held_level(rule: Rule, schema: str, user: str, level: str, scope: str) -> str:
-    """SQL: the user holds this level of the rule in this scope, achieved no later than the
-    batch's earliest event (so no row of the batch can move its date), and the rule is not
-    due (its grants were computed by its current SQL)."""
-    return (
-        f"({trusted(rule, schema)} AND EXISTS (SELECT FROM {schema}.user_badge AS plaudit_held "
-        f"WHERE plaudit_held.user_id = {user} AND plaudit_held.badge = {sql_string(rule.slug)} "
-        f"AND plaudit_held.level = {level} AND plaudit_held.scope = {scope} "
-        f"AND plaudit_held.achieved_at <= {batch_start(rule)}))"
-    )
+def _carries(rule: Rule) -> bool:
+    """Whether the rule's kind carries a done user's progress forward (model/kinds.py)."""
+    return KINDS[rule.kind].carries_progress
 
 
 def done(rule: Rule, schema: str, column: str) -> str:
-    """SQL: the user `column` is done with the rule: it is not due, the user holds every
-    level, each achieved no later than the batch's earliest event, and (kinds with progress)
-    their progress counts the source up to a time before that event. Such a user cannot
-    gain a grant nor an earlier date from the batch (an event adds rows dated at or after
-    it), and their progress is carried forward from `through_at`."""
-    condition = (
-        f"{trusted(rule, schema)} AND {held_before_batch(rule, schema, column)} = "
-        f"{len(rule.levels)}"
-    )
-    if rule.kind in CARRIES_PROGRESS_KINDS:
-        # a scalar lookup, not EXISTS: PostgreSQL would hash an EXISTS over every progress
-        # row of the badge (measured: 130 ms a run at 100k users) instead of probing the key
-        condition += (
-            f" AND (SELECT plaudit_through.through_at FROM {schema}.user_progress "
-            f"AS plaudit_through WHERE plaudit_through.user_id = {column} "
-            f"AND plaudit_through.badge = {sql_string(rule.slug)} "
-            f"AND plaudit_through.scope = '') < {batch_start(rule)}"
-        )
-    return f"({condition})"
-
-
-def _batch_users(rule: Rule) -> str:
-    return (
-        f"SELECT plaudit_b.user_id FROM {BATCH_TABLE} AS plaudit_b "
-        f"WHERE {_for_rule(rule, 'plaudit_b')}"
-    )
+    """SQL: the user `column` is done with the rule (sql/helpers.sql, `done`)."""
+    return str(_helpers().done(_target(rule, schema), column, _carries(rule)))
 
 
 def template_context(
@@ -211,44 +126,35 @@ def template_context(
     with the rule."""
     if skip_done is None:
         skip_done = _skips_done(rule, mode, schema)
+    helpers, target = _helpers(), _target(rule, schema)
 
     def placeholder(name: str) -> str:
         for position, p in enumerate(rule.params, start=1):
             if p.name == name:
-                return f"($1::text[])[{position}]::{p.type}"
+                return str(helpers.placeholder(position, p.type))
         declared = ", ".join(p.name for p in rule.params) or "none"
         raise RenderError(f"{rule.slug}: unknown param {name!r} (declared: {declared})")
 
     def unfinished(column: str) -> str:
         # For users a rule finds through `batch`: only an award (no progress) may leave out
         # a done user; the progress of the other kinds must be read to stay exact.
-        if not skip_done or rule.kind in CARRIES_PROGRESS_KINDS:
+        if not skip_done or _carries(rule):
             return "TRUE"
-        return f"NOT {done(rule, schema, column)}"
+        return "NOT " + done(rule, schema, column)
 
     def affected(column: str) -> str:
         if mode == "backfill":
             return "TRUE"
-        users = _batch_users(rule)
-        if skip_done:
-            # done users: an award's are left out; the others' progress is carried forward
-            users += f" AND NOT {done(rule, schema, 'plaudit_b.user_id')}"
-        return f"{column} IN ({users})"
+        return str(helpers.affected(target, column, skip_done, _carries(rule)))
 
     def sql_filter(column: str, name: str) -> str:
-        value = placeholder(name)
-        return f"({value} IS NULL OR {column} = {value})"
+        return str(helpers.filter(column, placeholder(name)))
 
     def badge(slug: str) -> str:
         # composite rules: another badge's grants (the runner orders rules by these references)
         if not isinstance(slug, str) or NAME_PATTERN.fullmatch(slug) is None:
             raise RenderError(f"{rule.slug}: badge() takes a badge slug, not {slug!r}")
-        return (
-            "(SELECT ub.user_id, ub.badge, ub.level, l.position AS level_position, l.points, "
-            "ub.scope, ub.achieved_at, ub.value, ub.meta, ub.source "
-            f"FROM {schema}.user_badge AS ub JOIN {schema}.badge_level AS l "
-            f"ON l.badge = ub.badge AND l.key = ub.level WHERE ub.badge = {sql_string(slug)})"
-        )
+        return str(helpers.badge(schema, slug))
 
     return {
         "mode": mode,
@@ -267,9 +173,9 @@ def _skips_done(rule: Rule, mode: Mode, schema: str) -> bool:
     where that is exact, no scope (a new scope has every level still to reach), and for
     kinds with progress, users found through affected() only (the batch's users, whose
     progress the kind carries forward; a rule reading `batch` maps events to users itself)."""
-    if mode != "incremental" or rule.kind not in SKIPS_DONE_KINDS:
+    if mode != "incremental" or not KINDS[rule.kind].skips_done:
         return False
-    if rule.kind in CARRIES_PROGRESS_KINDS and "batch" in _template_names(rule):
+    if _carries(rule) and "batch" in _template_names(rule):
         return False
     try:
         context = template_context(rule, mode, schema, False)
@@ -404,11 +310,12 @@ def render(rule: Rule, mode: Mode, config: Config | None = None) -> Rendered:
     are plaudit.yaml's defaults."""
     query = render_query(rule, mode, config)
     columns = output_columns(rule, query)
-    if rule.kind not in KIND_COLUMNS:
+    if rule.kind not in KINDS:
         raise RenderError(
             f"{rule.location()}: {rule.slug}: kind {rule.kind!r} is not implemented yet"
         )
-    required, optional = KIND_COLUMNS[rule.kind]
+    kind = KINDS[rule.kind]
+    required, optional = kind.required, kind.optional
     if columns is None:
         raise RenderError(
             f"{rule.location()}: {rule.slug}: name the query's columns instead of SELECT *: "
@@ -421,41 +328,28 @@ def render(rule: Rule, mode: Mode, config: Config | None = None) -> Rendered:
             f"{', '.join(required)}; missing column {', '.join(missing)}"
         )
     has = {c: c in columns for c in optional}
-    macro = getattr(environment().get_template(f"kinds/{rule.kind}.sql").module, rule.kind)
-    arguments = _macro_arguments(rule, has, config.timezone if config else "UTC")
+    macro = getattr(environment().get_template(kind.macro).module, kind.name)
     schema = config.schema if config else "plaudit"
+    # what the macro declares it takes, built from the rule and the registry entry
+    wanted = set(macro.arguments)
+    arguments = _macro_arguments(rule, has, config.timezone if config else "UTC", wanted)
     if mode == "incremental":
 
         def held(user: str, level: str, scope: str) -> str:
-            return held_level(rule, schema, user, level, scope)
+            return str(_helpers().held_level(_target(rule, schema), user, level, scope))
 
-        if rule.kind == "count":
+        if "held" in wanted:
             arguments["held"] = held
-        if rule.kind == "streak" and not has["scope"]:
+        # streak: reads users from their last active period (unscoped rules only)
+        if "window" in wanted and not has.get("scope"):
             arguments["window"] = _streak_window(rule, schema, held)
-        if rule.kind in CARRIES_PROGRESS_KINDS and _skips_done(rule, mode, schema):
+        if "carry" in wanted and kind.carries_progress and _skips_done(rule, mode, schema):
             arguments["carry"] = _carry(rule, schema)
     sql = str(macro(query, **arguments)).strip()
-    if mode == "incremental" and rule.kind != "award" and "batch" not in _template_names(rule):
-        sql = _clearing(rule, sql)
+    if mode == "incremental" and kind.has_progress and "batch" not in _template_names(rule):
+        # stale progress of the batch's users goes (sql/helpers.sql, `clearing`)
+        sql = str(_helpers().clearing(_target(rule, schema), sql))
     return Rendered(rule=rule, mode=mode, query=query, sql=sql)
-
-
-def _clearing(rule: Rule, sql: str) -> str:
-    """An incremental run re-reads the batch's users (affected()): a progress row of theirs
-    that the result does not hold (its source rows were deleted, or the grants a composite
-    read were revoked; a scope of theirs that vanished) goes, as a complete backfill removes
-    it. Each such user gets a marker row (a progress row whose value and scope are NULL);
-    run_rule deletes their progress rows that the result has no row for."""
-    return (
-        f"WITH plaudit_rows AS MATERIALIZED (\n{sql}\n)\n"
-        "SELECT * FROM plaudit_rows\n"
-        "UNION ALL\n"
-        "SELECT DISTINCT plaudit_b.user_id, NULL::text, NULL::text, NULL::timestamptz, "
-        "NULL::numeric, NULL::jsonb, true\n"
-        f"FROM {BATCH_TABLE} AS plaudit_b\n"
-        f"WHERE {_for_rule(rule, 'plaudit_b')}"
-    )
 
 
 def _carry(rule: Rule, schema: str) -> dict[str, str]:
@@ -465,18 +359,7 @@ def _carry(rule: Rule, schema: str) -> dict[str, str]:
     text = environment().from_string(rule.query).render(
         template_context(rule, "incremental", schema, False)
     )
-    # from the batch's users to their progress row by key (not the badge's rows, scanned)
-    progress = (
-        f"(SELECT plaudit_p.user_id, plaudit_p.value, plaudit_p.through_at "
-        f"FROM (SELECT DISTINCT plaudit_b.user_id FROM {BATCH_TABLE} AS plaudit_b "
-        f"WHERE {_for_rule(rule, 'plaudit_b')} AND {done(rule, schema, 'plaudit_b.user_id')}) "
-        f"AS plaudit_u "
-        f"JOIN LATERAL (SELECT plaudit_p.user_id, plaudit_p.value, plaudit_p.through_at "
-        f"FROM {schema}.user_progress AS plaudit_p "
-        f"WHERE plaudit_p.user_id = plaudit_u.user_id "
-        f"AND plaudit_p.badge = {sql_string(rule.slug)} AND plaudit_p.scope = '') "
-        f"AS plaudit_p ON true)"
-    )
+    progress = str(_helpers().carried_users(_target(rule, schema)))
     return {"query": text.strip().rstrip(";"), "progress": progress}
 
 
@@ -488,44 +371,43 @@ def _streak_window(
     affected(), so that the batch's users are the users to re-check."""
     if "batch" in _template_names(rule):
         return None
+    helpers, target = _helpers(), _target(rule, schema)
     return {
-        "batch": str(_Batch(rule, "incremental")),
+        "batch": str(helpers.batch(target)),
         "schema": schema,
         "badge": sql_string(rule.slug),
-        "batch_start": batch_start(rule),
+        "batch_start": str(helpers.batch_start(target)),
         "held": held,
-        "trusted": trusted(rule, schema),
+        "trusted": str(helpers.trusted(target)),
     }
 
 
-def _macro_arguments(rule: Rule, has: Mapping[str, bool], timezone: str) -> dict[str, Any]:
-    """The kind macro's arguments besides the query: levels, optional columns, calendar."""
-    if rule.kind == "award":
-        if len(rule.levels) > 1 and not has["level"]:
-            raise RenderError(
-                f"{rule.location()}: {rule.slug}: an award with several levels "
-                "must return a level column"
-            )
-        return {
-            "default_level": rule.levels[0].key,
-            "has_level": has["level"],
-            "has_scope": has["scope"],
-            "has_meta": has["meta"],
-        }
-    if rule.kind in WHOLE_THRESHOLDS:
+def _macro_arguments(
+    rule: Rule, has: Mapping[str, bool], timezone: str, wanted: set[str]
+) -> dict[str, Any]:
+    """The kind macro's arguments besides the query, those of `wanted` (the macro's own):
+    levels, whether each optional column is there (`has_<column>`), calendar."""
+    kind = KINDS[rule.kind]
+    if "level" in kind.optional and len(rule.levels) > 1 and not has["level"]:
+        # the query picks the level: with several, it must say which
+        raise RenderError(
+            f"{rule.location()}: {rule.slug}: {kind.with_article} with several levels "
+            "must return a level column"
+        )
+    if kind.threshold == "integer":
         for level in rule.levels:
             if level.threshold is None or level.threshold != int(level.threshold):
                 raise RenderError(
                     f"{rule.file or rule.path.as_posix()}:{level.line}: {rule.slug}: "
                     f"{rule.kind} thresholds must be whole numbers"
                 )
-    arguments: dict[str, Any] = {"levels": rule.levels, "has_scope": has["scope"]}
-    if rule.kind in DEFAULT_PERIODS:
-        arguments["period"] = rule.period or DEFAULT_PERIODS[rule.kind]
+    arguments: dict[str, Any] = {f"has_{column}": has[column] for column in kind.optional}
+    arguments["levels"] = rule.levels
+    arguments["default_level"] = rule.levels[0].key if rule.levels else None
+    if kind.default_period is not None:
+        arguments["period"] = rule.period or kind.default_period
         arguments["timezone"] = rule.timezone or timezone
-    if rule.kind == "growth":
-        arguments["has_amount"] = has["amount"]
-    return arguments
+    return {name: value for name, value in arguments.items() if name in wanted}
 
 
 def modes(rule: Rule) -> tuple[Mode, ...]:
