@@ -15,9 +15,6 @@
 -- dirty, and the job goes on with the next rule. The CLI does not need this: it issues each
 -- rule as its own statement, under its own statement_timeout.
 
--- Failed runs of the last day (`plaudit status`) and retention read run rows by time.
-CREATE INDEX IF NOT EXISTS run_started_idx ON {{ schema }}.run (started_at);
-
 -- A rule's `timeout:` (or statement_timeout) as an interval: a bare number is milliseconds,
 -- as in PostgreSQL's statement_timeout.
 CREATE OR REPLACE FUNCTION {{ schema }}.timeout_interval(p_timeout text) RETURNS interval

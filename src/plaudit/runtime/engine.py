@@ -19,8 +19,8 @@ from plaudit.errors import RenderError
 from plaudit.model.config import Config
 from plaudit.model.dependencies import event_types, ordered, references
 from plaudit.model.rules import Rule
-from plaudit.runtime.db import Database, connect, render_sql
-from plaudit.sqlfiles import schema_files
+from plaudit.runtime.db import Database, connect
+from plaudit.runtime.migrate import upgrade
 from plaudit.sqlgen.render import bind_params, modes, render
 
 
@@ -161,14 +161,12 @@ class Engine:
     # -- schema and rules ------------------------------------------------------------------
 
     def init(self) -> None:
-        """Create or upgrade the schema. Re-runnable; concurrent inits wait for each other."""
+        """Create or upgrade the schema: the pending migrations, then every function, view and
+        trigger (runtime/migrate.py). One transaction; concurrent inits wait for each other.
+        Refuses a server older than PostgreSQL 14 and a schema a newer plaudit upgraded."""
         with self.db.conn.transaction():
             self.db.execute("init_lock")
-            for path in schema_files():
-                text = render_sql(
-                    path.read_text(), self.config.schema, user_id_type=self.config.user_id_type
-                )
-                self.db.script(text, f"applying {path.name}")
+            upgrade(self.db, self.config.user_id_type)
 
     def deploy(self, rules: Sequence[Rule]) -> dict[str, str]:
         """Install the rules' definitions and compiled SQL: {slug: created|changed|unchanged}."""

@@ -1,5 +1,16 @@
--- plaudit tables. Re-runnable: every statement is IF NOT EXISTS, so `plaudit init` also
--- upgrades an older schema (later changes are added as ALTER ... ADD COLUMN IF NOT EXISTS).
+-- Migration 0001: the tables of plaudit 0.1.0 (indexes, constraints, identity sequences and
+-- the meta row included), which held them in sql/schema/ with the functions. Everything that
+-- holds data is created by a migration under sql/migrations/; functions, views and triggers
+-- are re-created by every init from sql/schema/.
+--
+-- This baseline stays idempotent (IF NOT EXISTS, ADD COLUMN IF NOT EXISTS, a guarded
+-- constraint change), unlike the migrations after it: an install that predates the
+-- plaudit.migration table (plaudit 0.1.0, or an earlier development schema) has no record of
+-- it, so init runs it there too. On 0.1.0 it changes nothing; on an older schema it adds what
+-- 0.1.0 added since. Either way it is then recorded as applied, and later migrations, which
+-- run exactly once, can assume its tables as written here. That is simpler and safer than
+-- guessing from the catalog whether an unrecorded schema is "0.1.0 enough" to skip it.
+--
 -- Rendered with Jinja: {{ schema }} is the configured schema, {{ user_id_type }} the user id
 -- type. Every key of a per-user table leads with user_id so the tables can be distributed by
 -- user on Citus.
@@ -11,20 +22,10 @@ CREATE TABLE IF NOT EXISTS {{ schema }}.meta (
     value text NOT NULL
 );
 
--- The user id type is fixed at the first init: a different configured type would need a
--- data migration, not an upgrade.
+-- The user id type is fixed at the first init (sql/schema/001_user_id_type.sql checks it
+-- at every init): a different configured type would need a data migration, not an upgrade.
 INSERT INTO {{ schema }}.meta (key, value) VALUES ('user_id_type', '{{ user_id_type }}')
 ON CONFLICT (key) DO NOTHING;
-DO $$
-DECLARE
-    v_created text := (SELECT value FROM {{ schema }}.meta WHERE key = 'user_id_type');
-BEGIN
-    IF v_created <> '{{ user_id_type }}' THEN
-        RAISE EXCEPTION 'plaudit.yaml says user_id_type: {{ user_id_type }}, but schema {{ schema }} was created with %', v_created
-            USING HINT = 'changing the user id type needs a data migration; set user_id_type back to ' || v_created;
-    END IF;
-END
-$$;
 
 -- Badge definitions, synced from the rule files by `deploy`.
 CREATE TABLE IF NOT EXISTS {{ schema }}.badge (
@@ -138,3 +139,65 @@ CREATE TABLE IF NOT EXISTS {{ schema }}.suppressed_grant (
     PRIMARY KEY (user_id, badge, level, scope),
     FOREIGN KEY (badge, level) REFERENCES {{ schema }}.badge_level (badge, key) ON DELETE CASCADE
 );
+
+-- The queue. Consumed events are deleted, so the table holds only what is pending. It is not
+-- a per-user table (it is read in event_id order across users); on Citus it stays a local
+-- table on the coordinator.
+CREATE TABLE IF NOT EXISTS {{ schema }}.event (
+    event_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    type text NOT NULL CHECK (type ~ '^[a-z0-9_]+$'),
+    user_id {{ user_id_type }} NOT NULL,
+    occurred_at timestamptz NOT NULL DEFAULT now(),
+    payload jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),
+    tracked_at timestamptz NOT NULL DEFAULT now()
+);
+-- An event deferred for one rule only (run_batch_rule: the rule was busy in another run):
+-- NULL for every rule. A deferred event may be a grant event (`badge:<slug>`).
+ALTER TABLE {{ schema }}.event ADD COLUMN IF NOT EXISTS rule text;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_constraint
+                   WHERE conname = 'event_type_check'
+                     AND conrelid = '{{ schema }}.event'::regclass
+                     AND pg_get_constraintdef(oid) LIKE '%rule%') THEN
+        ALTER TABLE {{ schema }}.event DROP CONSTRAINT IF EXISTS event_type_check;
+        ALTER TABLE {{ schema }}.event ADD CONSTRAINT event_type_check
+            CHECK (type ~ '^[a-z0-9_]+$' OR rule IS NOT NULL AND type ~ '^badge:[a-z0-9_]+$');
+    END IF;
+END
+$$;
+
+-- The grants of one run that nobody has seen yet: what check() returns and `plaudit run`
+-- prints. Quiet backfill grants are inserted already seen, so they never enter this index.
+CREATE INDEX IF NOT EXISTS user_badge_unseen_run_idx
+    ON {{ schema }}.user_badge (run_id) WHERE seen_at IS NULL;
+
+-- When a progress value lapses: a streak's current run counts until the start of the second
+-- period after its last active one. NULL: never (counts, sums, ...).
+ALTER TABLE {{ schema }}.user_progress ADD COLUMN IF NOT EXISTS expires_at timestamptz;
+
+-- Rule grants a `revoke: true` backfill removed because the query no longer returns them.
+ALTER TABLE {{ schema }}.run ADD COLUMN IF NOT EXISTS revoked int NOT NULL DEFAULT 0;
+
+-- Every grant added or removed other than by a rule adding it: manual awards, manual
+-- revocations and revocations by `revoke: true` rules, with who and why.
+CREATE TABLE IF NOT EXISTS {{ schema }}.grant_log (
+    user_id {{ user_id_type }} NOT NULL,
+    log_id bigint GENERATED ALWAYS AS IDENTITY,
+    badge text NOT NULL,
+    level text NOT NULL,
+    scope text NOT NULL,
+    action text NOT NULL CHECK (action IN ('award', 'revoke')),
+    -- the source of the grant awarded or revoked
+    source text NOT NULL CHECK (source IN ('rule', 'manual')),
+    reason text NOT NULL,
+    achieved_at timestamptz,
+    run_id bigint,
+    logged_by text NOT NULL DEFAULT session_user,
+    logged_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, log_id)
+);
+CREATE INDEX IF NOT EXISTS grant_log_badge_idx ON {{ schema }}.grant_log (badge, logged_at);
+
+-- Failed runs of the last day (`plaudit status`) and retention read run rows by time.
+CREATE INDEX IF NOT EXISTS run_started_idx ON {{ schema }}.run (started_at);
