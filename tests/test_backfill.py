@@ -235,7 +235,7 @@ def test_changing_the_user_id_type_of_an_existing_schema_is_refused(project, eng
     with pytest.raises(Exception) as err:
         engine_for(project).init()
     assert str(err.value) == (
-        "applying 001_tables.sql: plaudit.yaml says user_id_type: text, but schema plaudit "
+        "applying 001_user_id_type.sql: plaudit.yaml says user_id_type: text, but schema plaudit "
         "was created with bigint\nHINT: changing the user id type needs a data migration; set "
         "user_id_type back to bigint"
     )

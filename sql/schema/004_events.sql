@@ -7,38 +7,6 @@
 -- transaction that runs the rules on them, so their grants and their consumption commit (or
 -- roll back) together: an event is processed exactly once.
 
--- The queue. Consumed events are deleted, so the table holds only what is pending. It is not
--- a per-user table (it is read in event_id order across users); on Citus it stays a local
--- table on the coordinator.
-CREATE TABLE IF NOT EXISTS {{ schema }}.event (
-    event_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    type text NOT NULL CHECK (type ~ '^[a-z0-9_]+$'),
-    user_id {{ user_id_type }} NOT NULL,
-    occurred_at timestamptz NOT NULL DEFAULT now(),
-    payload jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),
-    tracked_at timestamptz NOT NULL DEFAULT now()
-);
--- An event deferred for one rule only (run_batch_rule: the rule was busy in another run):
--- NULL for every rule. A deferred event may be a grant event (`badge:<slug>`).
-ALTER TABLE {{ schema }}.event ADD COLUMN IF NOT EXISTS rule text;
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_constraint
-                   WHERE conname = 'event_type_check'
-                     AND conrelid = '{{ schema }}.event'::regclass
-                     AND pg_get_constraintdef(oid) LIKE '%rule%') THEN
-        ALTER TABLE {{ schema }}.event DROP CONSTRAINT IF EXISTS event_type_check;
-        ALTER TABLE {{ schema }}.event ADD CONSTRAINT event_type_check
-            CHECK (type ~ '^[a-z0-9_]+$' OR rule IS NOT NULL AND type ~ '^badge:[a-z0-9_]+$');
-    END IF;
-END
-$$;
-
--- The grants of one run that nobody has seen yet: what check() returns and `plaudit run`
--- prints. Quiet backfill grants are inserted already seen, so they never enter this index.
-CREATE INDEX IF NOT EXISTS user_badge_unseen_run_idx
-    ON {{ schema }}.user_badge (run_id) WHERE seen_at IS NULL;
-
 -- Enqueue an event. Callable from any language: SELECT plaudit.track('comment_created', 7);
 -- The app's API (track, check, unseen, mark_seen) and the capture trigger run as plaudit's
 -- owner (SECURITY DEFINER, search_path pinned): an app role needs only EXECUTE on them
@@ -184,8 +152,6 @@ BEGIN
 END;
 $function$;
 
-DROP FUNCTION IF EXISTS {{ schema }}.batch_rules();
-DROP FUNCTION IF EXISTS {{ schema }}.run_batch(text, boolean, text[]);
 
 -- The batch's events for one rule, back in the queue for that rule alone (event.rule): the
 -- rule was busy in another run. Returns how many.
@@ -211,8 +177,6 @@ $function$;
 -- batch, nor lose its events for the rule, nor mark it dirty: the batch's events for the rule
 -- go back to the queue for that rule only (event.rule), and the run is recorded as skipped.
 -- The run itself is plaudit.run_rule in incremental mode.
-DROP FUNCTION IF EXISTS {{ schema }}.run_batch_rule(text);
-DROP FUNCTION IF EXISTS {{ schema }}.run_batch_rule(text, boolean);
 CREATE OR REPLACE FUNCTION {{ schema }}.run_batch_rule(
     p_badge text,
     p_wait boolean DEFAULT true,
@@ -375,10 +339,6 @@ LANGUAGE sql STABLE AS $function$
     WHERE ub.run_id = ANY(p_run_ids) AND ub.seen_at IS NULL
     ORDER BY ub.run_id, ub.achieved_at, ub.user_id, l.position, ub.scope;
 $function$;
-
--- Left over from before the one event loop: `CALL plaudit.job_events()` drains the queue.
-DROP FUNCTION IF EXISTS {{ schema }}.process_events(int);
-DROP PROCEDURE IF EXISTS {{ schema }}.run_events(int);
 
 -- Run the rules that the given events trigger, now, in the caller's transaction, and return
 -- the grants they add. Nothing is enqueued or consumed: when the same events are also in the

@@ -79,7 +79,6 @@ $function$;
 -- No argument is ever spliced into SQL text: tables are regclass (quoted by their output
 -- function), columns go through quote_ident/%I, rows are bound with USING. It used to take
 -- the case's SELECT as text and run it, which made it a way to run any SQL.
-DROP FUNCTION IF EXISTS {{ schema }}.test_table(text, jsonb, text);
 CREATE OR REPLACE FUNCTION {{ schema }}.test_table(
     p_table text,
     p_rows jsonb DEFAULT NULL,

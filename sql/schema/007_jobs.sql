@@ -7,9 +7,6 @@
 -- (run_timed in 004_events.sql explains it); each publishes its deadline and the watchdog job
 -- cancels a session past it, every minute. `plaudit run` watches its own session itself.
 
--- Failed runs of the last day (`plaudit status`) and retention read run rows by time.
-CREATE INDEX IF NOT EXISTS run_started_idx ON {{ schema }}.run (started_at);
-
 -- A rule's `timeout:` (or statement_timeout) as an interval: a bare number is milliseconds,
 -- as in PostgreSQL's statement_timeout.
 CREATE OR REPLACE FUNCTION {{ schema }}.timeout_interval(p_timeout text) RETURNS interval
@@ -18,14 +15,10 @@ LANGUAGE sql IMMUTABLE AS $function$
                 ELSE btrim(p_timeout)::interval END;
 $function$;
 
--- Replaced by plaudit.run_timed (004_events.sql), which every rule run under a deadline uses.
-DROP FUNCTION IF EXISTS {{ schema }}.job_run_rule(text, text, text);
-
 -- Cancel the rule runs past their deadline (published by run_timed) of this database's
 -- sessions, or of session p_pid only; returns how many. Run every minute by the watchdog job,
 -- so a rule's timeout holds to the minute in jobs, and every 50 ms for its own session by
 -- `plaudit run`'s watchdog thread.
-DROP FUNCTION IF EXISTS {{ schema }}.job_watchdog();
 CREATE OR REPLACE FUNCTION {{ schema }}.job_watchdog(p_pid int DEFAULT NULL) RETURNS int
 LANGUAGE sql AS $function$
     WITH overdue AS MATERIALIZED (
@@ -201,4 +194,3 @@ BEGIN
 END;
 $function$;
 
-DROP FUNCTION IF EXISTS {{ schema }}.enter_rule_role(text);

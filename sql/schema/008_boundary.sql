@@ -15,12 +15,11 @@
 -- Re-runnable; rendered with {{ schema }} and {{ user_id_type }} like the other files.
 
 -- A rule's canonical rows. p_sql is a rule's compiled SQL as deployed (compiled_rule) or as
--- rendered from its file (preview, test), its placeholders $1..$16 bound to p_params as text.
+-- rendered from its file (preview, test), its params bound as one text array ($1).
 -- p_search_path: where the rule's unqualified names resolve (the app's schemas).
 -- The function's own search_path is pinned (SET below): PostgreSQL restores it when the
 -- function returns, so a rule that changes search_path cannot redirect the unqualified names
 -- of the SQL that runs after it (run_rule's), whatever it does.
-DROP FUNCTION IF EXISTS {{ schema }}.rule_rows(text, text[]);
 CREATE OR REPLACE FUNCTION {{ schema }}.rule_rows(
     p_sql text,
     p_params text[] DEFAULT '{}',

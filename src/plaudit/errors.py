@@ -28,6 +28,15 @@ class ClusterError(ConnectionFailed):
     """The embedded local cluster cannot be created, started or stopped."""
 
 
+class UnsupportedServer(PlauditError):
+    """The PostgreSQL server is older than plaudit supports (exit 2)."""
+
+
+class SchemaTooNew(PlauditError):
+    """The database's schema has migrations this plaudit does not know: a newer plaudit
+    installed it (exit 2). Nothing is changed; upgrade plaudit to use that database."""
+
+
 @dataclass(frozen=True)
 class Problem:
     """One problem in a rule file, located at file:line."""

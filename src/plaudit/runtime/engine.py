@@ -22,7 +22,8 @@ from plaudit.model.config import Config
 from plaudit.model.dependencies import event_types, references
 from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
-from plaudit.runtime.db import Database, connect, render_sql
+from plaudit.runtime.db import Database, connect
+from plaudit.runtime.migrate import upgrade
 from plaudit.runtime.rows import (
     Awarded,
     GrantCount,
@@ -36,7 +37,6 @@ from plaudit.runtime.rows import (
     UserRevoked,
 )
 from plaudit.runtime.watchdog import Watchdog
-from plaudit.sqlfiles import schema_files
 from plaudit.sqlgen.render import bind_params, modes, render
 
 
@@ -191,14 +191,12 @@ class Engine:
     # -- schema and rules ------------------------------------------------------------------
 
     def init(self) -> None:
-        """Create or upgrade the schema. Re-runnable; concurrent inits wait for each other."""
+        """Create or upgrade the schema: the pending migrations, then every function, view and
+        trigger (runtime/migrate.py). One transaction; concurrent inits wait for each other.
+        Refuses a server older than PostgreSQL 14 and a schema a newer plaudit upgraded."""
         with self.db.conn.transaction():
             self.db.execute("init_lock")
-            for path in schema_files():
-                text = render_sql(
-                    path.read_text(), self.config.schema, user_id_type=self.config.user_id_type
-                )
-                self.db.script(text, f"applying {path.name}")
+            upgrade(self.db, self.config.user_id_type)
 
     def configure(self) -> list[TriggerChange]:
         """Sync plaudit.yaml's notify settings and `events:` triggers into the database.

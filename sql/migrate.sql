@@ -1,0 +1,74 @@
+-- The named queries of `init` (runtime/migrate.py): the server version check, the
+-- migration bookkeeping, and the sweep of functions and views no schema file defines any more.
+-- Rendered with {{ schema }}; parsed with sql/queries.sql (names are unique across both).
+
+-- name: server_version_num
+SELECT current_setting('server_version_num')::int AS num;
+
+-- name: migration_table
+-- Created before any migration runs (a migration cannot record itself in a table it creates);
+-- with the schema, which the first migration may then find in place.
+CREATE SCHEMA IF NOT EXISTS {{ schema }};
+CREATE TABLE IF NOT EXISTS {{ schema }}.migration (
+    version int PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: applied_migrations
+SELECT version, name FROM {{ schema }}.migration ORDER BY version;
+
+-- name: record_migration
+INSERT INTO {{ schema }}.migration (version, name) VALUES ($1, $2);
+
+-- name: mark_stale_routines
+-- Before the schema files run: mark every plaudit function and procedure (extension members
+-- aside) with a setting no schema file gives. CREATE OR REPLACE resets a routine's settings
+-- to the ones of its new definition (and keeps its owner, its grants and the triggers and
+-- views using it), so after the files have run, the routines still marked are those no file
+-- defines any more: an old signature, or a function removed from the code. application_name
+-- is a setting every role may set on its routines (an invented plaudit.* one needs a
+-- superuser); a marked routine still runs as before, if anything calls it in between.
+DO $$
+DECLARE
+    v_routine regprocedure;
+BEGIN
+    FOR v_routine IN
+        SELECT p.oid::regprocedure FROM pg_proc AS p
+        WHERE p.pronamespace = '{{ schema }}'::regnamespace AND p.prokind IN ('f', 'p')
+          AND NOT EXISTS (SELECT FROM pg_depend AS d
+                          WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                            AND d.deptype = 'e')
+    LOOP
+        EXECUTE format('ALTER ROUTINE %s SET application_name = %L', v_routine,
+                       'plaudit: stale until init re-creates it');
+    END LOOP;
+END
+$$;
+
+-- name: drop_stale_routines
+-- After the schema files ran: drop the routines still marked. Without CASCADE: a trigger or
+-- view that still uses one stops init (rolled back) rather than disappearing with it.
+DO $$
+DECLARE
+    v_routine regprocedure;
+    v_kind "char";
+BEGIN
+    FOR v_routine, v_kind IN
+        SELECT p.oid::regprocedure, p.prokind FROM pg_proc AS p
+        WHERE p.pronamespace = '{{ schema }}'::regnamespace
+          AND 'application_name=plaudit: stale until init re-creates it' = ANY (p.proconfig)
+    LOOP
+        EXECUTE format('DROP %s %s', CASE v_kind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
+                       v_routine);
+    END LOOP;
+END
+$$;
+
+-- name: stale_views
+-- Views of the plaudit schema that no schema file defines ($1: the names the files define).
+-- A view has no overloads: its name is its identity, so the files' names are enough.
+SELECT c.relname AS name FROM pg_class AS c
+WHERE c.relnamespace = '{{ schema }}'::regnamespace AND c.relkind = 'v'
+  AND NOT c.relname = ANY ($1::text[])
+ORDER BY c.relname;

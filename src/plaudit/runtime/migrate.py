@@ -1,0 +1,104 @@
+"""What `init` does to a database: check the server, apply the pending migrations, re-create
+the functions, views and triggers, and drop the ones the code no longer defines.
+
+Two kinds of SQL files, because data and code evolve differently:
+
+- `sql/migrations/NNNN_name.sql`: everything that holds data (tables, indexes, constraints,
+  sequences, the meta row). Each is applied once, in version order, and recorded in
+  `plaudit.migration` in the same transaction (the whole init is one transaction, under the
+  init advisory lock), so a failed init leaves nothing half-applied. A database recording a
+  migration this code does not know was upgraded by a newer plaudit: init refuses it.
+- `sql/schema/NNN_name.sql`: functions, procedures, views and triggers, re-created by every
+  init with CREATE OR REPLACE (which keeps their grants and the triggers and views using
+  them). Routines and views of the plaudit schema that no file defines any more (an old
+  signature, a removed function) are dropped after the files have run.
+"""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+from psycopg import sql
+
+from plaudit.errors import DatabaseError, SchemaTooNew, UnsupportedServer
+from plaudit.runtime.db import Database, describe, render_sql
+from plaudit.sqlfiles import migrations, schema_files
+
+# The oldest PostgreSQL plaudit runs on: 14 brings CREATE OR REPLACE TRIGGER (sql/schema/).
+# pyproject.toml and the README say so too.
+MIN_POSTGRES_MAJOR = 14
+
+
+def check_server_version(server_version_num: int) -> None:
+    """Refuse a server older than MIN_POSTGRES_MAJOR (server_version_num: 150004 is 15.4)."""
+    if server_version_num < MIN_POSTGRES_MAJOR * 10000:
+        major = _major(server_version_num)
+        raise UnsupportedServer(
+            f"PostgreSQL {major} is too old for plaudit: it needs PostgreSQL "
+            f"{MIN_POSTGRES_MAJOR} or newer (server_version_num {server_version_num})"
+        )
+
+
+def _major(num: int) -> str:
+    """15 for 150004; 9.6 for 90624 (before 10, the major had two parts)."""
+    return str(num // 10000) if num >= 100000 else f"{num // 10000}.{num // 100 % 100}"
+
+
+def upgrade(db: Database, user_id_type: str) -> list[int]:
+    """Bring db.schema to this code's schema, inside the caller's transaction (which holds
+    the init lock). Returns the versions of the migrations it applied."""
+    row = db.one("server_version_num")
+    assert row is not None
+    check_server_version(row["num"])
+    applied = apply_migrations(db, user_id_type)
+    recreate_functions(db, user_id_type)
+    return applied
+
+
+def apply_migrations(db: Database, user_id_type: str) -> list[int]:
+    db.execute("migration_table")
+    recorded = {r["version"]: r["name"] for r in db.execute("applied_migrations")}
+    known = migrations()
+    unknown = sorted(set(recorded) - {m.version for m in known})
+    if unknown:
+        newest = known[-1] if known else None
+        raise SchemaTooNew(
+            f"schema {db.schema} has migration{'s' if len(unknown) > 1 else ''} "
+            + ", ".join(f"{v:04d} ({recorded[v]})" for v in unknown)
+            + ", which this plaudit does not know (it knows up to "
+            + (f"{newest.version:04d} ({newest.name})" if newest else "none")
+            + "): a newer plaudit upgraded this database; upgrade plaudit to use it"
+        )
+    done = []
+    for migration in known:
+        if migration.version in recorded:
+            continue
+        text = render_sql(migration.path.read_text(), db.schema, user_id_type=user_id_type)
+        db.script(text, f"applying migration {migration.path.name}")
+        db.execute("record_migration", [migration.version, migration.name])
+        done.append(migration.version)
+    return done
+
+
+def recreate_functions(db: Database, user_id_type: str) -> None:
+    db.execute("mark_stale_routines")
+    views: set[str] = set()
+    for path in schema_files():
+        text = render_sql(path.read_text(), db.schema, user_id_type=user_id_type)
+        views.update(defined_views(text, db.schema))
+        db.script(text, f"applying {path.name}")
+    # views first: a stale view may use a stale function
+    for row in db.execute("stale_views", [sorted(views)]):
+        statement = sql.SQL("DROP VIEW {}").format(sql.Identifier(db.schema, row["name"]))
+        try:
+            db.conn.execute(statement)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"dropping view {row['name']}: {describe(exc)}") from exc
+    db.execute("drop_stale_routines")
+
+
+def defined_views(text: str, schema: str) -> set[str]:
+    """The names of the views a rendered schema file creates in `schema`."""
+    pattern = rf"\bCREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+{re.escape(schema)}\.(\w+)"
+    return {name.lower() for name in re.findall(pattern, text, re.IGNORECASE)}

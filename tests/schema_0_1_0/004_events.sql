@@ -1,0 +1,504 @@
+-- The incremental path: the event queue, trigger capture of app tables, batches consumed
+-- exactly once, per-event checks, and seen/unseen grants. Re-runnable (IF NOT EXISTS,
+-- CREATE OR REPLACE). Rendered with Jinja: the configured schema and user id type.
+--
+-- A batch lives in the temporary table pg_temp.plaudit_batch, which the rendered rules read
+-- through `affected()` and `batch`. Taking events from the queue deletes them in the
+-- transaction that runs the rules on them, so their grants and their consumption commit (or
+-- roll back) together: an event is processed exactly once.
+
+-- The queue. Consumed events are deleted, so the table holds only what is pending. It is not
+-- a per-user table (it is read in event_id order across users); on Citus it stays a local
+-- table on the coordinator.
+CREATE TABLE IF NOT EXISTS {{ schema }}.event (
+    event_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    type text NOT NULL CHECK (type ~ '^[a-z0-9_]+$'),
+    user_id {{ user_id_type }} NOT NULL,
+    occurred_at timestamptz NOT NULL DEFAULT now(),
+    payload jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(payload) = 'object'),
+    tracked_at timestamptz NOT NULL DEFAULT now()
+);
+-- An event deferred for one rule only (run_batch_rule: the rule was busy in another run):
+-- NULL for every rule. A deferred event may be a grant event (`badge:<slug>`).
+ALTER TABLE {{ schema }}.event ADD COLUMN IF NOT EXISTS rule text;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_constraint
+                   WHERE conname = 'event_type_check'
+                     AND conrelid = '{{ schema }}.event'::regclass
+                     AND pg_get_constraintdef(oid) LIKE '%rule%') THEN
+        ALTER TABLE {{ schema }}.event DROP CONSTRAINT IF EXISTS event_type_check;
+        ALTER TABLE {{ schema }}.event ADD CONSTRAINT event_type_check
+            CHECK (type ~ '^[a-z0-9_]+$' OR rule IS NOT NULL AND type ~ '^badge:[a-z0-9_]+$');
+    END IF;
+END
+$$;
+
+-- The grants of one run that nobody has seen yet: what check() returns and `plaudit run`
+-- prints. Quiet backfill grants are inserted already seen, so they never enter this index.
+CREATE INDEX IF NOT EXISTS user_badge_unseen_run_idx
+    ON {{ schema }}.user_badge (run_id) WHERE seen_at IS NULL;
+
+-- Enqueue an event. Callable from any language: SELECT plaudit.track('comment_created', 7);
+-- The app's API (track, check, unseen, mark_seen) and the capture trigger run as plaudit's
+-- owner (SECURITY DEFINER, search_path pinned): an app role needs only EXECUTE on them
+-- (README, "Least privilege"), never write access to plaudit's tables.
+CREATE OR REPLACE FUNCTION {{ schema }}.track(
+    p_type text,
+    p_user_id {{ user_id_type }},
+    p_occurred_at timestamptz DEFAULT now(),
+    p_payload jsonb DEFAULT '{}'
+) RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+    INSERT INTO {{ schema }}.event (type, user_id, occurred_at, payload)
+    VALUES (p_type, p_user_id, coalesce(p_occurred_at, now()), coalesce(p_payload, '{}'))
+    RETURNING event_id;
+$function$;
+
+-- `plaudit run --follow` sleeps on LISTEN {{ schema }}_event; one notification per inserting
+-- statement (identical notifications of a transaction are collapsed by PostgreSQL).
+CREATE OR REPLACE FUNCTION {{ schema }}.event_inserted() RETURNS trigger
+LANGUAGE plpgsql AS $function$
+BEGIN
+    PERFORM pg_notify('{{ schema }}_event', '');
+    RETURN NULL;
+END;
+$function$;
+
+CREATE OR REPLACE TRIGGER event_inserted
+    AFTER INSERT ON {{ schema }}.event
+    FOR EACH STATEMENT EXECUTE FUNCTION {{ schema }}.event_inserted();
+
+-- An empty batch table for this session's user id type. ON COMMIT DELETE ROWS: a batch
+-- never outlives its transaction, even when check() runs in an application's session.
+CREATE OR REPLACE FUNCTION {{ schema }}.batch_reset() RETURNS void
+LANGUAGE plpgsql AS $function$
+BEGIN
+    IF to_regclass('pg_temp.plaudit_batch') IS NOT NULL THEN
+        IF (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute AS a
+            WHERE a.attrelid = to_regclass('pg_temp.plaudit_batch') AND a.attname = 'user_id'
+           ) = '{{ user_id_type }}' AND EXISTS (
+            SELECT FROM pg_attribute AS a
+            WHERE a.attrelid = to_regclass('pg_temp.plaudit_batch') AND a.attname = 'rule') THEN
+            DELETE FROM pg_temp.plaudit_batch;
+            RETURN;
+        END IF;
+        -- made by a plaudit schema with another user id type (or an older plaudit)
+        DROP TABLE pg_temp.plaudit_batch;
+    END IF;
+    CREATE TEMPORARY TABLE plaudit_batch (
+        event_id bigint,
+        type text NOT NULL,
+        user_id {{ user_id_type }} NOT NULL,
+        occurred_at timestamptz NOT NULL,
+        payload jsonb NOT NULL,
+        rule text  -- the only rule it is for (a deferred event), NULL: every rule
+    ) ON COMMIT DELETE ROWS;
+    -- affected() is re-checked for each user the rule's lookups visit: an index probe, not a
+    -- scan of the batch per user
+    CREATE INDEX ON pg_temp.plaudit_batch (user_id);
+END;
+$function$;
+
+-- Take up to p_limit pending events into the batch, consuming them in this transaction.
+-- SKIP LOCKED instead of an event_id high-water mark: an event whose transaction commits
+-- after later events were processed is simply still in the queue, and concurrent runners
+-- take disjoint batches.
+CREATE OR REPLACE FUNCTION {{ schema }}.take_events(p_limit int) RETURNS int
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_taken int;
+BEGIN
+    PERFORM {{ schema }}.batch_reset();
+    WITH taken AS (
+        DELETE FROM {{ schema }}.event AS e
+        WHERE e.event_id IN (
+            SELECT q.event_id FROM {{ schema }}.event AS q
+            ORDER BY q.event_id
+            LIMIT p_limit
+            FOR UPDATE SKIP LOCKED)
+        RETURNING e.event_id, e.type, e.user_id, e.occurred_at, e.payload, e.rule
+    )
+    INSERT INTO pg_temp.plaudit_batch (event_id, type, user_id, occurred_at, payload, rule)
+    SELECT event_id, type, user_id, occurred_at, payload, rule FROM taken;
+    GET DIAGNOSTICS v_taken = ROW_COUNT;
+    -- the rules' plans depend on the batch size (index lookups per user, or a scan)
+    ANALYZE pg_temp.plaudit_batch;
+    -- a batch's rule runs look up a few users each: compiling them costs more than it saves
+    PERFORM set_config('jit', 'off', true);
+    RETURN v_taken;
+END;
+$function$;
+
+-- Fill the batch with given events instead of queued ones (for check()).
+-- p_events: [{type, user_id, occurred_at?, payload?}]
+CREATE OR REPLACE FUNCTION {{ schema }}.batch_fill(p_events jsonb) RETURNS int
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_new boolean := to_regclass('pg_temp.plaudit_batch') IS NULL;
+    v_count int;
+BEGIN
+    IF jsonb_typeof(p_events) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'events must be a JSON array of {type, user_id, occurred_at, payload}'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM {{ schema }}.batch_reset();
+    INSERT INTO pg_temp.plaudit_batch (event_id, type, user_id, occurred_at, payload)
+    SELECT NULL, x.type, x.user_id, coalesce(x.occurred_at, now()), coalesce(x.payload, '{}')
+    FROM jsonb_to_recordset(p_events)
+        AS x (type text, user_id {{ user_id_type }}, occurred_at timestamptz, payload jsonb);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF v_new THEN
+        ANALYZE pg_temp.plaudit_batch;  -- once per session: checks are small batches
+    END IF;
+    RETURN v_count;
+END;
+$function$;
+
+-- The loop every runner drives over a batch (plaudit run, check, the events job, manual
+-- awards and revocations, a backfill's dependents): the next enabled rule, after p_after in
+-- run order, that the batch's event types trigger; NULL when none is left. Asked again after
+-- each rule, because a rule's grants join the batch as `badge:<slug>` events (run_rule) that
+-- trigger the rules reading them, which run later in the order (005_grants.sql). Every
+-- runner takes rule locks in this order, so concurrent runners cannot deadlock.
+-- (PL/pgSQL, not SQL: a SQL function body is checked at creation, before any batch exists.)
+CREATE OR REPLACE FUNCTION {{ schema }}.next_batch_rule(
+    p_after text DEFAULT NULL,
+    p_exclude text[] DEFAULT '{}'
+) RETURNS text
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_next text;
+BEGIN
+    SELECT b.slug INTO v_next
+    FROM {{ schema }}.badge AS b
+    JOIN {{ schema }}.badge_run_order AS o ON o.slug = b.slug
+    WHERE b.enabled AND NOT b.slug = ANY (p_exclude)
+      AND EXISTS (SELECT FROM pg_temp.plaudit_batch AS t
+                  WHERE t.type = ANY (b.triggers) AND (t.rule IS NULL OR t.rule = b.slug))
+      AND (p_after IS NULL OR (o.depth, b.slug) > (
+          SELECT a.depth, a.slug FROM {{ schema }}.badge_run_order AS a WHERE a.slug = p_after))
+    ORDER BY o.depth, b.slug
+    LIMIT 1;
+    RETURN v_next;
+END;
+$function$;
+
+DROP FUNCTION IF EXISTS {{ schema }}.batch_rules();
+
+-- The batch's events for one rule, back in the queue for that rule alone (event.rule): the
+-- rule was busy in another run. Returns how many.
+CREATE OR REPLACE FUNCTION {{ schema }}.defer_rule_events(p_badge text) RETURNS int
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_deferred int;
+BEGIN
+    INSERT INTO {{ schema }}.event (type, user_id, occurred_at, payload, rule)
+    SELECT t.type, t.user_id, t.occurred_at, t.payload, p_badge
+    FROM pg_temp.plaudit_batch AS t
+    JOIN {{ schema }}.badge AS b ON b.slug = p_badge
+    WHERE t.type = ANY (b.triggers) AND (t.rule IS NULL OR t.rule = p_badge);
+    GET DIAGNOSTICS v_deferred = ROW_COUNT;
+    RETURN v_deferred;
+END;
+$function$;
+
+-- One rule on the current batch. Unlike a backfill, which skips a busy rule, this waits for
+-- the rule's lock, a little: another runner's run of the rule usually ends in milliseconds.
+-- A wait longer than that (5 s, or half the rule's timeout if shorter) does not hold the
+-- batch, nor lose its events for the rule, nor mark it dirty: the batch's events for the rule
+-- go back to the queue for that rule only (event.rule), and the run is recorded as skipped.
+-- The run itself is plaudit.run_rule in incremental mode.
+CREATE OR REPLACE FUNCTION {{ schema }}.run_batch_rule(p_badge text)
+RETURNS TABLE (run_id bigint, status text, granted int, progressed int, levels jsonb, message text)
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_started timestamptz := clock_timestamp();
+    v_lock_timeout text := current_setting('lock_timeout');
+    v_timeout interval := nullif(current_setting('statement_timeout'), '0')::interval;
+    v_error text;
+    v_state text;
+    v_deferred int;
+BEGIN
+    BEGIN
+        PERFORM set_config('lock_timeout',
+            (extract(epoch FROM least(coalesce(v_timeout / 2, '5s'), '5s')) * 1000)::bigint::text,
+            true);
+        PERFORM pg_advisory_xact_lock(hashtext('{{ schema }}'), hashtext(p_badge));
+        PERFORM set_config('lock_timeout', v_lock_timeout, true);
+    EXCEPTION WHEN query_canceled OR lock_not_available OR deadlock_detected THEN
+        GET STACKED DIAGNOSTICS v_error = MESSAGE_TEXT, v_state = RETURNED_SQLSTATE;
+        v_deferred := {{ schema }}.defer_rule_events(p_badge);
+        message := format('%s: busy in another run (%s, SQLSTATE %s); %s event%s deferred to '
+                          'the queue for it', p_badge, v_error, v_state, v_deferred,
+                          CASE WHEN v_deferred = 1 THEN '' ELSE 's' END);
+        INSERT INTO {{ schema }}.run AS r (badge, mode, status, started_at, finished_at, message)
+        VALUES (p_badge, 'incremental', 'skipped', v_started, clock_timestamp(), message)
+        RETURNING r.run_id INTO run_id;
+        RETURN QUERY SELECT run_id, 'skipped'::text, 0, 0, '{}'::jsonb, message;
+        RETURN;
+    END;
+    RETURN QUERY SELECT * FROM {{ schema }}.run_rule(p_badge, 'incremental');
+END;
+$function$;
+
+-- The new grants of the given runs, with their names: what notifications carry.
+CREATE OR REPLACE FUNCTION {{ schema }}.run_grants(p_run_ids bigint[])
+RETURNS TABLE (user_id {{ user_id_type }}, badge text, level text, scope text, badge_name text,
+               level_name text, points int, achieved_at timestamptz)
+LANGUAGE sql STABLE AS $function$
+    SELECT ub.user_id, ub.badge, ub.level, ub.scope, b.name, l.name, l.points, ub.achieved_at
+    FROM {{ schema }}.user_badge AS ub
+    JOIN {{ schema }}.badge AS b ON b.slug = ub.badge
+    JOIN {{ schema }}.badge_level AS l ON l.badge = ub.badge AND l.key = ub.level
+    WHERE ub.run_id = ANY(p_run_ids) AND ub.seen_at IS NULL
+    ORDER BY ub.run_id, ub.achieved_at, ub.user_id, l.position, ub.scope;
+$function$;
+
+-- One batch from the queue, in one statement: for pg_cron and psql. `plaudit run` runs the
+-- same steps as separate statements so that each rule gets its own statement_timeout.
+CREATE OR REPLACE FUNCTION {{ schema }}.process_events(p_limit int DEFAULT 1000)
+RETURNS TABLE (events int, runs int, granted int, failed int)
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_slug text;
+    v_run record;
+BEGIN
+    events := {{ schema }}.take_events(p_limit);
+    runs := 0;
+    granted := 0;
+    failed := 0;
+    LOOP
+        v_slug := {{ schema }}.next_batch_rule(v_slug);
+        EXIT WHEN v_slug IS NULL;
+        SELECT * INTO v_run FROM {{ schema }}.run_batch_rule(v_slug);
+        runs := runs + 1;
+        granted := granted + v_run.granted;
+        failed := failed + (v_run.status = 'failed')::int;
+    END LOOP;
+    RETURN NEXT;
+END;
+$function$;
+
+-- Drain the queue, one committed transaction per batch: CALL plaudit.run_events();
+CREATE OR REPLACE PROCEDURE {{ schema }}.run_events(p_batch_size int DEFAULT 1000)
+LANGUAGE plpgsql AS $procedure$
+DECLARE
+    v_events int;
+BEGIN
+    LOOP
+        SELECT p.events INTO v_events FROM {{ schema }}.process_events(p_batch_size) AS p;
+        COMMIT;
+        EXIT WHEN v_events < p_batch_size;
+    END LOOP;
+END;
+$procedure$;
+
+-- Run the rules that the given events trigger, now, in the caller's transaction, and return
+-- the grants they add. Nothing is enqueued or consumed: when the same events are also in the
+-- queue, the later `plaudit run` finds their grants already made. A rule busy in another
+-- run is skipped, not waited for (an app's request must not wait for a batch): its grants
+-- then come from the queued event.
+-- p_events: [{type, user_id, occurred_at?, payload?}]
+CREATE OR REPLACE FUNCTION {{ schema }}.check(p_events jsonb)
+RETURNS TABLE (user_id {{ user_id_type }}, badge text, level text, scope text, badge_name text,
+               level_name text, points int, achieved_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    v_runs bigint[] := '{}';
+    v_slug text;
+    v_run record;
+BEGIN
+    PERFORM {{ schema }}.batch_fill(p_events);
+    LOOP
+        v_slug := {{ schema }}.next_batch_rule(v_slug);
+        EXIT WHEN v_slug IS NULL;
+        SELECT * INTO v_run FROM {{ schema }}.run_rule(v_slug, 'incremental');
+        IF v_run.granted > 0 THEN
+            v_runs := v_runs || v_run.run_id;
+        ELSIF v_run.status = 'skipped' THEN
+            -- busy elsewhere: its events (grants of the rules it reads among them) wait in
+            -- the queue for it, as a runner's batch would leave them
+            PERFORM {{ schema }}.defer_rule_events(v_slug);
+        END IF;
+    END LOOP;
+    DELETE FROM pg_temp.plaudit_batch;
+    RETURN QUERY SELECT * FROM {{ schema }}.run_grants(v_runs);
+END;
+$function$;
+
+CREATE OR REPLACE FUNCTION {{ schema }}.check(
+    p_type text,
+    p_user_id {{ user_id_type }},
+    p_occurred_at timestamptz DEFAULT now(),
+    p_payload jsonb DEFAULT '{}'
+) RETURNS TABLE (user_id {{ user_id_type }}, badge text, level text, scope text,
+                 badge_name text, level_name text, points int, achieved_at timestamptz)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT * FROM {{ schema }}.check(jsonb_build_array(jsonb_build_object(
+        'type', p_type, 'user_id', p_user_id, 'occurred_at', p_occurred_at,
+        'payload', p_payload)));
+$function$;
+
+-- The grants a user has not been shown yet, oldest award first.
+CREATE OR REPLACE FUNCTION {{ schema }}.unseen(p_user_id {{ user_id_type }})
+RETURNS TABLE (badge text, level text, scope text, badge_name text, level_name text,
+               points int, achieved_at timestamptz, awarded_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+    SELECT ub.badge, ub.level, ub.scope, b.name, l.name, l.points, ub.achieved_at, ub.awarded_at
+    FROM {{ schema }}.user_badge AS ub
+    JOIN {{ schema }}.badge AS b ON b.slug = ub.badge
+    JOIN {{ schema }}.badge_level AS l ON l.badge = ub.badge AND l.key = ub.level
+    WHERE ub.user_id = p_user_id AND ub.seen_at IS NULL
+    ORDER BY ub.awarded_at, ub.achieved_at, b.name, l.position, ub.scope;
+$function$;
+
+-- Mark a user's grants seen: all of them, or one badge (one level, one scope). Returns how
+-- many were newly marked.
+CREATE OR REPLACE FUNCTION {{ schema }}.mark_seen(
+    p_user_id {{ user_id_type }},
+    p_badge text DEFAULT NULL,
+    p_level text DEFAULT NULL,
+    p_scope text DEFAULT NULL
+) RETURNS int
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+    WITH marked AS (
+        UPDATE {{ schema }}.user_badge AS ub SET seen_at = now()
+        WHERE ub.user_id = p_user_id AND ub.seen_at IS NULL
+          AND (p_badge IS NULL OR ub.badge = p_badge)
+          AND (p_level IS NULL OR ub.level = p_level)
+          AND (p_scope IS NULL OR ub.scope = p_scope)
+        RETURNING 1
+    )
+    SELECT count(*)::int FROM marked;
+$function$;
+
+-- Trigger capture: a statement-level trigger per configured event turns the rows an app
+-- statement inserted, updated or deleted into events, in the app's own transaction.
+-- TG_ARGV: event type, user column, time column ('' = the time of the change).
+-- payload: the whole row (after an insert or update, before a delete). A row without a user
+-- is no one's event, and must not make the app's write fail.
+CREATE OR REPLACE FUNCTION {{ schema }}.capture_event() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+BEGIN
+    EXECUTE format(
+        'INSERT INTO {{ schema }}.event (type, user_id, occurred_at, payload) '
+        'SELECT $1, r.%1$I::{{ user_id_type }}, %2$s, to_jsonb(r) FROM plaudit_rows AS r '
+        'WHERE r.%1$I IS NOT NULL',
+        TG_ARGV[1],
+        CASE WHEN TG_ARGV[2] = '' THEN 'now()'
+             ELSE format('coalesce(r.%I::timestamptz, now())', TG_ARGV[2]) END)
+    USING TG_ARGV[0];
+    RETURN NULL;
+END;
+$function$;
+
+-- Install the triggers of plaudit.yaml `events:` and drop the ones no longer configured.
+-- p_sources: [{name, table, on, user, at}]. Each trigger carries its definition as its
+-- comment, so an unchanged mapping is left alone.
+CREATE OR REPLACE FUNCTION {{ schema }}.install_event_triggers(p_sources jsonb)
+RETURNS TABLE (event text, table_name text, change text)
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_source jsonb;
+    v_table regclass;
+    v_column text;
+    v_spec jsonb;
+    v_wanted jsonb := '[]';
+    v_trigger record;
+BEGIN
+    FOR v_source IN SELECT s FROM jsonb_array_elements(coalesce(p_sources, '[]')) AS s LOOP
+        v_table := to_regclass(v_source ->> 'table');
+        IF v_table IS NULL THEN
+            RAISE EXCEPTION 'events.%: table % does not exist', v_source ->> 'name',
+                v_source ->> 'table' USING ERRCODE = 'undefined_table';
+        END IF;
+        FOREACH v_column IN ARRAY ARRAY[v_source ->> 'user', v_source ->> 'at'] LOOP
+            IF v_column IS NOT NULL AND NOT EXISTS (
+                SELECT FROM pg_attribute AS a
+                WHERE a.attrelid = v_table AND a.attname = v_column AND a.attnum > 0
+                  AND NOT a.attisdropped) THEN
+                RAISE EXCEPTION 'events.%: table % has no column %', v_source ->> 'name',
+                    v_table, v_column USING ERRCODE = 'undefined_column';
+            END IF;
+        END LOOP;
+        -- the casts the trigger makes must exist, or the app's writes would fail later
+        BEGIN
+            EXECUTE format('SELECT r.%I::{{ user_id_type }}, %s FROM %s AS r LIMIT 0',
+                           v_source ->> 'user',
+                           CASE WHEN v_source ->> 'at' IS NULL THEN 'now()'
+                                ELSE format('r.%I::timestamptz', v_source ->> 'at') END,
+                           v_table);
+        EXCEPTION WHEN cannot_coerce OR datatype_mismatch THEN
+            RAISE EXCEPTION 'events.%: %', v_source ->> 'name', SQLERRM
+                USING ERRCODE = 'datatype_mismatch';
+        END;
+        v_spec := jsonb_build_object(
+            'trigger', left('{{ schema }}_' || (v_source ->> 'name'), 63),
+            'event', v_source ->> 'name', 'table', v_table::text, 'on', v_source ->> 'on',
+            'user', v_source ->> 'user', 'at', v_source ->> 'at');
+        v_wanted := v_wanted || v_spec;
+    END LOOP;
+
+    FOR v_trigger IN
+        SELECT t.tgname, t.tgrelid::regclass AS rel,
+               obj_description(t.oid, 'pg_trigger')::jsonb AS spec
+        FROM pg_trigger AS t
+        WHERE t.tgfoid = '{{ schema }}.capture_event()'::regprocedure
+        ORDER BY t.tgrelid::regclass::text, t.tgname
+    LOOP
+        IF v_wanted @> jsonb_build_array(v_trigger.spec) THEN
+            event := v_trigger.spec ->> 'event';
+            table_name := v_trigger.rel::text;
+            change := 'unchanged';
+            RETURN NEXT;
+            v_wanted := (SELECT coalesce(jsonb_agg(w), '[]') FROM jsonb_array_elements(v_wanted) AS w
+                         WHERE w <> v_trigger.spec);
+            CONTINUE;
+        END IF;
+        EXECUTE format('DROP TRIGGER %I ON %s', v_trigger.tgname, v_trigger.rel);
+        IF NOT EXISTS (SELECT FROM jsonb_array_elements(v_wanted) AS w
+                       WHERE w ->> 'event' = v_trigger.spec ->> 'event') THEN
+            event := v_trigger.spec ->> 'event';
+            table_name := v_trigger.rel::text;
+            change := 'removed';
+            RETURN NEXT;
+        END IF;
+    END LOOP;
+
+    FOR v_spec IN SELECT w FROM jsonb_array_elements(v_wanted) AS w LOOP
+        EXECUTE format(
+            'CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s TABLE AS plaudit_rows '
+            'FOR EACH STATEMENT EXECUTE FUNCTION {{ schema }}.capture_event(%L, %L, %L)',
+            v_spec ->> 'trigger', upper(v_spec ->> 'on'), v_spec ->> 'table',
+            CASE WHEN v_spec ->> 'on' = 'delete' THEN 'OLD' ELSE 'NEW' END,
+            v_spec ->> 'event', v_spec ->> 'user', coalesce(v_spec ->> 'at', ''));
+        EXECUTE format('COMMENT ON TRIGGER %I ON %s IS %L',
+                       v_spec ->> 'trigger', v_spec ->> 'table', v_spec::text);
+        event := v_spec ->> 'event';
+        table_name := v_spec ->> 'table';
+        change := 'installed';
+        RETURN NEXT;
+    END LOOP;
+END;
+$function$;
+
+-- Sync the settings of plaudit.yaml that live in the database; returns the trigger changes.
+-- p_config: {notify_channel, notify_max_age, events: [{name, table, on, user, at}]}
+CREATE OR REPLACE FUNCTION {{ schema }}.configure(p_config jsonb)
+RETURNS TABLE (event text, table_name text, change text)
+LANGUAGE plpgsql AS $function$
+BEGIN
+    PERFORM (p_config ->> 'notify_max_age')::interval;  -- fails here, not in a later run
+    -- rule_search_path: where rules' unqualified table names resolve, whoever runs them (an
+    -- app calling check(), a job): the deploying session's search_path
+    INSERT INTO {{ schema }}.meta AS m (key, value)
+    SELECT s.key, s.value
+    FROM (VALUES ('notify_channel', p_config ->> 'notify_channel'),
+                 ('notify_max_age', p_config ->> 'notify_max_age'),
+                 ('rule_search_path', current_setting('search_path'))) AS s (key, value)
+    WHERE s.value IS NOT NULL
+    ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE m.value <> excluded.value;
+    RETURN QUERY SELECT * FROM {{ schema }}.install_event_triggers(p_config -> 'events');
+END;
+$function$;
