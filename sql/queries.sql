@@ -125,8 +125,14 @@ SELECT badge, run_id, status, granted, progressed, moved, levels, message, secon
 FROM {{ schema }}.run_batch($1, true, $2::text[]);
 
 -- name: watchdog
--- Cancel session $1's rule run if it is past its deadline (run_timed publishes it).
-SELECT {{ schema }}.job_watchdog($1::int) AS cancelled;
+-- Cancel session $1's rule run if it is past its deadline (run_timed publishes it), unless
+-- that deadline is $2 (cancelled already).
+SELECT {{ schema }}.watch_session($1::int, $2::text) AS cancelled;
+
+-- name: clear_timeout
+-- No statement_timeout for the rest of the transaction: the event loop's rules each have
+-- their own deadline (run_timed), not the timeout of the statement before.
+SELECT set_config('statement_timeout', '0', true);
 
 -- name: run_grants
 SELECT user_id, badge, level, scope, badge_name, level_name, points, achieved_at

@@ -408,3 +408,34 @@ def test_a_rule_takes_any_number_of_params(project, engine_for, sql):
     [result] = engine.backfill(project.rules(), {"p20": "7"})
     assert (result.status, result.granted) == ("ok", 1)
     assert sql("SELECT user_id, badge FROM plaudit.user_badge") == [(7, "many")]
+
+
+def test_a_backfills_dependents_run_under_their_own_timeouts_not_its(project, engine_for, sql):
+    """The rules reading a backfilled badge re-check its new grants in the backfill's
+    transaction: each under its own deadline, not under the backfilled rule's timeout."""
+    project.write("plaudit.yaml", "allow_functions: [pg_sleep]\n")
+    project.write("rules/fast.yaml", """
+        slug: fast
+        name: Fast
+        kind: award
+        timeout: 300ms
+        query: |
+          SELECT 1::bigint AS user_id, timestamptz '2024-01-01' AS achieved_at
+    """)
+    project.write("rules/slow_reader.yaml", """
+        slug: slow_reader
+        name: Slow reader
+        kind: award
+        query: |
+          SELECT b.user_id, b.achieved_at
+          FROM {{ badge('fast') }} AS b, pg_sleep(0.6)
+          WHERE {{ affected('b.user_id') }}
+    """)
+    engine = engine_for(project)
+    deploy_rules(engine, project.rules())
+    fast = [r for r in project.rules() if r.slug == "fast"]
+    [result] = engine.backfill(fast)
+    assert (result.status, result.granted) == ("ok", 1)
+    assert sql("SELECT badge, mode, status FROM plaudit.run ORDER BY run_id") == [
+        ("fast", "backfill", "ok"), ("slow_reader", "incremental", "ok")]
+    assert sql("SELECT badge FROM plaudit.user_badge ORDER BY 1") == [("fast",), ("slow_reader",)]

@@ -219,8 +219,8 @@ BEGIN
 END;
 $function$;
 
--- One rule run under a deadline: its own `timeout:`, else p_timeout; NULL for both publishes
--- none (the caller's statement_timeout bounds the call, as for check()). `incremental` runs
+-- One rule run under a deadline: its own `timeout:`, else p_timeout. Without p_timeout none
+-- is published (check(), award/revoke: the caller's statement_timeout bounds the call). `incremental` runs
 -- the rule on the current batch (run_batch_rule, p_wait as there), `backfill` a complete
 -- backfill (run_rule).
 --
@@ -230,8 +230,8 @@ $function$;
 -- statement running several rules cannot time-limit each one itself. Instead each rule's
 -- deadline is published in the session's application_name (`plaudit:<epoch ms>:<slug>`,
 -- visible to other sessions at once, without a commit) and a watchdog cancels a session past
--- its deadline (job_watchdog): pg_cron's watchdog job every minute, `plaudit run`'s own
--- watchdog thread every 50 ms. run_rule catches the cancellation like any other error: the
+-- its deadline (job_watchdog, watch_session): pg_cron's watchdog job every minute, `plaudit
+-- run`'s own watchdog thread every 50 ms. run_rule catches the cancellation like any other error: the
 -- run is recorded as failed, the rule is marked dirty, and the loop goes on with the next.
 CREATE OR REPLACE FUNCTION {{ schema }}.run_timed(
     p_badge text,
@@ -242,8 +242,9 @@ CREATE OR REPLACE FUNCTION {{ schema }}.run_timed(
                  message text)
 LANGUAGE plpgsql AS $function$
 DECLARE
-    v_timeout text := coalesce(
-        (SELECT b.timeout FROM {{ schema }}.badge AS b WHERE b.slug = p_badge), p_timeout);
+    v_timeout text := CASE WHEN p_timeout IS NOT NULL THEN coalesce(
+        (SELECT b.timeout FROM {{ schema }}.badge AS b WHERE b.slug = p_badge), p_timeout) END;
+    v_started timestamptz := clock_timestamp();
     v_deadline timestamptz := clock_timestamp() + {{ schema }}.timeout_interval(v_timeout);
     v_application text := current_setting('application_name');
     v_run record;
@@ -262,13 +263,14 @@ BEGIN
         END IF;
         PERFORM set_config('application_name', v_application, false);
     EXCEPTION WHEN query_canceled THEN
-        -- the watchdog's cancel arrived just after run_rule had finished: this block's work,
-        -- the rule's grants included, is rolled back, so the rule is marked for backfill
-        message := format('%s: timed out after %s (cancelled by the watchdog)',
-                          p_badge, v_timeout);
-        run_id := {{ schema }}.record_run(p_badge, p_mode, 'failed',
-                                          v_deadline - {{ schema }}.timeout_interval(v_timeout),
-                                          message);
+        -- a cancel that arrived just after run_rule had finished (the watchdog's, or the
+        -- caller's): this block's work, the rule's grants included, is rolled back, so the
+        -- rule is marked for backfill
+        message := CASE WHEN clock_timestamp() >= v_deadline
+                        THEN format('%s: timed out after %s (cancelled by the watchdog)',
+                                    p_badge, v_timeout)
+                        ELSE format('%s: cancelled (SQLSTATE 57014)', p_badge) END;
+        run_id := {{ schema }}.record_run(p_badge, p_mode, 'failed', v_started, message);
         RETURN QUERY SELECT run_id, 'failed'::text, 0, 0, '{}'::jsonb, message;
         RETURN;
     END;

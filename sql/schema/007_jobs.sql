@@ -15,23 +15,44 @@ LANGUAGE sql IMMUTABLE AS $function$
                 ELSE btrim(p_timeout)::interval END;
 $function$;
 
--- Cancel the rule runs past their deadline (published by run_timed) of this database's
--- sessions, or of session p_pid only; returns how many. Run every minute by the watchdog job,
--- so a rule's timeout holds to the minute in jobs, and every 50 ms for its own session by
--- `plaudit run`'s watchdog thread.
-CREATE OR REPLACE FUNCTION {{ schema }}.job_watchdog(p_pid int DEFAULT NULL) RETURNS int
+-- Whether a session's application_name publishes a rule deadline (run_timed) now past.
+CREATE OR REPLACE FUNCTION {{ schema }}.past_deadline(p_application_name text) RETURNS boolean
+LANGUAGE sql STABLE AS $function$
+    SELECT CASE WHEN p_application_name ~ '^plaudit:[0-9]{1,15}:'
+                THEN split_part(p_application_name, ':', 2)::bigint
+                     <= extract(epoch FROM clock_timestamp()) * 1000
+                ELSE false END;
+$function$;
+
+-- Cancel the rule runs of this database's sessions that are past their deadline; returns how
+-- many. Run every minute by the watchdog job, so a rule's timeout holds to the minute in jobs.
+CREATE OR REPLACE FUNCTION {{ schema }}.job_watchdog() RETURNS int
 LANGUAGE sql AS $function$
     WITH overdue AS MATERIALIZED (
         SELECT a.pid
         FROM pg_stat_activity AS a
         WHERE a.datname = current_database()
           AND a.pid <> pg_backend_pid()
-          AND (p_pid IS NULL OR a.pid = p_pid)
-          AND a.application_name ~ '^plaudit:[0-9]{1,15}:'
-          AND split_part(a.application_name, ':', 2)::bigint
-              <= extract(epoch FROM clock_timestamp()) * 1000
+          AND {{ schema }}.past_deadline(a.application_name)
     )
     SELECT count(*) FILTER (WHERE pg_cancel_backend(o.pid))::int FROM overdue AS o;
+$function$;
+
+-- `plaudit run`'s watchdog, every 50 ms: cancel session p_pid's rule run if it is past its
+-- deadline, unless that deadline is p_spare (the one cancelled last time: a cancel is sent
+-- once, so a second one cannot land after the rule has handled the first). Returns the
+-- deadline it cancelled, or NULL.
+CREATE OR REPLACE FUNCTION {{ schema }}.watch_session(p_pid int, p_spare text DEFAULT NULL)
+RETURNS text
+LANGUAGE sql AS $function$
+    -- materialized: the cancel must come after the checks (a plain WHERE may order them so)
+    WITH overdue AS MATERIALIZED (
+        SELECT a.pid, a.application_name
+        FROM pg_stat_activity AS a
+        WHERE a.pid = p_pid AND a.application_name IS DISTINCT FROM p_spare
+          AND {{ schema }}.past_deadline(a.application_name)
+    )
+    SELECT o.application_name FROM overdue AS o WHERE pg_cancel_backend(o.pid);
 $function$;
 
 -- The rules a nightly job backfills, in run order: enabled rules without triggers (nothing

@@ -261,6 +261,8 @@ class Engine:
             assert row is not None
             result = RunResult.from_row(rule.slug, row, time.monotonic() - started, self.db)
             if mode == "backfill" and not dry_run:
+                # the dependents are not under this rule's timeout: each has its deadline
+                self.db.execute("clear_timeout")
                 self.run_batch_rules(exclude=then)
         return result
 
