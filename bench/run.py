@@ -73,7 +73,7 @@ def measure(
         for figure in load(bench, size):
             result.add(figure)
         install(bench, config, rules)
-        engine = Engine(bench.db, config)
+        engine = Engine(bench.db, config, dsn)  # with its watchdog, as `plaudit run` has
         missing = event_sections.missing_api()
 
         replayed: event_sections.Replay | str = missing or ""

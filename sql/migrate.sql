@@ -21,30 +21,17 @@ SELECT version, name FROM {{ schema }}.migration ORDER BY version;
 -- name: record_migration
 INSERT INTO {{ schema }}.migration (version, name) VALUES ($1, $2);
 
--- name: mark_stale_routines
--- Before the schema files run: mark every plaudit function and procedure (extension members
--- aside) with a setting no schema file gives. CREATE OR REPLACE resets a routine's settings
--- to the ones of its new definition (and keeps its owner, its grants and the triggers and
--- views using it), so after the files have run, the routines still marked are those no file
--- defines any more: an old signature, or a function removed from the code. application_name
--- is a setting every role may set on its routines (an invented plaudit.* one needs a
--- superuser); a marked routine still runs as before, if anything calls it in between.
-DO $$
-DECLARE
-    v_routine regprocedure;
-BEGIN
-    FOR v_routine IN
-        SELECT p.oid::regprocedure FROM pg_proc AS p
-        WHERE p.pronamespace = '{{ schema }}'::regnamespace AND p.prokind IN ('f', 'p')
-          AND NOT EXISTS (SELECT FROM pg_depend AS d
-                          WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
-                            AND d.deptype = 'e')
-    LOOP
-        EXECUTE format('ALTER ROUTINE %s SET application_name = %L', v_routine,
-                       'plaudit: stale until init re-creates it');
-    END LOOP;
-END
-$$;
+-- name: plaudit_routines
+-- plaudit's routines (functions and procedures of the names $1, extension members aside),
+-- each as its regprocedure: what init marks before the schema files run (migrate.py). Routines
+-- of other names that a site keeps in the schema are not plaudit's to drop.
+SELECT p.oid::regprocedure::text AS routine
+FROM pg_proc AS p
+WHERE p.pronamespace = '{{ schema }}'::regnamespace AND p.prokind IN ('f', 'p')
+  AND p.proname = ANY ($1::text[])
+  AND NOT EXISTS (SELECT FROM pg_depend AS d
+                  WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+ORDER BY 1;
 
 -- name: drop_stale_routines
 -- After the schema files ran: drop the routines still marked. Without CASCADE: a trigger or
@@ -66,9 +53,10 @@ END
 $$;
 
 -- name: stale_views
--- Views of the plaudit schema that no schema file defines ($1: the names the files define).
--- A view has no overloads: its name is its identity, so the files' names are enough.
+-- plaudit's views that no schema file defines any more: of the names $2 (plaudit's views of
+-- earlier versions), those not among $1 (the names the files define). A view has no
+-- overloads: its name is its identity. Views of other names are the site's own.
 SELECT c.relname AS name FROM pg_class AS c
 WHERE c.relnamespace = '{{ schema }}'::regnamespace AND c.relkind = 'v'
-  AND NOT c.relname = ANY ($1::text[])
+  AND c.relname = ANY ($2::text[]) AND NOT c.relname = ANY ($1::text[])
 ORDER BY c.relname;

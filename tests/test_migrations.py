@@ -232,10 +232,12 @@ def test_functions_and_views_no_file_defines_are_dropped_and_the_rest_kept(
     sql(f'CREATE ROLE "{role}"')
     try:
         sql(f'GRANT EXECUTE ON FUNCTION plaudit.track(text, bigint, timestamptz, jsonb) TO "{role}"')
-        # what an older plaudit may have left: an old signature, a removed function and view
+        # what an older plaudit may have left: an old signature, a removed function
         sql("CREATE FUNCTION plaudit.track(p_type text) RETURNS bigint LANGUAGE sql AS 'SELECT 1'")
-        sql("CREATE PROCEDURE plaudit.old_job() LANGUAGE sql AS 'SELECT 1'")
-        sql("CREATE VIEW plaudit.old_view AS SELECT 1 AS one")
+        sql("CREATE PROCEDURE plaudit.run_events(p_batch_size int) LANGUAGE sql AS 'SELECT 1'")
+        # the site's own function and view in plaudit's schema: not plaudit's to drop
+        sql("CREATE FUNCTION plaudit.my_points(bigint) RETURNS int LANGUAGE sql AS 'SELECT 1'")
+        sql("CREATE VIEW plaudit.my_leaderboard AS SELECT 1 AS one")
         triggers = sql("SELECT tgrelid::regclass::text, tgname FROM pg_trigger "
                        "WHERE tgfoid = 'plaudit.capture_event()'::regprocedure ORDER BY 1")
         assert triggers
@@ -243,10 +245,12 @@ def test_functions_and_views_no_file_defines_are_dropped_and_the_rest_kept(
         engine.init()
 
         assert sql("SELECT p.oid::regprocedure::text FROM pg_proc AS p "
-                   "WHERE p.proname IN ('track', 'old_job') "
-                   "AND p.pronamespace = 'plaudit'::regnamespace") == [
+                   "WHERE p.proname IN ('track', 'run_events', 'my_points') "
+                   "AND p.pronamespace = 'plaudit'::regnamespace ORDER BY 1") == [
+            ("plaudit.my_points(bigint)",),
             ("plaudit.track(text,bigint,timestamp with time zone,jsonb)",)]
-        assert sql("SELECT to_regclass('plaudit.old_view')") == [(None,)]
+        assert sql("SELECT to_regclass('plaudit.my_leaderboard')::text") == [
+            ("plaudit.my_leaderboard",)]
         assert sql("SELECT count(*) FROM pg_proc WHERE pronamespace = 'plaudit'::regnamespace "
                    "AND array_to_string(proconfig, ' ') LIKE '%stale%'") == [(0,)]
         # kept: an app role's grant, the capture triggers on the app tables (which work)
@@ -267,9 +271,9 @@ def test_functions_and_views_no_file_defines_are_dropped_and_the_rest_kept(
 
 def test_a_function_still_used_keeps_init_from_dropping_it(demo_project, engine_for, sql):
     """No CASCADE: init stops (and changes nothing) rather than drop an app's view with it."""
-    sql("CREATE FUNCTION plaudit.old_helper() RETURNS int LANGUAGE sql AS 'SELECT 1'")
-    sql("CREATE VIEW public.app_view AS SELECT plaudit.old_helper() AS x")
-    with pytest.raises(Exception, match="cannot drop function plaudit.old_helper()"):
+    sql("CREATE FUNCTION plaudit.process_events() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+    sql("CREATE VIEW public.app_view AS SELECT plaudit.process_events() AS x")
+    with pytest.raises(Exception, match="cannot drop function plaudit.process_events()"):
         engine_for(demo_project).init()
     assert sql("SELECT * FROM public.app_view") == [(1,)]
 

@@ -371,3 +371,35 @@ def test_a_given_select_must_be_one_plain_select(run_cli, project, sql):
         "0 passed, 3 failed\n"
     )
     assert sql("SELECT to_regclass('victim') IS NOT NULL") == [(True,)]
+
+
+def test_a_disabled_rules_cases_run_and_events_that_trigger_nothing_fail(run_cli, project):
+    """A case tests its rule whether or not the site runs it yet (`enabled: false`), and a
+    case whose events trigger no run of the rule fails instead of passing untested."""
+    rule = TALKER.split("    tests:")[0].replace("    triggers:", "    enabled: false\n    triggers:")
+    project.write("rules/talker.yaml", rule + """
+    tests:
+      second_comment_earns_bronze:
+        given:
+          comments:
+            - {author_id: 1, post_id: 5, created_at: 2024-01-01 10:00}
+            - {author_id: 1, post_id: 5, created_at: 2024-01-02 10:00}
+        expect:
+          - {user_id: 1, level: bronze, achieved_at: 2024-01-02 10:00}
+      the_wrong_events:
+        given:
+          comments:
+            - {author_id: 1, post_id: 5, created_at: 2024-01-01 10:00}
+        events:
+          - {type: post_created, user_id: 1}
+        modes: [incremental]
+        expect: []
+""")
+    result = run_cli(project, "test")
+    assert result.exit_code == 1
+    assert result.stdout == (
+        "rules/talker.yaml:18: talker_second_comment_earns_bronze passed\n"
+        "rules/talker.yaml:25: talker_the_wrong_events failed in incremental mode\n"
+        "  error: the case's events trigger no run of talker (its triggers: comment_created)\n"
+        "1 passed, 1 failed\n"
+    )

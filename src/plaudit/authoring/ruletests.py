@@ -100,8 +100,11 @@ def run_cases(
         for case in cases:
             for rule in _with_dependencies(case.rule, by_slug):
                 needed[rule.slug] = rule
-        # deployed the production way; the queries' tables exist only inside each case
-        deploy_rules(engine, list(needed.values()), contracts=False)
+        # deployed the production way (enabled: a case tests a rule whether or not the site
+        # runs it yet); the queries' tables exist only inside each case
+        deploy_rules(
+            engine, [replace(rule, enabled=True) for rule in needed.values()], contracts=False
+        )
         for case in cases:
             chain = engine.run_order(_with_dependencies(case.rule, by_slug))
             for mode in case.modes:
@@ -147,10 +150,12 @@ def _run(
             unknown = sorted(set(case.params) - {p.name for p in case.rule.params})
             if unknown:
                 raise CaseError(f"unknown param {', '.join(unknown)}")
+            batch: list[dict[str, Any]] = []
             if mode == "incremental":
                 if case.params:
                     raise CaseError("params apply to backfills only: give `modes: [backfill]`")
-                db.execute("test_batch", [json.dumps(_batch(case), default=_json)])
+                batch = _batch(case)
+                db.execute("test_batch", [json.dumps(batch, default=_json)])
                 # the case's rule and the rules it reads; the other cases' rules stay out
                 others = [slug for slug in deployed if slug not in {r.slug for r in chain}]
                 runs = engine.run_batch_rules(exclude=others)
@@ -165,6 +170,12 @@ def _run(
             for run in runs:
                 if run.status != "ok":
                     raise CaseError(f"{run.message}")
+            # events that trigger no run of the rule would make the case pass untested
+            if mode == "incremental" and batch and case.rule.slug not in {r.slug for r in runs}:
+                raise CaseError(
+                    f"the case's events trigger no run of {case.rule.slug} (its triggers: "
+                    f"{', '.join(event_types(case.rule))})"
+                )
             outcome.actual = [
                 (r["user_id"], r["level"], r["scope"], r["achieved_at"])
                 for r in db.execute("test_grants", [case.rule.slug])

@@ -29,6 +29,18 @@ from plaudit.sqlfiles import migrations, schema_files
 # pyproject.toml and the README say so too.
 MIN_POSTGRES_MAJOR = 14
 
+# plaudit's routines and views of earlier versions that no schema file defines any more: init
+# drops them. Only names plaudit defines now or defined once are ever dropped; a site's own
+# functions and views in the schema are left alone. (A routine whose signature changes is an
+# old overload of a current name: dropped, and its grants with it.)
+RETIRED_ROUTINES = (
+    "batch_rules", "enter_rule_role",  # before 0.1.0
+    "job_run_rule", "process_events", "run_events",  # 0.1.0, replaced by plaudit.run_batch
+)
+RETIRED_VIEWS: tuple[str, ...] = ()
+# the setting that marks a routine stale until a schema file re-creates it (sql/migrate.sql)
+STALE_MARK = "plaudit: stale until init re-creates it"
+
 
 def check_server_version(server_version_num: int) -> None:
     """Refuse a server older than MIN_POSTGRES_MAJOR (server_version_num: 150004 is 15.4)."""
@@ -82,14 +94,29 @@ def apply_migrations(db: Database, user_id_type: str) -> list[int]:
 
 
 def recreate_functions(db: Database, user_id_type: str) -> None:
-    db.execute("mark_stale_routines")
+    texts = [
+        (path, render_sql(path.read_text(), db.schema, user_id_type=user_id_type))
+        for path in schema_files()
+    ]
+    routines: set[str] = set(RETIRED_ROUTINES)
     views: set[str] = set()
-    for path in schema_files():
-        text = render_sql(path.read_text(), db.schema, user_id_type=user_id_type)
-        views.update(defined_views(text, db.schema))
+    for _, text in texts:
+        routines.update(defined(text, db.schema, "FUNCTION|PROCEDURE"))
+        views.update(defined(text, db.schema, "VIEW"))
+    # Mark plaudit's routines with a setting no schema file gives: CREATE OR REPLACE resets a
+    # routine's settings (and keeps its owner, its grants and the triggers and views using
+    # it), so those still marked after the files have run are no file's any more.
+    for row in db.execute("plaudit_routines", [sorted(routines)]):
+        statement = sql.SQL("ALTER ROUTINE {} SET application_name = {}").format(
+            sql.SQL(row["routine"]), sql.Literal(STALE_MARK))
+        try:
+            db.conn.execute(statement)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"marking {row['routine']}: {describe(exc)}") from exc
+    for path, text in texts:
         db.script(text, f"applying {path.name}")
     # views first: a stale view may use a stale function
-    for row in db.execute("stale_views", [sorted(views)]):
+    for row in db.execute("stale_views", [sorted(views), sorted(RETIRED_VIEWS)]):
         statement = sql.SQL("DROP VIEW {}").format(sql.Identifier(db.schema, row["name"]))
         try:
             db.conn.execute(statement)
@@ -98,7 +125,8 @@ def recreate_functions(db: Database, user_id_type: str) -> None:
     db.execute("drop_stale_routines")
 
 
-def defined_views(text: str, schema: str) -> set[str]:
-    """The names of the views a rendered schema file creates in `schema`."""
-    pattern = rf"\bCREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+{re.escape(schema)}\.(\w+)"
+def defined(text: str, schema: str, kinds: str) -> set[str]:
+    """The names of the objects (`kinds`: "VIEW", "FUNCTION|PROCEDURE") a rendered schema
+    file creates in `schema`."""
+    pattern = rf"\bCREATE\s+(?:OR\s+REPLACE\s+)?(?:{kinds})\s+{re.escape(schema)}\.(\w+)"
     return {name.lower() for name in re.findall(pattern, text, re.IGNORECASE)}
