@@ -274,20 +274,14 @@ BEGIN
         RETURN QUERY SELECT run_id, 'failed'::text, 0, 0, '{}'::jsonb, message;
         RETURN;
     END;
-    run_id := v_run.run_id;
-    status := v_run.status;
-    granted := v_run.granted;
-    progressed := v_run.progressed;
-    levels := v_run.levels;
-    message := v_run.message;
-    IF status = 'failed' AND message LIKE '%(SQLSTATE 57014)%' AND clock_timestamp() >= v_deadline
-    THEN
-        message := format('%s: timed out after %s (cancelled by the watchdog)',
-                          p_badge, v_timeout);
-        UPDATE {{ schema }}.run AS r SET message = run_timed.message
-        WHERE r.run_id = run_timed.run_id;
+    IF v_run.status = 'failed' AND v_run.message LIKE '%(SQLSTATE 57014)%'
+       AND clock_timestamp() >= v_deadline THEN
+        v_run.message := format('%s: timed out after %s (cancelled by the watchdog)',
+                                p_badge, v_timeout);
+        UPDATE {{ schema }}.run AS r SET message = v_run.message WHERE r.run_id = v_run.run_id;
     END IF;
-    RETURN NEXT;
+    RETURN QUERY SELECT v_run.run_id, v_run.status, v_run.granted, v_run.progressed,
+                        v_run.levels, v_run.message;
 END;
 $function$;
 
@@ -314,17 +308,13 @@ BEGIN
         v_slug := {{ schema }}.next_batch_rule(v_slug, p_exclude);
         EXIT WHEN v_slug IS NULL;
         SELECT * INTO v_run FROM {{ schema }}.run_timed(v_slug, 'incremental', p_timeout, p_wait);
-        badge := v_slug;
-        run_id := v_run.run_id;
-        status := v_run.status;
-        granted := v_run.granted;
-        progressed := v_run.progressed;
-        levels := v_run.levels;
-        message := v_run.message;
-        SELECT coalesce(r.moved, 0), extract(epoch FROM r.finished_at - r.started_at)
-        INTO moved, seconds
-        FROM {{ schema }}.run AS r WHERE r.run_id = v_run.run_id;
-        RETURN NEXT;
+        -- the run row, in a statement of its own: the one calling run_timed cannot see it
+        RETURN QUERY
+        SELECT v_slug, v_run.run_id, v_run.status, v_run.granted, v_run.progressed,
+               coalesce(r.moved, 0), v_run.levels, v_run.message,
+               extract(epoch FROM r.finished_at - r.started_at)::double precision
+        FROM (SELECT) AS one
+        LEFT JOIN {{ schema }}.run AS r ON r.run_id = v_run.run_id;
     END LOOP;
 END;
 $function$;
