@@ -3,9 +3,11 @@ know of a kind: each entry has its macro file, and the files that used to list k
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
-from plaudit.model.kinds import COLUMN_TYPES, KINDS
+from plaudit.model.kinds import COLUMN_TYPES, KINDS, KindName
 from plaudit.sqlfiles import sql_dir
 from plaudit.sqlgen.render import environment
 
@@ -43,3 +45,7 @@ def test_carrying_progress_needs_progress_and_skipping_done_users():
 def test_every_macro_file_is_a_registered_kind():
     files = {p.stem for p in (sql_dir() / "kinds").glob("*.sql") if not p.stem.startswith("_")}
     assert files == set(KINDS)
+
+
+def test_the_kind_name_type_lists_exactly_the_registered_kinds():
+    assert set(get_args(KindName)) == set(KINDS)

@@ -22,6 +22,7 @@ from plaudit.authoring.ruletests import Outcome, format_failure, run_cases
 from plaudit.authoring.testcases import Case, load_cases
 from plaudit.errors import Problem
 from plaudit.model.config import Config, load_config
+from plaudit.model.kinds import KINDS as REGISTERED_KINDS
 from plaudit.model.rules import Rule, load_rules
 from plaudit.runtime.db import connect
 
@@ -67,8 +68,8 @@ def test_every_rule_ships_with_cases(suite):
 
 def test_the_kinds_specification_covers_every_kind_in_both_modes():
     [kinds] = [s for s in SUITES if s.name == "kinds"]
-    assert {c.rule.kind for c in kinds.cases} == {
-        "award", "count", "sum", "gauge", "growth", "streak"}
+    # a kind added to the registry without a case file fails here
+    assert {c.rule.kind for c in kinds.cases} == set(REGISTERED_KINDS)
     assert {c.modes for c in kinds.cases} == {("backfill", "incremental")}
 
 

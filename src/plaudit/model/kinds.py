@@ -7,7 +7,7 @@ it is its entry here: the columns the query returns and what each must be, what 
 thresholds are, its calendar, and what incremental runs may take for granted. Rule
 loading (rules.py), rendering (sqlgen.render), the contract check (runtime.contract) and
 the CLI's progress display read it. A new kind is one macro file, one entry here and one
-case file (tests/kinds/<kind>.yaml).
+case file (tests/kinds/rules/<kind>.yaml).
 """
 
 from __future__ import annotations
