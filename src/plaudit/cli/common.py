@@ -93,8 +93,7 @@ class App:
         due: list[str] = []
         if needs_state([*selectors, *self.excludes]):
             with self.engine() as engine:
-                dirty = [r["slug"] for r in engine.db.execute("deployed_badges") if r["dirty"]]
-                due = [r["slug"] for r in engine.db.execute("due_rules")]
+                dirty, due = engine.rule_states()
         return select(self.rules, selectors, dirty, self.excludes, due)
 
 

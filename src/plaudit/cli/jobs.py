@@ -31,6 +31,7 @@ from plaudit.runtime.jobs import (
     duration,
     job_runs,
     missing_grants,
+    rule_runs_last_day,
     schedule,
     setup_runner_role,
     status,
@@ -127,7 +128,7 @@ def _show_status(engine: Engine, site: CronSite, jobs: Sequence[Job]) -> None:
           _short(r["return_message"]))
          for r in runs],
     ))  # fmt: skip
-    rule_runs = engine.db.execute("job_rule_runs")
+    rule_runs = rule_runs_last_day(engine)
     if not rule_runs:
         click.echo("\nrule runs in the last day (plaudit.run): none")
     else:

@@ -54,11 +54,10 @@ def db_url(app: App) -> None:
 @click.pass_obj
 def demo_command(app: App, users: int, activities: int) -> None:
     """Run the demo: embedded PostgreSQL, demo data, init, backfill, live events, a trophy case."""
-    from plaudit.local.demo import load_demo_data
+    from plaudit.local.demo import load_demo_data, reset_schema, showcase_user
 
     with app.engine() as engine:
-        # first: the old schema's triggers would turn the bulk load into events
-        engine.db.execute("demo_reset_schema")
+        reset_schema(engine.db)  # first: the old schema's triggers would load events
         with ProgressLine("demo data", width=12) as line:
             counts = load_demo_data(engine.db, users, activities)
             line.done(", ".join(f"{n:,} {t}" for t, n in counts.items()))
@@ -68,10 +67,10 @@ def demo_command(app: App, users: int, activities: int) -> None:
     ctx.invoke(backfill)
     _demo_live_events(app)
     with app.engine() as engine:
-        showcase = engine.db.one("demo_showcase_user")
-    if showcase:
+        showcase = showcase_user(engine.db)
+    if showcase is not None:
         click.echo()
-        ctx.invoke(user, user_id=showcase["user_id"])
+        ctx.invoke(user, user_id=showcase)
 
 
 def _demo_live_events(app: App, rounds: int = 16) -> None:

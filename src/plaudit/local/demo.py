@@ -16,6 +16,18 @@ from plaudit.runtime.runner import run_batch
 from plaudit.sqlfiles import sql_dir
 
 
+def reset_schema(db: Database) -> None:
+    """Drop plaudit's schema and the capture triggers on the demo tables: the old schema's
+    triggers would turn the bulk load into events."""
+    db.execute("demo_reset_schema")
+
+
+def showcase_user(db: Database) -> str | None:
+    """The demo user whose trophy case the demo shows."""
+    row = db.one("demo_showcase_user")
+    return None if row is None else str(row["user_id"])
+
+
 def load_demo_data(db: Database, users: int, activities: int) -> dict[str, int]:
     """Create the demo app's tables and fill them: {table: rows}. Deterministic."""
     foreign = db.one("demo_tables_foreign")

@@ -307,6 +307,13 @@ class Engine:
             results.append(result)
         return results
 
+    def rule_states(self) -> tuple[list[str], list[str]]:
+        """The deployed rules that are dirty (a failed run left them behind) and those due
+        for a backfill (new or changed): what `--select state:dirty|state:due` picks."""
+        dirty = [r["slug"] for r in self.db.execute("deployed_badges") if r["dirty"]]
+        due = [r["slug"] for r in self.db.execute("due_rules")]
+        return dirty, due
+
     def run_order(self, rules: Sequence[Rule]) -> list[Rule]:
         """The deployed `rules` in the one order every runner uses (plaudit.badge_run_order):
         each after the rules whose grants it reads."""

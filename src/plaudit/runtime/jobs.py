@@ -189,6 +189,11 @@ def unschedule(site: CronSite, jobs: Sequence[Job]) -> list[str]:
     return removed
 
 
+def rule_runs_last_day(engine: Engine) -> list[dict[str, Any]]:
+    """plaudit.run of the last day, per mode and status: what the jobs' rule runs did."""
+    return engine.db.execute("job_rule_runs")
+
+
 def job_runs(site: CronSite, jobs: Sequence[Job]) -> list[CronJobRun]:
     """The installed jobs with their last run, from cron.job_run_details."""
     return cast("list[CronJobRun]", site.db.execute("cron_job_runs", [_names(jobs)]))
