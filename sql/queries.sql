@@ -65,12 +65,17 @@ ORDER BY b.slug, l.position;
 SELECT slug, definition_hash FROM {{ schema }}.badge WHERE slug = ANY($1::text[]);
 
 -- name: demo_tables_foreign
--- Non-NULL when the database holds a `users` table that the demo did not create: the demo
--- truncates its tables, so it refuses to run there.
-SELECT c.oid::regclass::text AS table_name
-FROM pg_class AS c
-WHERE c.oid = to_regclass('public.users')
-  AND obj_description(c.oid, 'pg_class') IS DISTINCT FROM 'plaudit demo app';
+-- A row (why) when the database is not the demo's: a `users` table the demo did not create
+-- (the demo truncates its tables), or a plaudit schema without the demo's tables (the demo
+-- drops the schema). The demo refuses such a database before it changes anything.
+SELECT CASE WHEN to_regclass('public.users') IS NOT NULL
+            THEN 'it has a users table the demo did not create'
+            ELSE 'it has a plaudit schema ({{ schema }}) but not the demo''s tables' END
+       AS reason
+WHERE CASE WHEN to_regclass('public.users') IS NOT NULL
+           THEN obj_description(to_regclass('public.users'), 'pg_class')
+                IS DISTINCT FROM 'plaudit demo app'
+           ELSE to_regnamespace('{{ schema }}') IS NOT NULL END;
 
 -- name: demo_generate
 SELECT table_name, row_count FROM public.demo_generate($1, $2);

@@ -17,9 +17,25 @@ from plaudit.sqlfiles import sql_dir
 
 
 def reset_schema(db: Database) -> None:
-    """Drop plaudit's schema and the capture triggers on the demo tables: the old schema's
-    triggers would turn the bulk load into events."""
+    """Drop plaudit's schema and the capture triggers on the demo tables (the old schema's
+    triggers would turn the bulk load into events), in a demo database only: checked first,
+    so that a database that is not the demo's loses nothing."""
+    refuse_foreign(db)
     db.execute("demo_reset_schema")
+
+
+def refuse_foreign(db: Database) -> None:
+    """Refuse a database that is not the demo's: one with a `users` table the demo did not
+    create (the demo truncates its tables), or a plaudit schema without the demo's tables
+    (the demo drops the schema, and a site's grants with it)."""
+    row = db.one("demo_tables_foreign")
+    if row is None:
+        return
+    raise ConfigError(
+        f"this database is not the demo's ({row['reason']}); the demo replaces its tables "
+        "and plaudit's schema, so run it on the embedded cluster (no --dsn) or an empty "
+        "database"
+    )
 
 
 def showcase_user(db: Database) -> str | None:
@@ -30,13 +46,7 @@ def showcase_user(db: Database) -> str | None:
 
 def load_demo_data(db: Database, users: int, activities: int) -> dict[str, int]:
     """Create the demo app's tables and fill them: {table: rows}. Deterministic."""
-    foreign = db.one("demo_tables_foreign")
-    if foreign:
-        raise ConfigError(
-            f"this database already has a {foreign['table_name']} table that is not the "
-            "demo's; the demo truncates its tables, so run it on the embedded cluster "
-            "(no --dsn) or an empty database"
-        )
+    refuse_foreign(db)
     with db.conn.transaction():
         for name in ("schema.sql", "generate.sql", "live.sql"):
             db.script((sql_dir() / "demo" / name).read_text(), f"demo/{name}")

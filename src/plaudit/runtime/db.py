@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, tzinfo
 from functools import cache
@@ -19,6 +20,16 @@ from plaudit.errors import ConnectionFailed, DatabaseError
 from plaudit.model.config import DEFAULTS
 from plaudit.sqlfiles import query
 
+# A password in a connection string: in a URL (`://user:secret@`) or a keyword (`password=`).
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]*@")
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
+def masked(text: str) -> str:
+    """`text` (a connection string, or a message quoting one) with every password replaced
+    by ***: what errors, logs and output may show."""
+    return _KEYWORD_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
 
 def connect(dsn: str) -> psycopg.Connection[dict[str, Any]]:
     """A connection with positional `$n` placeholders (RawCursor), dict rows, and
@@ -28,8 +39,14 @@ def connect(dsn: str) -> psycopg.Connection[dict[str, Any]]:
             dsn, autocommit=True, row_factory=dict_row, cursor_factory=psycopg.RawCursor
         )
     except psycopg.OperationalError as exc:
-        where = dsn or "the server named by the PG* environment variables"
-        raise ConnectionFailed(f"cannot connect to {where}: {str(exc).strip()}") from exc
+        where = masked(dsn) or "the server named by the PG* environment variables"
+        raise ConnectionFailed(
+            f"cannot connect to {where}: {masked(str(exc).strip())}") from None
+    except psycopg.ProgrammingError as exc:  # libpq could not parse it
+        raise ConnectionFailed(
+            f"the connection string is not valid: {masked(str(exc).strip())} "
+            "(expected a URL like postgresql://user@host/dbname, or key=value pairs)"
+        ) from None
     conn.adapters.register_loader("timestamptz", _InfiniteTimestamptzLoader)
     conn.adapters.register_loader("timestamp", _InfiniteTimestampLoader)
     conn.adapters.register_loader("date", _InfiniteDateLoader)

@@ -1,0 +1,58 @@
+"""Operating plaudit never destroys or leaks (issue 13): nothing destructive before every
+check has passed, secrets never printed, no accidental clusters, plain errors."""
+
+from __future__ import annotations
+
+import pytest
+
+AWARD = """
+    slug: founder
+    name: Founder
+    kind: award
+    query: |
+      SELECT u.id AS user_id, u.created_at AS achieved_at FROM users AS u WHERE u.id = 1
+"""
+
+
+def _site_with_a_grant(run_cli, project, sql) -> None:
+    """A real site: plaudit installed, one grant by hand."""
+    project.write("rules/founder.yaml", AWARD)
+    sql("INSERT INTO users (id, name, created_at) VALUES (7, 'seven', '2024-01-01')")
+    assert run_cli(project, "init").exit_code == 0
+    awarded = run_cli(project, "award", "founder", "7", "--reason", "was there first")
+    assert awarded.exit_code == 0, awarded.output
+
+
+@pytest.mark.parametrize("site", ["its own users table", "no users table"])
+def test_demo_refuses_a_database_that_is_not_the_demos_before_touching_it(
+        run_cli, project, sql, site):
+    _site_with_a_grant(run_cli, project, sql)
+    if site == "its own users table":
+        sql("COMMENT ON TABLE users IS 'the site''s users'")
+    else:
+        sql("ALTER TABLE users RENAME TO members")
+    result = run_cli(project, "demo", "--users", "10", "--activities", "100")
+    assert result.exit_code == 2
+    assert "Error: " in result.stderr and "demo" in result.stderr
+    # nothing was dropped: the site's grant is where it was
+    assert sql("SELECT user_id, badge FROM plaudit.user_badge") == [(7, "founder")]
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://postgres:s3cret@127.0.0.1:1/nowhere",
+    "host=127.0.0.1 port=1 user=postgres password=s3cret dbname=nowhere",
+])
+def test_a_password_is_never_printed(run_cli, project, dsn):
+    result = run_cli(project, "status", dsn_=dsn)
+    assert result.exit_code == 2
+    assert "s3cret" not in result.output
+    assert result.stderr.startswith("Error: cannot connect to ")
+    assert "***" in result.stderr
+
+
+@pytest.mark.parametrize("dsn", ["not a dsn", "postgresql://[::1"])
+def test_a_malformed_connection_string_is_a_plain_error(run_cli, project, dsn):
+    result = run_cli(project, "status", dsn_=dsn)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Error: the connection string is not valid: ")
+    assert "Traceback" not in result.output
