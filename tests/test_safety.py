@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from plaudit.local.cluster import Cluster
+
 AWARD = """
     slug: founder
     name: Founder
@@ -56,3 +58,52 @@ def test_a_malformed_connection_string_is_a_plain_error(run_cli, project, dsn):
     assert result.exit_code == 2
     assert result.stderr.startswith("Error: the connection string is not valid: ")
     assert "Traceback" not in result.output
+
+
+NOT_A_PROJECT = "is not a plaudit project (no plaudit.yaml)"
+NO_RULES = "the rules folder rules/ does not exist"
+
+
+@pytest.mark.parametrize("args, says", [
+    (["status"], NOT_A_PROJECT), (["db", "start"], NOT_A_PROJECT), (["run"], NOT_A_PROJECT),
+    (["init"], NO_RULES), (["validate", "--db"], NO_RULES),
+])
+def test_no_cluster_is_created_in_a_folder_that_is_not_a_project(
+        tmp_path, monkeypatch, args, says):
+    """Run in the wrong folder, plaudit says so instead of creating (and starting) an
+    embedded cluster there: that needs plaudit.yaml in the folder, or --project."""
+    from click.testing import CliRunner
+
+    from plaudit.cli import cli
+
+    for name in ("PLAUDIT_DSN", "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER",
+                 "PGSERVICE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    try:
+        result = CliRunner().invoke(cli, args)
+    finally:  # should the check ever fail, the cluster it made does not outlive the test
+        if (tmp_path / ".plaudit").exists():
+            Cluster(tmp_path / ".plaudit").stop()
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("Error: ") and says in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_only_init_demo_and_db_start_create_a_projects_cluster(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from plaudit.cli import cli
+
+    for name in ("PLAUDIT_DSN", "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER",
+                 "PGSERVICE"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "plaudit.yaml").write_text("")
+    (tmp_path / "rules").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["status"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"Error: no embedded cluster in {tmp_path / '.plaudit'} yet: `plaudit init` creates "
+        "it (or name a database with --dsn)\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plaudit.yaml", "rules"]

@@ -20,6 +20,11 @@ class ConfigError(PlauditError):
     """plaudit.yaml or the command line is wrong (exit 2)."""
 
 
+class NoProject(ConfigError):
+    """No database was named and there is no embedded cluster to use: the folder is not a
+    project, or the command may not create one (exit 2)."""
+
+
 class ConnectionFailed(PlauditError):
     """The database cannot be reached or started (exit 2)."""
 

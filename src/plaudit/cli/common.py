@@ -27,7 +27,7 @@ from plaudit.errors import (
     RuleError,
 )
 from plaudit.local.cluster import resolve_dsn
-from plaudit.model.config import Config, load_config
+from plaudit.model.config import CONFIG_FILE, Config, load_config
 from plaudit.model.dependencies import check as check_dependencies
 from plaudit.model.rules import Rule, load_rules
 from plaudit.model.selection import needs_state, select
@@ -37,6 +37,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 USAGE_ERROR = "usage, configuration or connection error"
+# The commands that may create the embedded cluster (the others only use an existing one).
+CREATE_CLUSTER = ("init", "demo", "db start")
 
 
 def exit_codes(failed: str | None = None, usage: str = "", skipped: str | None = None) -> str:
@@ -62,6 +64,7 @@ class App:
     dsn: str | None
     verbose: bool
     excludes: tuple[str, ...] = ()  # --exclude, set by select_option's callback
+    explicit_project: bool = True  # --project given (else the current folder)
 
     @cached_property
     def config(self) -> Config:
@@ -81,8 +84,18 @@ class App:
 
     @cached_property
     def database_url(self) -> str:
-        """--dsn, then PLAUDIT_DSN, then the PG* variables, then the embedded cluster."""
-        return resolve_dsn(self.dsn, self.project_dir)
+        """--dsn, then PLAUDIT_DSN, then the PG* variables, then the embedded cluster, which
+        only the commands that set a project up create, in a folder that is one."""
+        command = click.get_current_context().command_path.split(" ", 1)[-1]
+        return resolve_dsn(
+            self.dsn, self.project_dir, project=self.is_project,
+            creates=command in CREATE_CLUSTER,
+        )
+
+    @property
+    def is_project(self) -> bool:
+        """The folder is a plaudit project: it has plaudit.yaml, or --project named it."""
+        return self.explicit_project or (self.project_dir / CONFIG_FILE).is_file()
 
     def engine(self) -> Engine:
         return Engine.connect(self.config, self.database_url)

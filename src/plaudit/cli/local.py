@@ -7,7 +7,7 @@ import click
 from plaudit.cli.common import App, exit_codes
 from plaudit.cli.progress import ProgressLine
 from plaudit.cli.rules import backfill, user
-from plaudit.local.cluster import embedded_cluster
+from plaudit.local.cluster import embedded_cluster, not_a_project
 from plaudit.runtime.deploy import deploy_rules
 
 CLUSTER_EXITS = exit_codes(usage="the embedded cluster cannot be created, started or stopped")
@@ -22,6 +22,8 @@ def db() -> None:
 @click.pass_obj
 def db_start(app: App) -> None:
     """Start the embedded cluster (creating it the first time) and print its URL."""
+    if not app.is_project:
+        raise not_a_project(app.project_dir)
     click.echo(embedded_cluster(app.project_dir).start())
 
 

@@ -43,7 +43,9 @@ from plaudit.cli.common import App, PlauditGroup, exit_codes
 @click.pass_context
 def cli(ctx: click.Context, dsn: str | None, project_dir: Path, verbose: bool) -> None:
     """plaudit: badges and achievements as SQL rules, run by PostgreSQL."""
-    ctx.obj = App(project_dir=project_dir.resolve(), dsn=dsn, verbose=verbose)
+    explicit = ctx.get_parameter_source("project_dir") is not click.core.ParameterSource.DEFAULT
+    ctx.obj = App(project_dir=project_dir.resolve(), dsn=dsn, verbose=verbose,
+                  explicit_project=explicit)
 
 
 for command in (

@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from plaudit.errors import ClusterError
+from plaudit.errors import ClusterError, NoProject
 
 SERVER_ROOT = Path("/var/tmp/plaudit-clusters")
 PG_USER = "postgres"  # OS user when we are root, and the database superuser in every case
@@ -342,12 +342,32 @@ def embedded_cluster(project_dir: Path) -> Cluster:
     return Cluster(project_dir / EMBEDDED_DIR)
 
 
-def resolve_dsn(dsn: str | None, project_dir: Path) -> str:
-    """--dsn, then PLAUDIT_DSN, then the libpq variables, then the embedded local cluster."""
+def not_a_project(project_dir: Path) -> NoProject:
+    return NoProject(
+        f"{project_dir} is not a plaudit project (no plaudit.yaml), and no database was "
+        "named: run plaudit in your project's folder, or pass --project DIR or --dsn"
+    )
+
+
+def resolve_dsn(
+    dsn: str | None, project_dir: Path, *, project: bool = True, creates: bool = True
+) -> str:
+    """--dsn, then PLAUDIT_DSN, then the libpq variables, then the embedded local cluster:
+    started if it exists, created only by a command that `creates` one, in a folder that is a
+    `project` (plaudit.yaml, or named by --project): never by accident, in the wrong folder."""
     if dsn:
         return dsn
     if os.environ.get("PLAUDIT_DSN"):
         return os.environ["PLAUDIT_DSN"]
     if any(os.environ.get(name) for name in LIBPQ_VARIABLES):
         return ""
-    return embedded_cluster(project_dir).start()
+    cluster = embedded_cluster(project_dir)
+    if not cluster.is_initialized():
+        if not project:
+            raise not_a_project(project_dir)
+        if not creates:
+            raise NoProject(
+                f"no embedded cluster in {project_dir / EMBEDDED_DIR} yet: `plaudit init` "
+                "creates it (or name a database with --dsn)"
+            )
+    return cluster.start()
