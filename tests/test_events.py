@@ -514,7 +514,7 @@ def test_a_row_without_a_user_is_no_event_and_no_error(project, engine_for, sql)
 def test_a_bad_mapping_is_refused_by_deploy(project, run_cli, mapping, message):
     project.write("plaudit.yaml", f"events:\n  e: {mapping}\n")
     result = run_cli(project, "deploy")
-    assert (result.exit_code, result.stderr) == (2, f"Error: configure: {message}\n")
+    assert (result.exit_code, result.stderr) == (2, f"Error: {message}\n")
 
 
 def _wait_until(condition, what, seconds=15.0):

@@ -106,7 +106,7 @@ def test_track_usage_errors_exit_2(project, run_cli, args, message):
 def test_track_a_user_id_of_the_wrong_type_exits_2(project, run_cli):
     result = run_cli(project, "track", "c", "alice")
     assert (result.exit_code, result.stderr) == (
-        2, 'Error: track: invalid input syntax for type bigint: "alice"\n')
+        2, 'Error: invalid input syntax for type bigint: "alice"\n')
 
 
 def test_a_row_dated_infinity_does_not_jam_the_queue(counting, run_cli, sql):

@@ -190,14 +190,14 @@ def test_a_revoked_rule_grant_stays_revoked_until_awarded(deployed, run_cli, sql
 
 @pytest.mark.parametrize("args, message", [
     (["commentator", "7", "--reason", "r"],
-     "Error: award_badge: badge 'commentator' has several levels (bronze, silver): name one "
+     "Error: badge 'commentator' has several levels (bronze, silver): name one "
      "with --level\n"),
     (["commentator", "7", "--level", "gold", "--reason", "r"],
-     "Error: award_badge: badge 'commentator' has no level 'gold' (its levels: bronze, "
+     "Error: badge 'commentator' has no level 'gold' (its levels: bronze, "
      "silver)\n"),
     (["nope", "7", "--reason", "r"],
-     "Error: award_badge: no deployed badge 'nope'\nHINT: run `plaudit deploy`\n"),
-    (["winners", "7", "--reason", "  "], "Error: award_badge: a manual grant needs a reason\n"),
+     "Error: no deployed badge 'nope'\nHINT: run `plaudit deploy`\n"),
+    (["winners", "7", "--reason", "  "], "Error: a manual grant needs a reason\n"),
 ])
 def test_award_errors_exit_2(deployed, run_cli, sql, args, message):
     result = run_cli(deployed, "award", *args)

@@ -107,3 +107,28 @@ def test_only_init_demo_and_db_start_create_a_projects_cluster(tmp_path, monkeyp
         f"Error: no embedded cluster in {tmp_path / '.plaudit'} yet: `plaudit init` creates "
         "it (or name a database with --dsn)\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plaudit.yaml", "rules"]
+
+
+@pytest.mark.parametrize("args", [["award", "founder", "7", "--reason", "first"], ["status"],
+                                  ["user", "7"], ["run"]])
+def test_a_database_without_plaudit_says_to_run_init(run_cli, project, sql, args):
+    sql("DROP SCHEMA IF EXISTS plaudit CASCADE")
+    result = run_cli(project, *args)
+    assert result.exit_code == 2
+    [dbname] = sql("SELECT current_database()")[0]
+    assert result.stderr.startswith(
+        f"Error: database {dbname} has no plaudit schema (plaudit), or one older than this "
+        "plaudit: run `plaudit init` (")
+    # no internal name of plaudit's queries
+    assert not any(name in result.stderr for name in (
+        "award_badge", "status_events", "user_grants", "take_events", "meta_exists"))
+
+
+def test_internal_query_names_are_shown_only_with_verbose(run_cli, project, sql):
+    project.write("rules/founder.yaml", AWARD)
+    assert run_cli(project, "init").exit_code == 0
+    plain = run_cli(project, "user", "abc")
+    assert (plain.exit_code, plain.stderr) == (
+        2, 'Error: invalid input syntax for type bigint: "abc"\n')
+    verbose = run_cli(project, "-v", "user", "abc")
+    assert "  in plaudit's query user_grants\n" in verbose.stderr

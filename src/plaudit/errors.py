@@ -75,6 +75,15 @@ class RenderError(PlauditError):
 
 
 class DatabaseError(PlauditError):
-    """An unexpected database error, wrapped once with what plaudit was doing."""
+    """An unexpected database error, in the server's words (exit 2). `query` names the
+    plaudit query that hit it, for `-v`: an internal name is not the user's business."""
 
     exit_code = 2
+
+    def __init__(self, message: str, query: str | None = None):
+        super().__init__(message)
+        self.query = query
+
+
+class SchemaMissing(DatabaseError):
+    """The database has no plaudit schema, or an older one than this code (exit 2)."""

@@ -23,6 +23,7 @@ from plaudit.errors import (
     EXIT_SKIPPED,
     EXIT_USAGE,
     ConfigError,
+    DatabaseError,
     PlauditError,
     RuleError,
 )
@@ -130,6 +131,8 @@ def report(exc: PlauditError, verbose: bool) -> None:
         click.echo(f"Error: {count} problem{'s' if count != 1 else ''} in rule files", err=True)
     else:
         click.echo(f"Error: {exc}", err=True)
+    if verbose and isinstance(exc, DatabaseError) and exc.query:
+        click.echo(f"  in plaudit's query {exc.query}", err=True)
     cause = exc.__cause__
     while verbose and cause is not None:
         click.echo(f"  caused by {type(cause).__name__}: {cause}", err=True)

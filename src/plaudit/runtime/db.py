@@ -16,7 +16,7 @@ from psycopg.adapt import Dumper
 from psycopg.rows import dict_row
 from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
 
-from plaudit.errors import ConnectionFailed, DatabaseError
+from plaudit.errors import ConnectionFailed, DatabaseError, SchemaMissing
 from plaudit.model.config import DEFAULTS
 from plaudit.sqlfiles import query
 
@@ -176,6 +176,10 @@ def render_sql(text: str, schema: str, **context: Any) -> str:
     return _template(text).render(schema=schema, defaults=DEFAULTS, **context)
 
 
+# undefined table, schema or function: what a missing or outdated plaudit schema raises
+_UNDEFINED = ("42P01", "3F000", "42883")
+
+
 class Database:
     """A connection plus the configured schema: runs plaudit's named queries."""
 
@@ -192,7 +196,20 @@ class Database:
             cur = self.conn.execute(self.sql(name), params)
             return cur.fetchall() if cur.description else []
         except psycopg.Error as exc:
-            raise DatabaseError(f"{name}: {describe(exc)}") from exc
+            raise self.error(exc, name) from exc
+
+    def error(self, exc: psycopg.Error, query: str) -> DatabaseError:
+        """A database error in words: a plaudit object that does not exist means the schema
+        is missing or older than this code."""
+        message = describe(exc)
+        if exc.sqlstate in _UNDEFINED and (
+            f'"{self.schema}.' in message or f'schema "{self.schema}"' in message
+            or f" {self.schema}." in message
+        ):
+            return SchemaMissing(
+                f"database {self.conn.info.dbname} has no plaudit schema ({self.schema}), or "
+                f"one older than this plaudit: run `plaudit init` ({message})", query)
+        return DatabaseError(message, query)
 
     def one(self, name: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
         rows = self.execute(name, params)

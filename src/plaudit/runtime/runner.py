@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import psycopg
 
-from plaudit.errors import DatabaseError, PlauditError
+from plaudit.errors import DatabaseError, PlauditError, SchemaMissing
 from plaudit.runtime.db import describe
 from plaudit.runtime.engine import Engine, RunResult
 from plaudit.runtime.rows import NewGrant
@@ -66,6 +66,8 @@ def run_batch(engine: Engine, batch_size: int) -> BatchResult:
                 new = [run.run_id for run in runs if run.granted]
                 if new:
                     grants = cast("list[NewGrant]", db.execute("run_grants", [new]))
+    except SchemaMissing:
+        raise  # says what to do; no batch ever started
     except (psycopg.Error, DatabaseError) as exc:
         # the transaction is gone, and nothing of the batch with it: its events stay queued
         reason = describe(exc) if isinstance(exc, psycopg.Error) else str(exc)
