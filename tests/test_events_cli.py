@@ -31,6 +31,10 @@ FRAGILE_RULE = """
 """
 
 
+# plaudit.yaml naming the event type the track tests enqueue
+CAPTURED = "events:\n  comment_created: {table: comments, on: insert, user: author_id}\n"
+
+
 @pytest.fixture
 def counting(project, run_cli, sql):
     """A deployed project whose plaudit.yaml captures comments, user 7 with two comments."""
@@ -53,6 +57,7 @@ def comment(sql, author, at):
 
 
 def test_track_enqueues_and_prints_the_event_id(project, run_cli, sql):
+    project.write("plaudit.yaml", CAPTURED)
     result = run_cli(project, "track", "comment_created", "7", "--at", "2024-05-01T12:00:00",
                      "--payload", '{"post_id": 3}')
     assert (result.exit_code, result.stdout, result.stderr) == (0, "1\n", "")
@@ -63,6 +68,7 @@ def test_track_enqueues_and_prints_the_event_id(project, run_cli, sql):
 
 
 def test_track_reads_a_large_payload_from_a_file_or_stdin(project, dsn, sql, tmp_path):
+    project.write("plaudit.yaml", CAPTURED)
     big = {"post_id": 3, "body": "x" * 300_000}  # far beyond what a command line takes
     (tmp_path / "payload.json").write_text(json.dumps(big))
 
@@ -104,7 +110,8 @@ def test_track_usage_errors_exit_2(project, run_cli, args, message):
 
 
 def test_track_a_user_id_of_the_wrong_type_exits_2(project, run_cli):
-    result = run_cli(project, "track", "c", "alice")
+    project.write("plaudit.yaml", CAPTURED)
+    result = run_cli(project, "track", "comment_created", "alice")
     assert (result.exit_code, result.stderr) == (
         2, 'Error: invalid input syntax for type bigint: "alice"\n')
 
@@ -254,3 +261,16 @@ def test_follow_reconnects_after_a_lost_connection(counting, dsn, sql, postgresq
         runner.kill()
     assert runner.returncode == 0
     assert err.splitlines()[-2] == "stopped"
+
+
+def test_track_refuses_an_event_type_nothing_knows_unless_allowed(counting, run_cli, sql):
+    project = counting
+    sql("DELETE FROM plaudit.event")
+    typo = run_cli(project, "track", "comment_creatd", "7")
+    assert typo.exit_code == 2
+    assert typo.stderr.endswith(
+        "\nError: Invalid value for TYPE: no rule's triggers and no events: mapping name "
+        "'comment_creatd' (known: comment_created); --allow-unknown enqueues it anyway\n")
+    assert sql("SELECT count(*) FROM plaudit.event") == [(0,)]
+    allowed = run_cli(project, "track", "comment_creatd", "7", "--allow-unknown")
+    assert (allowed.exit_code, allowed.stdout) == (0, "1\n")

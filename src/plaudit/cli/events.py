@@ -19,7 +19,8 @@ from plaudit.runtime.rows import NewGrant, UserId
 from plaudit.runtime.runner import BatchResult, Runner
 
 
-@click.command(epilog=exit_codes(usage="an invalid TYPE, --at or --payload"))
+@click.command(epilog=exit_codes(
+    usage="an invalid TYPE, --at or --payload, a TYPE no rule or events: mapping knows"))
 @click.argument("event_type", metavar="TYPE")
 @click.argument("user_id")
 @click.option("--at", "occurred_at", metavar="TIMESTAMP",
@@ -27,15 +28,26 @@ from plaudit.runtime.runner import BatchResult, Runner
                    "timezone. Default: now.")
 @click.option("--payload", metavar="JSON", help='Event details as a JSON object, e.g. '
               '\'{"post_id": 3}\'; @FILE reads it from a file, - from stdin.')
+@click.option("--allow-unknown", is_flag=True,
+              help="Enqueue a TYPE that no rule's triggers and no events: mapping name.")
 @click.pass_obj
 def track(
-    app: App, event_type: str, user_id: str, occurred_at: str | None, payload: str | None
+    app: App, event_type: str, user_id: str, occurred_at: str | None, payload: str | None,
+    allow_unknown: bool,
 ) -> None:
     """Enqueue an event for the next `plaudit run`, and print its event id."""
     if not is_name(event_type):
         raise click.BadParameter(f"{event_type!r} must match [a-z0-9_]+", param_hint="TYPE")
     at = parse_timestamp(occurred_at, app.config.timezone) if occurred_at else None
     details = _payload(payload) if payload is not None else None
+    known = {t for rule in app.rules for t in rule.triggers} | {
+        e.name for e in app.config.events}
+    if event_type not in known and not allow_unknown:
+        # a typo would enqueue an event that no rule ever reads
+        raise click.BadParameter(
+            f"no rule's triggers and no events: mapping name {event_type!r} (known: "
+            f"{', '.join(sorted(known)) or 'none'}); --allow-unknown enqueues it anyway",
+            param_hint="TYPE")
     with app.engine() as engine:
         click.echo(engine.track(event_type, user_id, at, details))
 
