@@ -64,17 +64,17 @@ def grants(sql):
 def test_an_unchanged_rule_set_deploys_nothing_new(talking, run_cli):
     result = run_cli(talking, "deploy")
     assert (result.exit_code, result.stdout, result.stderr) == (
-        0,
-        "poster: unchanged\ntalker: unchanged\n",
-        "deployed 2 rules (0 created, 0 changed)\n",
-    )
+        0, "", "deployed 2 rules (0 created, 0 changed)\n")
+    # -v names what stayed as it was, too
+    verbose = run_cli(talking, "-v", "deploy")
+    assert (verbose.exit_code, verbose.stdout) == (0, "poster: unchanged\ntalker: unchanged\n")
 
 
 def test_a_changed_threshold_is_reported_and_existing_grants_stand(talking, run_cli, sql):
     edit(talking, "talker", "threshold: 2,", "threshold: 1,")
     result = run_cli(talking, "deploy")
     assert result.exit_code == 0
-    assert result.stdout == "poster: unchanged\ntalker: changed\n"
+    assert result.stdout == "talker: changed\n"
     assert result.stderr == (
         "Talker: bronze threshold 2 → 1; existing grants stand; "
         "run `plaudit backfill --select talker` to award new ones\n"
@@ -164,12 +164,12 @@ def test_removing_a_badge_with_grants_is_refused_without_force(talking, run_cli,
     )
     # a deploy of selected rules never removes the others
     selected = run_cli(talking, "deploy", "--select", "talker")
-    assert (selected.exit_code, selected.stdout) == (0, "talker: unchanged\n")
+    assert (selected.exit_code, selected.stdout) == (0, "")
     assert sql("SELECT slug FROM plaudit.badge ORDER BY 1") == [("poster",), ("talker",)]
 
     forced = run_cli(talking, "deploy", "--force")
     assert forced.exit_code == 0
-    assert forced.stdout == "talker: unchanged\nposter: removed\n"
+    assert forced.stdout == "poster: removed\n"
     assert forced.stderr == (
         "Poster: its rule file is gone; badge removed with its 1 grant\n"
         "deployed 1 rule (0 created, 0 changed, 1 removed)\n"
@@ -219,7 +219,7 @@ def test_a_dry_run_shows_the_changes_and_writes_nothing(talking, run_cli, sql):
     definitions = sql("SELECT slug, definition_hash FROM plaudit.badge ORDER BY 1")
     result = run_cli(talking, "deploy", "--dry-run")
     assert result.exit_code == 0
-    assert result.stdout == "fresh: created\nposter: unchanged\ntalker: changed\n"
+    assert result.stdout == "fresh: created\ntalker: changed\n"
     assert result.stderr == (
         "Talker: bronze threshold 2 → 1; existing grants stand; "
         "run `plaudit backfill --select talker` to award new ones\n"
@@ -241,3 +241,26 @@ def test_a_dry_run_shows_the_changes_and_writes_nothing(talking, run_cli, sql):
         "grants stand; run `plaudit backfill --select talker` to award new ones"
     )
     assert grants(sql) == [("poster", "default"), ("talker", "bronze"), ("talker", "silver")]
+
+
+def test_deploy_says_which_capture_triggers_it_installs_and_removes_dry_run_too(
+        talking, run_cli, sql):
+    def triggers():
+        return sql("SELECT tgname FROM pg_trigger WHERE tgfoid = "
+                   "'plaudit.capture_event()'::regprocedure ORDER BY 1")
+
+    talking.write("plaudit.yaml", "events:\n"
+                  "  comment_created: {table: comments, on: insert, user: author_id}\n")
+    dry = run_cli(talking, "deploy", "--dry-run")
+    assert (dry.exit_code, dry.stdout) == (
+        0, "events.comment_created: capture trigger on comments installed\n")
+    assert triggers() == []  # a dry run writes nothing, triggers included
+    real = run_cli(talking, "deploy")
+    assert (real.exit_code, real.stdout) == (
+        0, "events.comment_created: capture trigger on comments installed\n")
+    assert triggers() == [("plaudit_comment_created",)]
+    talking.write("plaudit.yaml", "")
+    removed = run_cli(talking, "deploy")
+    assert (removed.exit_code, removed.stdout) == (
+        0, "events.comment_created: capture trigger on comments removed\n")
+    assert triggers() == []

@@ -48,7 +48,7 @@ def init(app: App, runner_role: str | None) -> None:
         with _refusals():
             plan = deploy_rules(engine, rules, complete=True)
         click.echo(f"schema {app.config.schema} is up to date", err=True)
-        _report_deploy(plan)
+        _report_deploy(plan, verbose=app.verbose)
         if runner_role is not None:
             from plaudit.cli.jobs import report_runner_role
 
@@ -76,7 +76,7 @@ def deploy(app: App, selectors: tuple[str, ...], force: bool, dry_run: bool) -> 
     complete = not selectors and not app.excludes
     with app.engine() as engine, _refusals():
         plan = deploy_rules(engine, rules, complete=complete, force=force, dry_run=dry_run)
-    _report_deploy(plan, dry_run)
+    _report_deploy(plan, dry_run, app.verbose)
 
 
 @contextmanager
@@ -92,9 +92,16 @@ def _refusals() -> Iterator[None]:
         raise
 
 
-def _report_deploy(plan: DeployPlan, dry_run: bool = False) -> None:
+def _report_deploy(plan: DeployPlan, dry_run: bool = False, verbose: bool = False) -> None:
+    """What changed, one line each (what did not, too, with -v): the rules, then the capture
+    triggers of plaudit.yaml's `events:`."""
     for change in plan.changes:
-        click.echo(f"{change.slug}: {change.status}")
+        if change.status != "unchanged" or verbose:
+            click.echo(f"{change.slug}: {change.status}")
+    for trigger in plan.triggers:
+        if trigger["change"] != "unchanged" or verbose:
+            click.echo(f"events.{trigger['event']}: capture trigger on {trigger['table_name']} "
+                       f"{trigger['change']}")
     for note in plan.notes:
         click.echo(note, err=True)
     deployed = len(plan.changes) - plan.count("removed")

@@ -20,7 +20,7 @@ from plaudit.model.config import Config
 from plaudit.model.rules import Level, Rule
 from plaudit.runtime.contract import check_contracts
 from plaudit.runtime.engine import Engine, compile_rules
-from plaudit.runtime.rows import ChangeStatus, DueReason
+from plaudit.runtime.rows import ChangeStatus, DueReason, TriggerChange
 from plaudit.sqlgen.render import modes, render
 
 
@@ -54,6 +54,8 @@ class DeployPlan:
     badge_removals: list[str] = field(default_factory=list)
     # after the deploy: rules due for a backfill, by why (new, changed), in run order
     due: dict[DueReason, list[str]] = field(default_factory=dict)
+    # the capture triggers of plaudit.yaml's `events:` it installed, removed or left alone
+    triggers: list[TriggerChange] = field(default_factory=list)
 
     def count(self, status: ChangeStatus) -> int:
         return sum(1 for c in self.changes if c.status == status)
@@ -85,6 +87,9 @@ def deploy_rules(
     if plan.refusals and not force:
         raise DeployRefused(plan.refusals)
     if dry_run:
+        # what configure would do to the capture triggers: done, and rolled back
+        with engine.db.conn.transaction(force_rollback=True):
+            plan.triggers = engine.configure()
         return plan
     db = engine.db
     with db.conn.transaction():
@@ -95,7 +100,7 @@ def deploy_rules(
             db.execute("remove_badge_row", [slug])
         for body in compile_rules(rules, engine.config):
             db.execute("deploy_badge", [json.dumps(body)])
-        engine.configure()
+        plan.triggers = engine.configure()
         for row in db.execute("due_rules"):
             if row["reason"] in ("new", "changed"):
                 plan.due.setdefault(row["reason"], []).append(row["slug"])
