@@ -132,3 +132,38 @@ def test_internal_query_names_are_shown_only_with_verbose(run_cli, project, sql)
         2, 'Error: invalid input syntax for type bigint: "abc"\n')
     verbose = run_cli(project, "-v", "user", "abc")
     assert "  in plaudit's query user_grants\n" in verbose.stderr
+
+
+REVIEWER = """
+    slug: reviewer
+    name: Reviewer
+    kind: count
+    levels:
+      - {key: bronze, name: Reviewer, threshold: 1}
+    query: |
+      SELECT r.author_id AS user_id, r.created_at AS occurred_at
+      FROM reviews AS r
+"""
+
+
+def test_the_runner_roles_missing_grants_are_found_before_a_backfill(
+        run_cli, project, sql, runner_role):
+    """After `init --runner-role`, a rule on a new table: validate --db, preview and deploy
+    name the GRANT it needs (at the rule's query line) instead of a backfill failing on
+    `permission denied` and the rule turning dirty."""
+    project.write("rules/founder.yaml", AWARD)
+    assert run_cli(project, "init", "--runner-role", runner_role).exit_code == 0
+    sql(f"GRANT SELECT ON users TO {runner_role}")
+    sql("CREATE TABLE reviews (author_id bigint, created_at timestamptz)")
+    project.write("rules/reviewer.yaml", REVIEWER)
+    problem = (f"rules/reviewer.yaml:7: the runner role {runner_role} may not read what the "
+               f"query reads; as the tables' owner, run: GRANT SELECT ON reviews TO "
+               f"{runner_role};\n")
+    for args in (["deploy"], ["validate", "--db"], ["preview", "reviewer"]):
+        result = run_cli(project, *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert problem in result.stdout + result.stderr, (args, result.output)
+    assert sql("SELECT slug FROM plaudit.badge ORDER BY 1") == [("founder",)]
+    sql(f"GRANT SELECT ON reviews TO {runner_role}")
+    assert run_cli(project, "deploy").exit_code == 0
+    assert run_cli(project, "backfill", "--select", "reviewer").exit_code == 0

@@ -98,7 +98,7 @@ def test_commands_take_select_and_exclude(rules):
 def test_state_dirty_comes_from_the_database(rules, run_cli, sql):
     assert run_cli(rules, "deploy").exit_code == 0
     sql("UPDATE plaudit.badge SET dirty = true WHERE slug IN ('reader', 'first_post')")
-    result = run_cli(rules, "deploy", "--select", "state:dirty", "--exclude", "kind:award")
+    result = run_cli(rules, "-v", "deploy", "--select", "state:dirty", "--exclude", "kind:award")
     assert (result.exit_code, result.stdout) == (0, "reader: unchanged\n")
-    result = run_cli(rules, "deploy", "--select", "kind:award", "--exclude", "state:dirty")
+    result = run_cli(rules, "-v", "deploy", "--select", "kind:award", "--exclude", "state:dirty")
     assert result.stdout == "first_comment: unchanged\n"

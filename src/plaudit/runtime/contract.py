@@ -24,8 +24,9 @@ from plaudit.model.kinds import COLUMN_TYPES, KINDS
 from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
 from plaudit.runtime.db import Database, describe
-from plaudit.sqlgen.render import modes, render
-from plaudit.sqlgen.sourcemap import MappedQuery, located, render_mapped
+from plaudit.sqlgen.analysis import relations
+from plaudit.sqlgen.render import modes, render, render_query
+from plaudit.sqlgen.sourcemap import MappedQuery, located, render_mapped, rule_file
 
 TIMES = ("timestamp with time zone", "timestamp without time zone", "date")
 NUMBERS = ("smallint", "integer", "bigint", "numeric", "real", "double precision")
@@ -71,7 +72,38 @@ def check_contracts(db: Database, config: Config, rules: Sequence[Rule]) -> list
                         problem = Problem(problem.file, problem.line, suffixed)
                     if problem not in problems:
                         problems.append(problem)
+            if not any(found.values()):
+                problems += _runner_role_problems(db, config, rule)
     return problems
+
+
+def read_tables(rules: Sequence[Rule], config: Config) -> list[str]:
+    """The tables the rules' queries read, outside plaudit's schema, as the rules name them."""
+    names: set[str] = set()
+    for rule in rules:
+        for mode in modes(rule):
+            for table_schema, table in relations(render_query(rule, mode, config)):
+                if table_schema in (config.schema, "pg_temp", "pg_catalog"):
+                    continue
+                names.add(f"{table_schema}.{table}" if table_schema else table)
+    return sorted(names)
+
+
+def _runner_role_problems(db: Database, config: Config, rule: Rule) -> list[Problem]:
+    """With a runner role (`init --runner-role`), the rule runs as it: the tables it reads
+    that the role may not read yet are a problem now, with the GRANTs that fix it, not a
+    failed backfill later."""
+    installed = db.one("meta_exists")
+    role = db.one("rule_role") if installed and installed["installed"] else None
+    if role is None or role["role"] is None:
+        return []
+    grants = [r["statement"] for r in db.execute(
+        "missing_grants", [role["role"], read_tables([rule], config)])]
+    if not grants:
+        return []
+    return [Problem(rule_file(rule), rule.query_line,
+                    f"the runner role {role['role']} may not read what the query reads; as "
+                    f"the tables' owner, run: {' '.join(grants)}")]
 
 
 def check_contract(db: Database, config: Config, rule: Rule, mode: Mode) -> list[Problem]:

@@ -18,11 +18,10 @@ import psycopg.conninfo
 
 from plaudit.errors import PlauditError
 from plaudit.model.rules import Rule
+from plaudit.runtime.contract import read_tables
 from plaudit.runtime.db import Database, connect
 from plaudit.runtime.engine import Engine
 from plaudit.runtime.rows import CronJobRun, DueReason, JobStatus, StatusFailure, StatusRule
-from plaudit.sqlgen.analysis import relations
-from plaudit.sqlgen.render import modes, render_query
 
 # pg_cron learned to run a job in another database than its own in 1.4.
 IN_DATABASE_VERSION = (1, 4)
@@ -329,15 +328,7 @@ def setup_runner_role(engine: Engine, role: str) -> list[str]:
 
 def app_tables(rules: Sequence[Rule], engine: Engine) -> list[str]:
     """The tables the rules' queries read, outside plaudit's schema, as the rules name them."""
-    schema = engine.config.schema
-    names: set[str] = set()
-    for rule in rules:
-        for mode in modes(rule):
-            for table_schema, table in relations(render_query(rule, mode, engine.config)):
-                if table_schema in (schema, "pg_temp", "pg_catalog"):
-                    continue
-                names.add(f"{table_schema}.{table}" if table_schema else table)
-    return sorted(names)
+    return read_tables(rules, engine.config)
 
 
 def missing_grants(engine: Engine, role: str, tables: Sequence[str]) -> list[str]:
