@@ -361,7 +361,7 @@ def test_a_busy_rule_is_skipped_not_queued(count_project, dsn, sql):
         holder.close()
     assert (result.status, result.message) == (
         "skipped",
-        "commentator: busy (another run holds its lock); skipped",
+        "commentator: busy: another run holds its lock",
     )
     assert sql("SELECT status FROM plaudit.run") == [("skipped",)]
 

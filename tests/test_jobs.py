@@ -404,8 +404,9 @@ def test_an_overlapping_backfill_skips_the_busy_rule_and_exits_3(counting_projec
         result = run_cli(counting_project, "backfill")
         holder.rollback()
     assert result.exit_code == 3
-    assert result.stderr.splitlines()[0].split()[:6] == [
-        "commentator", "skipped:", "commentator:", "busy", "(another", "run"]
+    assert result.stderr.splitlines()[0].split() == [
+        "commentator", "skipped:", "commentator:", "busy:", "another", "run", "holds", "its",
+        "lock", result.stderr.splitlines()[0].split()[-1]]  # the last: its seconds
 
 
 # -- least privilege -------------------------------------------------------------------------
@@ -551,3 +552,12 @@ def test_retention_is_read_from_plaudit_yaml(project):
         "plaudit.yaml:2: 'retention.runs' must be an interval like 30 days or 12 hours",
         "plaudit.yaml:3: unknown key 'events'",
     ]
+
+
+def test_status_shows_a_failures_whole_message(counting_project, run_cli, sql):
+    message = ("commentator: canceling statement due to statement timeout (SQLSTATE 57014); "
+               "the rest of this long message matters too")
+    sql("INSERT INTO plaudit.run (badge, mode, status, started_at, finished_at, message) "
+        "VALUES ('commentator', 'incremental', 'failed', now(), now(), %s)", [message])
+    result = run_cli(counting_project, "status")
+    assert result.stdout.splitlines()[-1].endswith(message)

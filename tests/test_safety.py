@@ -167,3 +167,22 @@ def test_the_runner_roles_missing_grants_are_found_before_a_backfill(
     sql(f"GRANT SELECT ON reviews TO {runner_role}")
     assert run_cli(project, "deploy").exit_code == 0
     assert run_cli(project, "backfill", "--select", "reviewer").exit_code == 0
+
+
+def test_a_busy_rule_says_skipped_once(demo_project, engine_for, dsn, sql):
+    import psycopg
+
+    from plaudit.runtime.deploy import deploy_rules
+
+    engine = engine_for(demo_project)
+    rules = [r for r in demo_project.rules() if r.slug == "commentator"]
+    deploy_rules(engine, rules)
+    holder = psycopg.connect(dsn)
+    holder.execute("SELECT pg_advisory_xact_lock(hashtext('plaudit'), hashtext('commentator'))")
+    try:
+        [result] = engine.backfill(rules)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert (result.status, result.message) == (
+        "skipped", "commentator: busy: another run holds its lock")

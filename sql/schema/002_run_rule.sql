@@ -129,7 +129,7 @@ BEGIN
 
     -- one run of a rule at a time; a busy rule is skipped, not queued
     IF NOT pg_try_advisory_xact_lock(hashtext('{{ schema }}'), hashtext(p_badge)) THEN
-        message := format('%s: busy (another run holds its lock); skipped', p_badge);
+        message := format('%s: busy: another run holds its lock', p_badge);
         RAISE NOTICE '%', message;
         IF NOT p_dry_run THEN
             v_run_id := {{ schema }}.record_run(p_badge, p_mode, 'skipped', v_started, message,

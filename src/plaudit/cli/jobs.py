@@ -185,7 +185,7 @@ def _status_text(report: Status, zone: ZoneInfo) -> str:
         failures = "failures in the last day:\n" + table(
             ("rule", "failures", "last", "message"),
             [(f["slug"], f["failures"], _time(f["last_failed_at"], zone),
-              _short(f["last_message"])) for f in report.failures],
+              _one_line(f["last_message"])) for f in report.failures],
         )  # fmt: skip
     else:
         failures = "failures in the last day: none"
@@ -208,10 +208,16 @@ def _took(start: datetime | None, end: datetime | None) -> str | None:
     return duration((end - start).total_seconds()) if start and end else None
 
 
+def _one_line(message: str | None) -> str | None:
+    """A message on one line, whole: a failure's cause is often at its end."""
+    return None if message is None else " ".join(message.split())
+
+
 def _short(message: str | None) -> str | None:
-    if message is None:
+    """A pg_cron job's message, cut to a column's width (`cron.job_run_details` has it all)."""
+    line = _one_line(message)
+    if line is None:
         return None
-    line = " ".join(message.split())
     return line if len(line) <= MESSAGE_WIDTH else line[: MESSAGE_WIDTH - 3] + "..."
 
 
