@@ -186,3 +186,18 @@ def test_a_busy_rule_says_skipped_once(demo_project, engine_for, dsn, sql):
         holder.close()
     assert (result.status, result.message) == (
         "skipped", "commentator: busy: another run holds its lock")
+
+
+def test_a_preview_whose_query_fails_names_the_rule_file_and_line(run_cli, project):
+    project.write("rules/broken.yaml", """
+        slug: broken
+        name: Broken
+        kind: award
+        query: |
+          SELECT 1::bigint AS user_id, now() AS achieved_at WHERE 1 / 0 = 1
+    """)
+    assert run_cli(project, "deploy").exit_code == 0
+    result = run_cli(project, "preview", "broken")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "rules/broken.yaml:5: division by zero\nError: 1 problem in rule files\n")

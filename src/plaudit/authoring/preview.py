@@ -16,11 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from plaudit.errors import RuleError
+from plaudit.errors import DatabaseError, Problem, RuleError
 from plaudit.model.rules import Rule
 from plaudit.runtime.contract import check_contracts
 from plaudit.runtime.engine import Engine
 from plaudit.sqlgen.render import bind_params, render
+from plaudit.sqlgen.sourcemap import rule_file
 
 SAMPLE_SIZE = 10
 _SEQ_SCAN = re.compile(r"Seq Scan on (\S+)")
@@ -62,7 +63,10 @@ def preview(engine: Engine, rule: Rule, params: Mapping[str, str] | None = None)
     with db.conn.transaction(force_rollback=True):
         db.execute("read_only")
         db.execute("set_rule_timeout", [rule.slug, config.timeout("backfill")])
-        row = db.one("preview_rule", [rule.slug, sql, values, SAMPLE_SIZE])
+        try:
+            row = db.one("preview_rule", [rule.slug, sql, values, SAMPLE_SIZE])
+        except DatabaseError as exc:  # the rule's query failed: say where the rule is
+            raise RuleError([Problem(rule_file(rule), rule.query_line, str(exc))]) from exc
         assert row is not None
         result.would_add = {k: int(v) for k, v in row["preview"]["levels"].items()}
         result.sample = row["preview"]["sample"]

@@ -118,7 +118,8 @@ def test_command(app: App, selectors: tuple[str, ...]) -> None:
 
 
 @click.command(epilog=exit_codes(
-    "a rule file or the rule's query is invalid (its columns against the database too)",
+    "a rule file or the rule's query is invalid (its columns against the database too), "
+    "or the query fails",
     usage="an unknown rule, or a --param that is unknown or not of its declared type"))
 @click.argument("slug")
 @param_option
