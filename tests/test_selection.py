@@ -102,3 +102,41 @@ def test_state_dirty_comes_from_the_database(rules, run_cli, sql):
     assert (result.exit_code, result.stdout) == (0, "reader: unchanged\n")
     result = run_cli(rules, "-v", "deploy", "--select", "kind:award", "--exclude", "state:dirty")
     assert result.stdout == "first_comment: unchanged\n"
+
+
+COMPOSITE = """
+    slug: {slug}
+    name: {slug}
+    kind: award
+    query: |
+      SELECT b.user_id, b.achieved_at FROM {{{{ badge('{reads}') }}}} AS b
+"""
+
+
+@pytest.mark.parametrize("patterns, exclude, expected", [
+    (("tag:community,kind:count",), (), ["commentator", "reader"]),
+    (("tag:community,first_*",), (), ["first_comment"]),
+    (("+super_fan",), (), ["commentator", "fan", "super_fan"]),
+    (("fan+",), (), ["fan", "super_fan"]),
+    (("commentator+",), (), ["commentator", "fan", "super_fan"]),
+    (("+fan+",), (), ["commentator", "fan", "super_fan"]),
+    (("+super_fan,kind:count",), (), ["commentator"]),
+    (("commentator+",), ("super_fan",), ["commentator", "fan"]),
+])
+def test_graph_operators_and_intersections(rules, patterns, exclude, expected):
+    """dbt's operators on the badge() references: +slug adds the rules it reads (upstream),
+    slug+ the rules reading it (downstream); a comma intersects."""
+    rules.write("rules/fan.yaml", COMPOSITE.format(slug="fan", reads="commentator"))
+    rules.write("rules/super_fan.yaml", COMPOSITE.format(slug="super_fan", reads="fan"))
+    assert slugs(select(rules.rules(), patterns, exclude=exclude)) == expected
+
+
+@pytest.mark.parametrize("pattern, message", [
+    ("tag:community,kind:streak", "--select 'tag:community,kind:streak' matches no rule"),
+    ("+nobody", "--select '+nobody' matches no rule"),
+    ("reader,", "--select 'reader,': an empty selector"),
+])
+def test_a_graph_or_intersection_part_matching_nothing_is_an_error(rules, pattern, message):
+    with pytest.raises(ConfigError) as err:
+        select(rules.rules(), [pattern])
+    assert str(err.value) == message

@@ -198,7 +198,7 @@ def select_option(f: F) -> F:
         "selectors",
         multiple=True,
         metavar="SELECTOR",
-        help="Rule slugs, tag:NAME, kind:NAME, state:dirty, state:due or globs (repeatable); "
-        "default: all.",
+        help="Rule slugs, tag:NAME, kind:NAME, state:dirty, state:due or globs; +S adds the "
+        "rules S reads, S+ the rules reading S; A,B is both (repeatable); default: all.",
     )(f)
 
