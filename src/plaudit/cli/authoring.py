@@ -8,16 +8,32 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 import click
 
-from plaudit.cli.common import App, exit_codes, param_option, parse_params, select_option
+from plaudit.authoring.ruletests import Outcome
+from plaudit.cli.common import (
+    App,
+    exit_codes,
+    json_option,
+    json_text,
+    param_option,
+    parse_params,
+    select_option,
+)
 from plaudit.cli.output import preview_text
 
 
-def _verdict(problems: Sequence[object], what: str, ok: str, where: str = "") -> None:
-    """Print the problems (stdout) and the verdict (stderr); exit 1 if there are any."""
-    for problem in problems:
+def _verdict(
+    problems: Sequence[object], what: str, ok: str, where: str = "", as_json: bool = False
+) -> None:
+    """Print the problems (stdout; with `as_json` one JSON array of them) and the verdict
+    (stderr); exit 1 if there are any."""
+    if as_json:
+        click.echo(json_text(list(problems)))
+    for problem in problems if not as_json else ():
         click.echo(str(problem))
     if problems:
         click.echo(f"Error: {_count(len(problems), what)}{where}", err=True)
@@ -37,8 +53,9 @@ def _count(n: int, word: str) -> str:
     is_flag=True,
     help="Also check each query's result columns and types against the database.",
 )
+@json_option
 @click.pass_obj
-def validate(app: App, with_db: bool) -> None:
+def validate(app: App, with_db: bool, as_json: bool) -> None:
     """Check the rule files offline: YAML, templates, params, modes, badge() references,
     one SELECT with the columns its kind needs. Every problem as file:line."""
     from plaudit.authoring.validate import validate as run_validation
@@ -57,14 +74,15 @@ def validate(app: App, with_db: bool) -> None:
         )
     checked = " and their contracts with the database" if with_db else ""
     ok = f"{_count(len(result.rules), 'rule')}{checked}: ok"
-    _verdict(problems, "problem", ok, " in rule files")
+    _verdict(problems, "problem", ok, " in rule files", as_json)
 
 
 @click.command(epilog=exit_codes("violations remain, or a rule file is invalid"))
 @select_option
 @click.option("--fix", is_flag=True, help="Rewrite the query blocks to fix what can be fixed.")
+@json_option
 @click.pass_obj
-def lint(app: App, selectors: tuple[str, ...], fix: bool) -> None:
+def lint(app: App, selectors: tuple[str, ...], fix: bool, as_json: bool) -> None:
     """Lint each rule's query with sqlfluff (dialect postgres, the project's .sqlfluff), in
     every mode it runs in; violations as file:line of the rule file. Offline."""
     from plaudit.authoring.lint import lint as run_lint
@@ -76,14 +94,15 @@ def lint(app: App, selectors: tuple[str, ...], fix: bool) -> None:
     for message in result.unfixable:
         click.echo(message, err=True)
     ok = f"{_count(len(rules), 'rule')}: no lint violations"
-    _verdict(result.violations, "lint violation", ok)
+    _verdict(result.violations, "lint violation", ok, as_json=as_json)
 
 
 @click.command("test", epilog=exit_codes(
     "a case failed or could not run, or a rule file or test case file is invalid"))
 @select_option
+@json_option
 @click.pass_obj
-def test_command(app: App, selectors: tuple[str, ...]) -> None:
+def test_command(app: App, selectors: tuple[str, ...], as_json: bool) -> None:
     """Run the rules' test cases (given rows, expected grants) in every mode, in a scratch
     schema on the configured database that is rolled back afterwards."""
     from zoneinfo import ZoneInfo
@@ -102,6 +121,12 @@ def test_command(app: App, selectors: tuple[str, ...]) -> None:
     with app.engine() as engine:
         outcomes = run_cases(engine.db.conn, app.config, app.rules, cases)
     zone = ZoneInfo(app.config.timezone)
+    failed = sum(1 for case in cases if not all(o.passed for o in outcomes if o.case is case))
+    if as_json:
+        click.echo(json_text([_outcome(o) for o in outcomes]))
+        if failed:
+            sys.exit(1)
+        return
     failed = 0
     for case in cases:
         mine = [o for o in outcomes if o.case is case]
@@ -123,8 +148,9 @@ def test_command(app: App, selectors: tuple[str, ...]) -> None:
     usage="an unknown rule, or a --param that is unknown or not of its declared type"))
 @click.argument("slug")
 @param_option
+@json_option
 @click.pass_obj
-def preview(app: App, slug: str, params: tuple[str, ...]) -> None:
+def preview(app: App, slug: str, params: tuple[str, ...], as_json: bool) -> None:
     """Show what a backfill of one rule would do: grants it would add and grants that exist
     per level, a sample of the new ones and the query plan. Writes nothing."""
     from plaudit.authoring.preview import preview as run_preview
@@ -132,4 +158,26 @@ def preview(app: App, slug: str, params: tuple[str, ...]) -> None:
     rule = app.rule(slug)
     given = parse_params(params)
     with app.engine() as engine:
-        click.echo(preview_text(run_preview(engine, rule, given)))
+        result = run_preview(engine, rule, given)
+    if as_json:
+        click.echo(json_text({
+            "rule": rule.slug, "would_add": result.would_add, "total": result.total,
+            "existing": result.existing, "sample": result.sample, "plan": result.plan,
+            "incremental_plan": result.incremental_plan, "seq_scans": result.seq_scans}))
+    else:
+        click.echo(preview_text(result))
+
+
+def _outcome(outcome: Outcome) -> dict[str, Any]:
+    """One case in one mode, for `test --json`."""
+    return {
+        "case": outcome.case.id, "file": outcome.case.file, "line": outcome.case.line,
+        "mode": outcome.mode, "passed": outcome.passed, "error": outcome.error,
+        "expected": [_grant(g) for g in outcome.expected],
+        "actual": [_grant(g) for g in outcome.actual],
+    }
+
+
+def _grant(grant: tuple[str, str, str, datetime]) -> dict[str, Any]:
+    user_id, level, scope, achieved_at = grant
+    return {"user_id": user_id, "level": level, "scope": scope, "achieved_at": achieved_at}

@@ -6,11 +6,14 @@ config or connection error, 3 a backfill skipped rules that another run held.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
 from typing import Any, TypeVar
@@ -163,6 +166,27 @@ def parse_timestamp(text: str, timezone: str, option: str = "--at") -> datetime:
             param_hint=option,
         ) from None
     return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(timezone))
+
+
+def json_option(f: F) -> F:
+    """--json: the command's result as JSON on stdout (docs/cli-json.md has the schemas)."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the result as JSON (schema: docs/cli-json.md).")(f)
+
+
+def json_text(value: Any) -> str:
+    """`value` as one line of JSON: times ISO 8601 with their offset, numbers as numbers."""
+    return json.dumps(value, default=_json_default, ensure_ascii=False)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def param_option(f: F) -> F:

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING
 
 import click
 
-from plaudit.cli.common import App, exit_codes, param_option, parse_params, select_option
+from plaudit.cli.common import (
+    App,
+    exit_codes,
+    json_option,
+    json_text,
+    param_option,
+    parse_params,
+    select_option,
+)
 from plaudit.cli.output import grant_summary, trophy_case
 from plaudit.cli.progress import ProgressLine
 from plaudit.errors import EXIT_FAILED, EXIT_SKIPPED, ConfigError
@@ -65,8 +73,11 @@ def init(app: App, runner_role: str | None) -> None:
     help="Remove levels and badges that have grants, deleting the grants.",
 )
 @click.option("--dry-run", is_flag=True, help="Show what would change; write nothing.")
+@json_option
 @click.pass_obj
-def deploy(app: App, selectors: tuple[str, ...], force: bool, dry_run: bool) -> None:
+def deploy(
+    app: App, selectors: tuple[str, ...], force: bool, dry_run: bool, as_json: bool
+) -> None:
     """Check the rules (files, then their columns against the database), say what changes,
     and install their definitions and compiled SQL. Without --select, badges whose rule
     file is gone are removed; removing a level or badge that has grants needs --force."""
@@ -76,7 +87,14 @@ def deploy(app: App, selectors: tuple[str, ...], force: bool, dry_run: bool) -> 
     complete = not selectors and not app.excludes
     with app.engine() as engine, _refusals():
         plan = deploy_rules(engine, rules, complete=complete, force=force, dry_run=dry_run)
-    _report_deploy(plan, dry_run, app.verbose)
+    if as_json:
+        click.echo(json_text({
+            "dry_run": dry_run,
+            "rules": [{"slug": c.slug, "status": c.status, "notes": c.notes}
+                      for c in plan.changes],
+            "triggers": plan.triggers, "due": plan.due}))
+    else:
+        _report_deploy(plan, dry_run, app.verbose)
 
 
 @contextmanager
@@ -250,8 +268,15 @@ def backfill(
 
 @click.command(epilog=exit_codes())
 @click.argument("user_id")
+@json_option
 @click.pass_obj
-def user(app: App, user_id: str) -> None:
+def user(app: App, user_id: str, as_json: bool) -> None:
     """Show a user's trophy case: grants, points and progress to the next levels."""
     with app.engine() as engine:
-        click.echo(trophy_case(engine.trophy_case(user_id)))
+        case = engine.trophy_case(user_id)
+    if as_json:
+        click.echo(json_text({"user_id": case.user_id, "points": case.points,
+                              "grants": case.grants, "progress": case.progress,
+                              "revoked": case.revoked}))
+    else:
+        click.echo(trophy_case(case))
