@@ -33,24 +33,16 @@ WHERE p.pronamespace = '{{ schema }}'::regnamespace AND p.prokind IN ('f', 'p')
                   WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
 ORDER BY 1;
 
--- name: drop_stale_routines
--- After the schema files ran: drop the routines still marked. Without CASCADE: a trigger or
--- view that still uses one stops init (rolled back) rather than disappearing with it.
-DO $$
-DECLARE
-    v_routine regprocedure;
-    v_kind "char";
-BEGIN
-    FOR v_routine, v_kind IN
-        SELECT p.oid::regprocedure, p.prokind FROM pg_proc AS p
-        WHERE p.pronamespace = '{{ schema }}'::regnamespace
-          AND 'application_name=plaudit: stale until init re-creates it' = ANY (p.proconfig)
-    LOOP
-        EXECUTE format('DROP %s %s', CASE v_kind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END,
-                       v_routine);
-    END LOOP;
-END
-$$;
+-- name: stale_routines
+-- After the schema files ran: the routines still marked stale (no file defines them), to
+-- drop. Dropped one by one without CASCADE: a trigger or view that still uses one stops init
+-- (rolled back) rather than disappearing with it.
+SELECT p.oid::regprocedure::text AS routine,
+       CASE p.prokind WHEN 'p' THEN 'PROCEDURE' ELSE 'FUNCTION' END AS kind
+FROM pg_proc AS p
+WHERE p.pronamespace = '{{ schema }}'::regnamespace
+  AND 'application_name=plaudit: stale until init re-creates it' = ANY (p.proconfig)
+ORDER BY 1;
 
 -- name: stale_views
 -- plaudit's views that no schema file defines any more: of the names $2 (plaudit's views of

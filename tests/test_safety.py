@@ -201,3 +201,13 @@ def test_a_preview_whose_query_fails_names_the_rule_file_and_line(run_cli, proje
     assert result.exit_code == 1
     assert result.stderr == (
         "rules/broken.yaml:5: division by zero\nError: 1 problem in rule files\n")
+
+
+def test_init_says_what_of_plaudits_own_it_dropped(run_cli, project, sql):
+    project.write("rules/founder.yaml", AWARD)
+    sql("CREATE FUNCTION plaudit.process_events(p_limit int) RETURNS int LANGUAGE sql "
+        "AS 'SELECT 1'")  # left by plaudit 0.1.0
+    result = run_cli(project, "init")
+    assert result.exit_code == 0, result.output
+    assert ("dropped function plaudit.process_events(integer) (this version no longer has "
+            "it)\n") in result.stderr

@@ -52,7 +52,11 @@ def init(app: App, runner_role: str | None) -> None:
         )
     rules = app.rules
     with app.engine() as engine:
-        engine.init()
+        changed = engine.init()
+        for name in changed.applied:
+            click.echo(f"applied migration {name}", err=True)
+        for what in changed.dropped:  # plaudit's own, no longer defined
+            click.echo(f"dropped {what} (this version no longer has it)", err=True)
         with _refusals():
             plan = deploy_rules(engine, rules, complete=True)
         click.echo(f"schema {app.config.schema} is up to date", err=True)

@@ -23,7 +23,7 @@ from plaudit.model.dependencies import event_types, references
 from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
 from plaudit.runtime.db import Database, connect
-from plaudit.runtime.migrate import upgrade
+from plaudit.runtime.migrate import Upgrade, upgrade
 from plaudit.runtime.rows import (
     Awarded,
     GrantCount,
@@ -190,13 +190,13 @@ class Engine:
 
     # -- schema and rules ------------------------------------------------------------------
 
-    def init(self) -> None:
+    def init(self) -> Upgrade:
         """Create or upgrade the schema: the pending migrations, then every function, view and
         trigger (runtime/migrate.py). One transaction; concurrent inits wait for each other.
         Refuses a server older than PostgreSQL 14 and a schema a newer plaudit upgraded."""
         with self.db.conn.transaction():
             self.db.execute("init_lock")
-            upgrade(self.db, self.config.user_id_type)
+            return upgrade(self.db, self.config.user_id_type)
 
     def configure(self) -> list[TriggerChange]:
         """Sync plaudit.yaml's notify settings and `events:` triggers into the database.

@@ -17,6 +17,7 @@ Two kinds of SQL files, because data and code evolve differently:
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
@@ -57,15 +58,23 @@ def _major(num: int) -> str:
     return str(num // 10000) if num >= 100000 else f"{num // 10000}.{num // 100 % 100}"
 
 
-def upgrade(db: Database, user_id_type: str) -> list[int]:
+@dataclass(frozen=True)
+class Upgrade:
+    """What an init changed: the migrations it applied and what of plaudit's it dropped."""
+
+    applied: list[str]  # "0001_baseline"
+    dropped: list[str]  # "function plaudit.process_events(integer)", "view plaudit.x"
+
+
+def upgrade(db: Database, user_id_type: str) -> Upgrade:
     """Bring db.schema to this code's schema, inside the caller's transaction (which holds
-    the init lock). Returns the versions of the migrations it applied."""
+    the init lock)."""
     row = db.one("server_version_num")
     assert row is not None
     check_server_version(row["num"])
     applied = apply_migrations(db, user_id_type)
-    recreate_functions(db, user_id_type)
-    return applied
+    names = {m.version: f"{m.version:04d}_{m.name}" for m in migrations()}
+    return Upgrade([names[v] for v in applied], recreate_functions(db, user_id_type))
 
 
 def apply_migrations(db: Database, user_id_type: str) -> list[int]:
@@ -93,7 +102,9 @@ def apply_migrations(db: Database, user_id_type: str) -> list[int]:
     return done
 
 
-def recreate_functions(db: Database, user_id_type: str) -> None:
+def recreate_functions(db: Database, user_id_type: str) -> list[str]:
+    """Re-create the functions, views and triggers; drop plaudit's that no file defines any
+    more. Returns what it dropped."""
     texts = [
         (path, render_sql(path.read_text(), db.schema, user_id_type=user_id_type))
         for path in schema_files()
@@ -115,6 +126,7 @@ def recreate_functions(db: Database, user_id_type: str) -> None:
             raise DatabaseError(f"marking {row['routine']}: {describe(exc)}") from exc
     for path, text in texts:
         db.script(text, f"applying {path.name}")
+    dropped: list[str] = []
     # views first: a stale view may use a stale function
     for row in db.execute("stale_views", [sorted(views), sorted(RETIRED_VIEWS)]):
         statement = sql.SQL("DROP VIEW {}").format(sql.Identifier(db.schema, row["name"]))
@@ -122,7 +134,15 @@ def recreate_functions(db: Database, user_id_type: str) -> None:
             db.conn.execute(statement)
         except psycopg.Error as exc:
             raise DatabaseError(f"dropping view {row['name']}: {describe(exc)}") from exc
-    db.execute("drop_stale_routines")
+        dropped.append(f"view {db.schema}.{row['name']}")
+    for row in db.execute("stale_routines"):
+        statement = sql.SQL(f"DROP {row['kind']} {{}}").format(sql.SQL(row["routine"]))
+        try:
+            db.conn.execute(statement)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"dropping {row['routine']}: {describe(exc)}") from exc
+        dropped.append(f"{row['kind'].lower()} {row['routine']}")
+    return dropped
 
 
 def defined(text: str, schema: str, kinds: str) -> set[str]:
