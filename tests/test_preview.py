@@ -66,7 +66,7 @@ def test_preview_counts_samples_and_plans_and_writes_nothing(run_cli, project, s
         "VALUES (2, 'talker', 'bronze', '2024-03-05 10:00+00')"
     )
     before = snapshot(sql)
-    result = run_cli(project, "preview", "talker")
+    result = run_cli(project, "preview", "talker", "--plan")
     assert result.exit_code == 0, result.output
     assert snapshot(sql) == before
 

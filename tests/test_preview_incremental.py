@@ -36,7 +36,7 @@ def incremental_part(stdout: str) -> list[str]:
 def test_a_table_without_an_index_on_the_user_column_is_named(run_cli, project, sql):
     project.write("rules/liker.yaml", RULE)
     seed(sql, index=False)
-    result = run_cli(project, "preview", "liker")
+    result = run_cli(project, "preview", "liker", "--plan")
     assert result.exit_code == 0, result.output
     part = incremental_part(result.stdout)
     assert any("Seq Scan on likes" in line for line in part[1:-1])
@@ -50,7 +50,7 @@ def test_a_table_without_an_index_on_the_user_column_is_named(run_cli, project, 
 def test_an_indexed_table_is_read_by_the_index(run_cli, project, sql):
     project.write("rules/liker.yaml", RULE)
     seed(sql, index=True)
-    result = run_cli(project, "preview", "liker")
+    result = run_cli(project, "preview", "liker", "--plan")
     assert result.exit_code == 0, result.output
     part = incremental_part(result.stdout)
     assert any("likes_user_idx" in line for line in part)
@@ -60,6 +60,16 @@ def test_an_indexed_table_is_read_by_the_index(run_cli, project, sql):
 def test_a_rule_without_triggers_has_no_incremental_plan(run_cli, project, sql):
     project.write("rules/liker.yaml", RULE.replace("triggers: [liked]", "triggers: []"))
     seed(sql, index=False)
-    result = run_cli(project, "preview", "liker")
+    result = run_cli(project, "preview", "liker", "--plan")
     assert result.exit_code == 0, result.output
     assert "Plan (incremental" not in result.stdout
+
+
+def test_without_plan_preview_keeps_the_verdict_and_leaves_out_the_plans(run_cli, project, sql):
+    project.write("rules/liker.yaml", RULE)
+    seed(sql, index=False)
+    result = run_cli(project, "preview", "liker")
+    assert result.exit_code == 0, result.output
+    assert "Plan (" not in result.stdout and "Seq Scan" not in result.stdout
+    assert result.stdout.splitlines()[-1].startswith(
+        "Incremental runs read likes by sequential scan")

@@ -148,11 +148,15 @@ def test_command(app: App, selectors: tuple[str, ...], as_json: bool) -> None:
     usage="an unknown rule, or a --param that is unknown or not of its declared type"))
 @click.argument("slug")
 @param_option
+@click.option("--plan", "plans", is_flag=True,
+              help="Also print the query plans (backfill, and incremental for a rule with "
+                   "triggers).")
 @json_option
 @click.pass_obj
-def preview(app: App, slug: str, params: tuple[str, ...], as_json: bool) -> None:
+def preview(app: App, slug: str, params: tuple[str, ...], plans: bool, as_json: bool) -> None:
     """Show what a backfill of one rule would do: grants it would add and grants that exist
-    per level, a sample of the new ones and the query plan. Writes nothing."""
+    per level, a sample of the new ones, whether incremental runs read a table whole, and
+    with --plan the query plans. Writes nothing."""
     from plaudit.authoring.preview import preview as run_preview
 
     rule = app.rule(slug)
@@ -165,7 +169,7 @@ def preview(app: App, slug: str, params: tuple[str, ...], as_json: bool) -> None
             "existing": result.existing, "sample": result.sample, "plan": result.plan,
             "incremental_plan": result.incremental_plan, "seq_scans": result.seq_scans}))
     else:
-        click.echo(preview_text(result))
+        click.echo(preview_text(result, plans))
 
 
 def _outcome(outcome: Outcome) -> dict[str, Any]:

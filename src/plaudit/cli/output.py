@@ -120,7 +120,8 @@ def _time(text: str | None) -> str:
     return datetime.fromisoformat(text).strftime("%Y-%m-%d %H:%M:%S%z") if text else ""
 
 
-def preview_text(result: Preview) -> str:
+def preview_text(result: Preview, plans: bool = False) -> str:
+    """The preview for the terminal; the query plans only with `plans` (--plan)."""
     rule = result.rule
     levels = [
         (
@@ -147,11 +148,13 @@ def preview_text(result: Preview) -> str:
             for s in result.sample
         ]
         lines += [table(("user_id", "level", "scope", "achieved_at", "value"), rows), ""]
-    lines.append("Plan (backfill)")
-    lines += [f"  {line}" for line in result.plan]
+    if plans:
+        lines.append("Plan (backfill)")
+        lines += [f"  {line}" for line in result.plan]
     if result.incremental_plan:
-        lines += ["", "Plan (incremental, a batch of one event per trigger)"]
-        lines += [f"  {line}" for line in result.incremental_plan]
+        if plans:
+            lines += ["", "Plan (incremental, a batch of one event per trigger)"]
+            lines += [f"  {line}" for line in result.incremental_plan]
         scans = result.seq_scans
         lines.append(
             f"Incremental runs read {', '.join(scans)} by sequential scan: every batch reads "
