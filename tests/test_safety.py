@@ -211,3 +211,25 @@ def test_init_says_what_of_plaudits_own_it_dropped(run_cli, project, sql):
     assert result.exit_code == 0, result.output
     assert ("dropped function plaudit.process_events(integer) (this version no longer has "
             "it)\n") in result.stderr
+
+
+def test_validate_warns_of_a_trigger_no_events_mapping_produces(run_cli, project):
+    project.write("plaudit.yaml", "events:\n"
+                  "  comment_created: {table: comments, on: insert, user: author_id}\n")
+    project.write("rules/talker.yaml", """
+        slug: talker
+        name: Talker
+        kind: count
+        triggers: [comment_created, coment_edited]
+        levels:
+          - {key: bronze, name: Chatty, threshold: 2}
+        query: |
+          SELECT c.author_id AS user_id, c.created_at AS occurred_at FROM comments AS c
+          WHERE {{ affected('c.author_id') }}
+    """)
+    result = run_cli(project, "validate")
+    assert result.exit_code == 0  # a warning, not a failure: the app may track it itself
+    assert result.stderr == (
+        "rules/talker.yaml:4: warning: trigger 'coment_edited' is produced by no events: "
+        "mapping in plaudit.yaml (fine if the app enqueues it with plaudit.track)\n"
+        "1 rule: ok\n")

@@ -36,6 +36,7 @@ class Validation:
 
     rules: list[Rule] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)  # worth a look; not failures
 
 
 def validate(config: Config) -> Validation:
@@ -55,7 +56,22 @@ def validate(config: Config) -> Validation:
         if not found and rule_file(rule) not in failed:
             result.rules.append(rule)
     result.problems = sorted(set(result.problems), key=lambda p: (p.file, p.line, p.message))
+    result.warnings = unproduced_triggers(rules, config)
     return result
+
+
+def unproduced_triggers(rules: Sequence[Rule], config: Config) -> list[Problem]:
+    """Triggers that no `events:` mapping produces, when plaudit.yaml has mappings: a typo,
+    or an event the app enqueues itself (`plaudit.track`), which is fine."""
+    if not config.events:
+        return []  # the app enqueues every event itself
+    produced = {event.name for event in config.events}
+    return [
+        Problem(rule_file(rule), rule.triggers_line,
+                f"warning: trigger '{trigger}' is produced by no events: mapping in "
+                "plaudit.yaml (fine if the app enqueues it with plaudit.track)")
+        for rule in rules for trigger in rule.triggers if trigger not in produced
+    ]
 
 
 def check_rule(rule: Rule, config: Config | None = None) -> list[Problem]:

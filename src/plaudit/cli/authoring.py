@@ -72,6 +72,8 @@ def validate(app: App, with_db: bool, as_json: bool) -> None:
             set(problems) | set(without_slugs(found, result.rules)),
             key=lambda p: (p.file, p.line, p.message),
         )
+    for warning in result.warnings:
+        click.echo(str(warning), err=True)
     checked = " and their contracts with the database" if with_db else ""
     ok = f"{_count(len(result.rules), 'rule')}{checked}: ok"
     _verdict(problems, "problem", ok, " in rule files", as_json)

@@ -75,6 +75,7 @@ class Rule:
     timeout: str | None
     line: int = 1
     file: str = ""  # display name used in messages ("rules/x.yaml"); defaults to path
+    triggers_line: int = 1  # file line of `triggers:` (the rule's first line without one)
 
     def location(self, query_offset: int = 0) -> str:
         """The "rules/x.yaml:<line>" of the 0-based line `query_offset` inside the query."""
@@ -219,6 +220,7 @@ def _parse(path: Path, file: str) -> _Parsed:
         revoke=revoke,
         timeout=timeout,
         file=file,
+        triggers_line=document.key_line("triggers"),
     )
     return parsed
 
