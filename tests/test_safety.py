@@ -233,3 +233,18 @@ def test_validate_warns_of_a_trigger_no_events_mapping_produces(run_cli, project
         "rules/talker.yaml:4: warning: trigger 'coment_edited' is produced by no events: "
         "mapping in plaudit.yaml (fine if the app enqueues it with plaudit.track)\n"
         "1 rule: ok\n")
+
+
+def test_validate_and_lint_take_rule_files_as_paths(run_cli, project):
+    project.write("rules/founder.yaml", AWARD)
+    project.write("rules/bad.yaml", "slug: bad\nname: Bad\nkind: tally\nquery: SELECT 1\n")
+    whole = run_cli(project, "validate")
+    assert whole.exit_code == 1 and "rules/bad.yaml:3: unknown kind 'tally'" in whole.stdout
+    one = run_cli(project, "validate", str(project.path / "rules" / "founder.yaml"))
+    assert (one.exit_code, one.stdout, one.stderr) == (0, "", "1 rule: ok\n")
+    linted = run_cli(project, "lint", str(project.path / "rules" / "founder.yaml"))
+    assert linted.stdout  # the founder's style violations, and only the founder's
+    assert all(line.startswith("rules/founder.yaml:") for line in linted.stdout.splitlines())
+    project.write("plaudit.yaml", "")
+    outside = run_cli(project, "validate", str(project.path / "plaudit.yaml"))
+    assert outside.exit_code == 2 and "is not a rule file of" in outside.stderr

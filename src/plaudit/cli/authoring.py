@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,6 +17,7 @@ import click
 from plaudit.authoring.ruletests import Outcome
 from plaudit.cli.common import (
     App,
+    F,
     exit_codes,
     json_option,
     json_text,
@@ -41,6 +43,24 @@ def _verdict(
     click.echo(ok, err=True)
 
 
+def paths_argument(f: F) -> F:
+    """PATH...: rule files, as sqlfluff takes them."""
+    return click.argument(
+        "paths", nargs=-1, metavar="[PATH]...",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path))(f)
+
+
+def _rule_files(app: App, paths: Sequence[Path]) -> set[Path]:
+    """The given PATHs, each a rule file of the project's rules folder."""
+    rules_dir = app.config.rules_dir.resolve()
+    files = {path.resolve() for path in paths}
+    for path in sorted(files):
+        if path.parent != rules_dir or path.suffix not in (".yaml", ".yml"):
+            raise click.BadParameter(
+                f"{path} is not a rule file of {app.config.rules_dir}", param_hint="PATH")
+    return files
+
+
 def _count(n: int, word: str) -> str:
     return f"{n} {word}{'s' if n != 1 else ''}"
 
@@ -54,13 +74,22 @@ def _count(n: int, word: str) -> str:
     help="Also check each query's result columns and types against the database.",
 )
 @json_option
+@paths_argument
 @click.pass_obj
-def validate(app: App, with_db: bool, as_json: bool) -> None:
+def validate(app: App, with_db: bool, as_json: bool, paths: tuple[Path, ...]) -> None:
     """Check the rule files offline: YAML, templates, params, modes, badge() references,
-    one SELECT with the columns its kind needs. Every problem as file:line."""
+    one SELECT with the columns its kind needs. Every problem as file:line. With PATHs,
+    only those rule files (the others are read for their badge() references)."""
     from plaudit.authoring.validate import validate as run_validation
 
     result = run_validation(app.config)
+    if paths:
+        files = _rule_files(app, paths)
+        result.rules = [r for r in result.rules if r.path.resolve() in files]
+        result.problems = [p for p in result.problems
+                           if (app.project_dir / p.file).resolve() in files]
+        result.warnings = [p for p in result.warnings
+                           if (app.project_dir / p.file).resolve() in files]
     problems = list(result.problems)
     if with_db and result.rules:
         from plaudit.authoring.validate import without_slugs
@@ -83,13 +112,22 @@ def validate(app: App, with_db: bool, as_json: bool) -> None:
 @select_option
 @click.option("--fix", is_flag=True, help="Rewrite the query blocks to fix what can be fixed.")
 @json_option
+@paths_argument
 @click.pass_obj
-def lint(app: App, selectors: tuple[str, ...], fix: bool, as_json: bool) -> None:
+def lint(
+    app: App, selectors: tuple[str, ...], fix: bool, as_json: bool, paths: tuple[Path, ...]
+) -> None:
     """Lint each rule's query with sqlfluff (dialect postgres, the project's .sqlfluff), in
-    every mode it runs in; violations as file:line of the rule file. Offline."""
+    every mode it runs in; violations as file:line of the rule file. Offline. With PATHs,
+    only those rule files."""
     from plaudit.authoring.lint import lint as run_lint
 
-    rules = app.select(selectors)
+    if paths:  # those files alone, as sqlfluff lints the files it is given
+        from plaudit.model.rules import load_rule
+
+        rules = [load_rule(path, app.project_dir) for path in sorted(_rule_files(app, paths))]
+    else:
+        rules = app.select(selectors)
     result = run_lint(app.config, rules, fix=fix)
     for file, count in result.fixed.items():
         click.echo(f"{file}: fixed {_count(count, 'violation')}", err=True)
