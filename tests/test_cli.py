@@ -266,9 +266,11 @@ def test_a_failing_rule_makes_backfill_exit_1(run_cli, project):
         r"  broken +failed: broken: division by zero \(SQLSTATE 22012\)  \d+\.\ds",
         result.stderr.splitlines()[0],
     )
-    assert result.stderr.splitlines()[-1] == (
-        "Error: 1 of 1 rules failed; they are marked for backfill"
-    )
+    # where to look: the rule's query, at its file and line
+    assert result.stderr.splitlines()[-2:] == [
+        "rules/broken.yaml:5: broken: division by zero (SQLSTATE 22012)",
+        "Error: 1 of 1 rules failed; they are marked for backfill",
+    ]
 
 
 def test_select_matching_nothing_is_an_error(run_cli, demo_project):

@@ -254,6 +254,9 @@ def backfill(
             new = {(r.slug, level): n for r in results for level, n in r.levels.items()}
             click.echo(grant_summary(engine.grant_summary([r.slug for r in rules]), new))
     failed = [r for r in results if r.status == "failed"]
+    by_slug = {rule.slug: rule for rule in rules}
+    for result in failed:  # where to look: the rule's query, at its file and line
+        click.echo(f"{by_slug[result.slug].location()}: {result.message}", err=True)
     if failed:
         click.echo(
             f"Error: {len(failed)} of {len(results)} rules failed; they are marked for backfill",
