@@ -435,3 +435,7 @@ FROM (
     WHERE NOT has_table_privilege($1::text, t.oid, 'SELECT')
 ) AS g
 ORDER BY g.step, g.statement;
+
+-- name: leaderboard
+SELECT rank, user_id, value, reached_at
+FROM {{ schema }}.leaderboard($1, $2, $3, $4, $5, $6);

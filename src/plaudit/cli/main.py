@@ -50,6 +50,7 @@ def cli(ctx: click.Context, dsn: str | None, project_dir: Path, verbose: bool) -
 
 for command in (
     rules.init, rules.deploy, rules.render_command, rules.backfill, rules.user,
+    rules.leaderboard,
     authoring.validate, authoring.lint, authoring.test_command, authoring.preview,
     events.track, events.run_command, grants.award, grants.revoke,
     jobs.schedule_command, jobs.status_command, local.db, local.demo_command,

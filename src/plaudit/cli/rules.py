@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -17,9 +18,10 @@ from plaudit.cli.common import (
     json_text,
     param_option,
     parse_params,
+    parse_timestamp,
     select_option,
 )
-from plaudit.cli.output import grant_summary, trophy_case
+from plaudit.cli.output import grant_summary, table, trophy_case
 from plaudit.cli.progress import ProgressLine
 from plaudit.errors import EXIT_FAILED, EXIT_SKIPPED, ConfigError
 from plaudit.model.config import is_identifier
@@ -287,3 +289,36 @@ def user(app: App, user_id: str, as_json: bool) -> None:
                               "revoked": case.revoked}))
     else:
         click.echo(trophy_case(case))
+
+
+@click.command(epilog=exit_codes(
+    usage="an unknown period, a --by that is neither points, badges nor a deployed badge, "
+          "or an --at that is not a timestamp"))
+@click.option("--by", default="points", show_default=True, metavar="points|badges|SLUG",
+              help="Rank by the points of the grants, their number, or the highest level "
+                   "held of the badge SLUG.")
+@click.option("--period", type=click.Choice(["all", "day", "week", "month", "year"]),
+              default="all", show_default=True,
+              help="Count only the grants achieved in the day, ISO week, month or year "
+                   "containing --at, in plaudit.yaml's timezone.")
+@click.option("--at", metavar="TIMESTAMP", help="When the period is; default: now.")
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@json_option
+@click.pass_obj
+def leaderboard(app: App, by: str, period: str, at: str | None, limit: int, offset: int,
+                as_json: bool) -> None:
+    """Who leads: standard competition ranking (1, 2, 2, 4), highest value first; equal
+    values listed by who reached them first. Users with nothing in the period are left out."""
+    moment = parse_timestamp(at, app.config.timezone) if at else None
+    with app.engine() as engine:
+        rows = engine.leaderboard(by, period, moment, limit, offset)
+    if as_json:
+        click.echo(json_text(rows))
+        return
+    zone = ZoneInfo(app.config.timezone)
+    click.echo(table(("rank", "user_id", "value", "reached_at"),
+                     [(r["rank"], r["user_id"], r["value"],
+                       r["reached_at"].astimezone(zone).strftime("%Y-%m-%d %H:%M"))
+                      for r in rows]))
+

@@ -11,7 +11,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -326,6 +326,20 @@ class Engine:
 
     def grant_summary(self, slugs: Sequence[str]) -> list[GrantCount]:
         return cast("list[GrantCount]", self.db.execute("grant_summary", [list(slugs)]))
+
+    def leaderboard(
+        self,
+        by: str = "points",
+        period: str = "all",
+        at: datetime | None = None,
+        limit: int = 10,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """The ranked users, highest value first (plaudit.leaderboard): by points, number
+        of grants, or a badge's highest level held; over all time or the day/week/month/
+        year containing `at` (default now) in the configured timezone."""
+        return self.db.execute("leaderboard", [
+            by, period, at or datetime.now(UTC), self.config.timezone, limit, offset])
 
     def trophy_case(self, user_id: str) -> TrophyCase:
         return TrophyCase(

@@ -1,0 +1,101 @@
+"""Leaderboards (issue 14, first part): standard competition ranking, ties listed by who
+reached the value first, periods in the configured timezone, a badge's highest level."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from plaudit.runtime.deploy import deploy_rules
+
+BADGES = {
+    "helper": """
+        slug: helper
+        name: Helper
+        kind: award
+        levels:
+          - {key: bronze, name: Bronze, points: 10}
+          - {key: silver, name: Silver, points: 30}
+        query: |
+          SELECT u.id AS user_id, u.created_at AS achieved_at, 'bronze' AS level
+          FROM users AS u WHERE false
+    """,
+    "writer": """
+        slug: writer
+        name: Writer
+        kind: award
+        levels:
+          - {key: default, name: Writer, points: 5}
+        query: |
+          SELECT u.id AS user_id, u.created_at AS achieved_at FROM users AS u WHERE false
+    """,
+}
+BERLIN = ZoneInfo("Europe/Berlin")
+# (user, badge, level, achieved at, Berlin time)
+GRANTS = [
+    (1, "helper", "bronze", "2024-03-04 09:00"),  # Monday of ISO week 10
+    (1, "writer", "default", "2024-03-05 09:00"),
+    (2, "helper", "silver", "2024-03-06 09:00"),
+    (3, "helper", "bronze", "2024-03-07 09:00"),
+    (3, "writer", "default", "2024-03-08 09:00"),  # 3 reaches 15 points after 1 did
+    (4, "writer", "default", "2024-03-11 00:30"),  # Monday of week 11, in Berlin (Sunday UTC)
+]
+
+
+@pytest.fixture
+def ranked(project, engine_for):
+    project.write("plaudit.yaml", "timezone: Europe/Berlin\n")
+    for slug, text in BADGES.items():
+        project.write(f"rules/{slug}.yaml", text)
+    engine = engine_for(project)
+    deploy_rules(engine, project.rules())
+    for user, badge, level, at in GRANTS:
+        moment = datetime.fromisoformat(at).replace(tzinfo=BERLIN)
+        engine.award(badge, user, "test", level=level, achieved_at=moment)
+    return project, engine
+
+
+def board(engine, **options):
+    return [(r["rank"], r["user_id"], int(r["value"])) for r in engine.leaderboard(**options)]
+
+
+@pytest.mark.parametrize("options, expected", [
+    # points: 2 has 30; 1 and 3 have 15 each (1 reached it first); 4 has 5
+    ({}, [(1, 2, 30), (2, 1, 15), (2, 3, 15), (4, 4, 5)]),
+    ({"by": "badges"}, [(1, 1, 2), (1, 3, 2), (3, 2, 1), (3, 4, 1)]),
+    # the highest level held of one badge: silver (2) before bronze (1)
+    ({"by": "helper"}, [(1, 2, 2), (2, 1, 1), (2, 3, 1)]),
+    # the ISO week of 2024-03-06 in Berlin: user 4's Monday 00:30 is the next week
+    ({"period": "week", "at": datetime(2024, 3, 6, tzinfo=BERLIN)},
+     [(1, 2, 30), (2, 1, 15), (2, 3, 15)]),
+    ({"period": "week", "at": datetime(2024, 3, 11, 12, tzinfo=BERLIN)}, [(1, 4, 5)]),
+    ({"period": "day", "at": datetime(2024, 3, 8, tzinfo=BERLIN)}, [(1, 3, 5)]),
+    ({"limit": 2, "offset": 1}, [(2, 1, 15), (2, 3, 15)]),
+])
+def test_ranking(ranked, options, expected):
+    _, engine = ranked
+    assert board(engine, **options) == expected
+
+
+def test_the_cli_prints_a_table_or_json(ranked, run_cli):
+    project, _ = ranked
+    text = run_cli(project, "leaderboard", "--limit", "2")
+    assert text.exit_code == 0, text.output
+    assert text.stdout.splitlines()[2:] == [
+        "   1        2     30  2024-03-06 09:00", "   2        1     15  2024-03-05 09:00"]
+    rows = json.loads(run_cli(project, "leaderboard", "--by", "badges", "--json").stdout)
+    assert rows[0] == {"rank": 1, "user_id": 1, "value": 2,
+                       "reached_at": "2024-03-05T08:00:00+00:00"}
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--by", "nobody"], "cannot rank by nobody: points, badges or a deployed badge's slug"),
+    (["--at", "soon"], "Invalid value for --at"),
+])
+def test_bad_leaderboard_input_exits_2(ranked, run_cli, args, says):
+    project, _ = ranked
+    result = run_cli(project, "leaderboard", *args)
+    assert result.exit_code == 2 and says in result.stderr
