@@ -439,3 +439,7 @@ ORDER BY g.step, g.statement;
 -- name: leaderboard
 SELECT rank, user_id, value, reached_at
 FROM {{ schema }}.leaderboard($1, $2, $3, $4, $5, $6);
+
+-- name: rank_of
+SELECT rank, value, ranked, above, above_value, below, below_value
+FROM {{ schema }}.rank_of($1, $2, $3, $4, $5);

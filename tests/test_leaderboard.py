@@ -99,3 +99,17 @@ def test_bad_leaderboard_input_exits_2(ranked, run_cli, args, says):
     project, _ = ranked
     result = run_cli(project, "leaderboard", *args)
     assert result.exit_code == 2 and says in result.stderr
+
+
+def test_a_users_place_with_its_neighbours(ranked, run_cli):
+    project, engine = ranked
+    place = engine.rank_of(3)
+    assert (place["rank"], int(place["value"]), place["ranked"]) == (2, 15, 4)
+    assert (place["above"], int(place["above_value"])) == (1, 15)
+    assert (place["below"], int(place["below_value"])) == (4, 5)
+    assert engine.rank_of(2)["above"] is None  # the leader has nobody above
+    assert engine.rank_of(99) is None  # nothing earned: not ranked
+    assert engine.rank_of(4, period="week", at=datetime(2024, 3, 6, tzinfo=BERLIN)) is None
+    shown = run_cli(project, "user", "3")
+    assert shown.stdout.splitlines()[-1] == (
+        "Rank by points: #2 of 4 (above: user 1, 15; below: user 4, 5)")

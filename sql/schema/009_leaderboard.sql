@@ -68,3 +68,30 @@ $function$;
 -- as every plaudit function (008_boundary.sql): granted to the roles that need it, not PUBLIC
 REVOKE EXECUTE ON FUNCTION {{ schema }}.leaderboard(text, text, timestamptz, text, int, int)
     FROM PUBLIC;
+
+-- A user's place on the same board as plaudit.leaderboard with these options: their rank and
+-- value, how many users are ranked, and their neighbours above and below ("#1,234 of
+-- 98,000"). No row when the user is not ranked (nothing in the period).
+CREATE OR REPLACE FUNCTION {{ schema }}.rank_of(
+    p_user_id {{ user_id_type }},
+    p_by text DEFAULT 'points',
+    p_period text DEFAULT 'all',
+    p_at timestamptz DEFAULT now(),
+    p_timezone text DEFAULT 'UTC'
+) RETURNS TABLE (rank bigint, value numeric, ranked bigint, above {{ user_id_type }},
+                 above_value numeric, below {{ user_id_type }}, below_value numeric)
+LANGUAGE sql STABLE AS $function$
+    WITH board AS MATERIALIZED (
+        SELECT row_number() OVER (ORDER BY l.value DESC, l.reached_at, l.user_id) AS n, l.*
+        FROM {{ schema }}.leaderboard(p_by, p_period, p_at, p_timezone, NULL, 0) AS l
+    )
+    SELECT me.rank, me.value, (SELECT count(*) FROM board), a.user_id, a.value, b.user_id,
+           b.value
+    FROM board AS me
+    LEFT JOIN board AS a ON a.n = me.n - 1
+    LEFT JOIN board AS b ON b.n = me.n + 1
+    WHERE me.user_id = p_user_id;
+$function$;
+
+REVOKE EXECUTE ON FUNCTION {{ schema }}.rank_of({{ user_id_type }}, text, text, timestamptz, text)
+    FROM PUBLIC;

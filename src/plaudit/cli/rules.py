@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import click
@@ -280,15 +280,27 @@ def backfill(
 @json_option
 @click.pass_obj
 def user(app: App, user_id: str, as_json: bool) -> None:
-    """Show a user's trophy case: grants, points and progress to the next levels."""
+    """Show a user's trophy case: grants, points, progress to the next levels, and their
+    place on the all-time points leaderboard."""
     with app.engine() as engine:
         case = engine.trophy_case(user_id)
+        place = engine.rank_of(user_id)
     if as_json:
         click.echo(json_text({"user_id": case.user_id, "points": case.points,
                               "grants": case.grants, "progress": case.progress,
-                              "revoked": case.revoked}))
+                              "revoked": case.revoked, "rank": place}))
     else:
         click.echo(trophy_case(case))
+        if place is not None:
+            click.echo(_place(place))
+
+
+def _place(place: dict[str, Any]) -> str:
+    """Rank by points: #2 of 4 (above: user 2, 30; below: user 3, 15)."""
+    near = [f"{side}: user {place[side]}, {place[side + '_value']:,}"
+            for side in ("above", "below") if place[side] is not None]
+    return (f"Rank by points: #{place['rank']:,} of {place['ranked']:,}"
+            + (f" ({'; '.join(near)})" if near else ""))
 
 
 @click.command(epilog=exit_codes(

@@ -341,6 +341,15 @@ class Engine:
         return self.db.execute("leaderboard", [
             by, period, at or datetime.now(UTC), self.config.timezone, limit, offset])
 
+    def rank_of(
+        self, user_id: Any, by: str = "points", period: str = "all",
+        at: datetime | None = None,
+    ) -> dict[str, Any] | None:
+        """A user's place on the leaderboard with these options (plaudit.rank_of): rank,
+        value, how many are ranked, the neighbours above and below; None when unranked."""
+        return self.db.one("rank_of", [
+            str(user_id), by, period, at or datetime.now(UTC), self.config.timezone])
+
     def trophy_case(self, user_id: str) -> TrophyCase:
         return TrophyCase(
             user_id=user_id,
