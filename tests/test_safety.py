@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from plaudit.local.cluster import Cluster
+from plaudit.local.cluster import LIBPQ_VARIABLES, Cluster
 
 AWARD = """
     slug: founder
@@ -60,6 +60,12 @@ def test_a_malformed_connection_string_is_a_plain_error(run_cli, project, dsn):
     assert "Traceback" not in result.output
 
 
+def no_database_named(monkeypatch) -> None:
+    """No --dsn, no PLAUDIT_DSN, no PG* variable: only the embedded cluster is left."""
+    for name in ("PLAUDIT_DSN", *LIBPQ_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+
+
 NOT_A_PROJECT = "is not a plaudit project (no plaudit.yaml)"
 NO_RULES = "the rules folder rules/ does not exist"
 
@@ -76,9 +82,7 @@ def test_no_cluster_is_created_in_a_folder_that_is_not_a_project(
 
     from plaudit.cli import cli
 
-    for name in ("PLAUDIT_DSN", "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER",
-                 "PGSERVICE"):
-        monkeypatch.delenv(name, raising=False)
+    no_database_named(monkeypatch)
     monkeypatch.chdir(tmp_path)
     try:
         result = CliRunner().invoke(cli, args)
@@ -95,9 +99,7 @@ def test_only_init_demo_and_db_start_create_a_projects_cluster(tmp_path, monkeyp
 
     from plaudit.cli import cli
 
-    for name in ("PLAUDIT_DSN", "PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER",
-                 "PGSERVICE"):
-        monkeypatch.delenv(name, raising=False)
+    no_database_named(monkeypatch)
     (tmp_path / "plaudit.yaml").write_text("")
     (tmp_path / "rules").mkdir()
     monkeypatch.chdir(tmp_path)

@@ -19,13 +19,13 @@ import click
 from plaudit.cli.common import App, exit_codes
 from plaudit.cli.output import table
 from plaudit.model.config import DURATION_REQUIREMENT, is_duration
+from plaudit.runtime.contract import read_tables
 from plaudit.runtime.db import Database, connect
 from plaudit.runtime.engine import Engine
 from plaudit.runtime.jobs import (
     CronSite,
     Job,
     Status,
-    app_tables,
     cron_site,
     definitions,
     duration,
@@ -237,7 +237,7 @@ def report_runner_role(engine: Engine, app: App, role: str) -> None:
     rules read it may not read yet, with the GRANTs that fix it."""
     for step in setup_runner_role(engine, role):
         click.echo(f"runner role: {step}", err=True)
-    missing = missing_grants(engine, role, app_tables(app.rules, engine))
+    missing = missing_grants(engine, role, read_tables(app.rules, app.config))
     if missing:
         click.echo(f"runner role: {role} may not read all the tables the rules read yet; "
                    "as their owner, run:", err=True)

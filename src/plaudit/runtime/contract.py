@@ -59,6 +59,7 @@ def check_contracts(db: Database, config: Config, rules: Sequence[Rule]) -> list
     """The contract problems of `rules` in every mode they run in; nothing is executed and
     nothing is written (the checks run in a transaction that is rolled back)."""
     problems: list[Problem] = []
+    role = _runner_role(db)
     with db.conn.transaction(force_rollback=True):
         if any("incremental" in modes(rule) for rule in rules):
             db.execute("authoring_batch_table")  # what `affected()` and `batch` read
@@ -72,8 +73,8 @@ def check_contracts(db: Database, config: Config, rules: Sequence[Rule]) -> list
                         problem = Problem(problem.file, problem.line, suffixed)
                     if problem not in problems:
                         problems.append(problem)
-            if not any(found.values()):
-                problems += _runner_role_problems(db, config, rule)
+            if role is not None and not any(found.values()):
+                problems += _runner_role_problems(db, config, rule, role)
     return problems
 
 
@@ -89,20 +90,24 @@ def read_tables(rules: Sequence[Rule], config: Config) -> list[str]:
     return sorted(names)
 
 
-def _runner_role_problems(db: Database, config: Config, rule: Rule) -> list[Problem]:
-    """With a runner role (`init --runner-role`), the rule runs as it: the tables it reads
-    that the role may not read yet are a problem now, with the GRANTs that fix it, not a
-    failed backfill later."""
+def _runner_role(db: Database) -> str | None:
+    """The runner role rules run as (`init --runner-role`), if the schema has one."""
     installed = db.one("meta_exists")
-    role = db.one("rule_role") if installed and installed["installed"] else None
-    if role is None or role["role"] is None:
-        return []
+    row = db.one("rule_role") if installed and installed["installed"] else None
+    return None if row is None else row["role"]
+
+
+def _runner_role_problems(
+    db: Database, config: Config, rule: Rule, role: str
+) -> list[Problem]:
+    """The rule runs as the runner role: the tables it reads that the role may not read yet
+    are a problem now, with the GRANTs that fix it, not a failed backfill later."""
     grants = [r["statement"] for r in db.execute(
-        "missing_grants", [role["role"], read_tables([rule], config)])]
+        "missing_grants", [role, read_tables([rule], config)])]
     if not grants:
         return []
     return [Problem(rule_file(rule), rule.query_line,
-                    f"the runner role {role['role']} may not read what the query reads; as "
+                    f"the runner role {role} may not read what the query reads; as "
                     f"the tables' owner, run: {' '.join(grants)}")]
 
 

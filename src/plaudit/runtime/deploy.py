@@ -56,6 +56,8 @@ class DeployPlan:
     due: dict[DueReason, list[str]] = field(default_factory=dict)
     # the capture triggers of plaudit.yaml's `events:` it installed, removed or left alone
     triggers: list[TriggerChange] = field(default_factory=list)
+    # the rules' definitions as compiled for the plan: what the deploy installs
+    definitions: list[dict[str, Any]] = field(default_factory=list)
 
     def count(self, status: ChangeStatus) -> int:
         return sum(1 for c in self.changes if c.status == status)
@@ -98,7 +100,7 @@ def deploy_rules(
         for slug in plan.badge_removals:
             db.execute("remove_badge", [slug])  # its grants, logged
             db.execute("remove_badge_row", [slug])
-        for body in compile_rules(rules, engine.config):
+        for body in plan.definitions:
             db.execute("deploy_badge", [json.dumps(body)])
         plan.triggers = engine.configure()
         for row in db.execute("due_rules"):
@@ -110,13 +112,14 @@ def deploy_rules(
 def plan_deploy(engine: Engine, rules: Sequence[Rule], *, complete: bool) -> DeployPlan:
     """Compare the rules with what is deployed; reads, never writes."""
     deployed = {row["slug"]: row for row in engine.db.execute("deployed_definitions")}
-    new = {body["slug"]: body for body in compile_rules(rules, engine.config)}
+    definitions = compile_rules(rules, engine.config)
+    new = {body["slug"]: body for body in definitions}
     by_slug = {rule.slug: rule for rule in rules}
     gone = sorted(set(deployed) - set(new)) if complete else []
     grants: dict[tuple[str, str], int] = {}
     for row in engine.db.execute("badge_level_grants", [sorted(set(deployed) & {*new, *gone})]):
         grants[(row["badge"], row["level"])] = row["grants"]
-    plan = DeployPlan()
+    plan = DeployPlan(definitions=definitions)
     for slug, body in new.items():
         old = deployed.get(slug)
         if old is None:

@@ -17,8 +17,6 @@ from typing import Any, cast
 import psycopg.conninfo
 
 from plaudit.errors import PlauditError
-from plaudit.model.rules import Rule
-from plaudit.runtime.contract import read_tables
 from plaudit.runtime.db import Database, connect
 from plaudit.runtime.engine import Engine
 from plaudit.runtime.rows import CronJobRun, DueReason, JobStatus, StatusFailure, StatusRule
@@ -324,11 +322,6 @@ def setup_runner_role(engine: Engine, role: str) -> list[str]:
     """Create (or use) the role rule queries run as; returns what was done."""
     with engine.db.conn.transaction():
         return [row["step"] for row in engine.db.execute("setup_runner_role", [role])]
-
-
-def app_tables(rules: Sequence[Rule], engine: Engine) -> list[str]:
-    """The tables the rules' queries read, outside plaudit's schema, as the rules name them."""
-    return read_tables(rules, engine.config)
 
 
 def missing_grants(engine: Engine, role: str, tables: Sequence[str]) -> list[str]:
