@@ -438,8 +438,8 @@ ORDER BY g.step, g.statement;
 
 -- name: leaderboard
 SELECT rank, user_id, value, reached_at
-FROM {{ schema }}.leaderboard($1, $2, $3, $4, $5, $6);
+FROM {{ schema }}.leaderboard($1, $2, $3, $4, $5, $6, $7, $8);
 
 -- name: rank_of
 SELECT rank, value, ranked, above, above_value, below, below_value
-FROM {{ schema }}.rank_of($1, $2, $3, $4, $5);
+FROM {{ schema }}.rank_of($1, $2, $3, $4, $5, $6, $7);

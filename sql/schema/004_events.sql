@@ -527,6 +527,18 @@ BEGIN
                  ('rule_search_path', current_setting('search_path'))) AS s (key, value)
     WHERE s.value IS NOT NULL
     ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE m.value <> excluded.value;
+    -- leaderboards (009_leaderboard.sql): the groups, and scores cut in the timezone
+    IF p_config ? 'groups' THEN
+        DELETE FROM {{ schema }}.leaderboard_group AS g
+        WHERE NOT p_config -> 'groups' ? g.name;
+        INSERT INTO {{ schema }}.leaderboard_group AS g (name, query)
+        SELECT e.key, e.value FROM jsonb_each_text(p_config -> 'groups') AS e
+        ON CONFLICT (name) DO UPDATE SET query = excluded.query
+        WHERE g.query <> excluded.query;
+    END IF;
+    IF p_config ? 'timezone' THEN
+        PERFORM {{ schema }}.sync_scores(p_config ->> 'timezone');
+    END IF;
     RETURN QUERY SELECT * FROM {{ schema }}.install_event_triggers(p_config -> 'events');
 END;
 $function$;

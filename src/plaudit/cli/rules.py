@@ -303,9 +303,20 @@ def _place(place: dict[str, Any]) -> str:
             + (f" ({'; '.join(near)})" if near else ""))
 
 
+def _group(ctx: click.Context, param: click.Parameter, value: str | None
+           ) -> tuple[str, str] | None:
+    """--group NAME:KEY, split at the first colon (a key may hold colons)."""
+    if value is None:
+        return None
+    name, colon, key = value.partition(":")
+    if not colon or not name or not key:
+        raise click.BadParameter(f"{value!r} is not NAME:KEY, like classroom:7")
+    return name, key
+
+
 @click.command(epilog=exit_codes(
     usage="an unknown period, a --by that is neither points, badges nor a deployed badge, "
-          "or an --at that is not a timestamp"))
+          "an --at that is not a timestamp, or a --group that plaudit.yaml does not name"))
 @click.option("--by", default="points", show_default=True, metavar="points|badges|SLUG",
               help="Rank by the points of the grants, their number, or the highest level "
                    "held of the badge SLUG.")
@@ -314,17 +325,20 @@ def _place(place: dict[str, Any]) -> str:
               help="Count only the grants achieved in the day, ISO week, month or year "
                    "containing --at, in plaudit.yaml's timezone.")
 @click.option("--at", metavar="TIMESTAMP", help="When the period is; default: now.")
+@click.option("--group", metavar="NAME:KEY", callback=_group,
+              help="Rank only the members of one group of plaudit.yaml's `groups:` "
+                   "(classroom:7), among themselves.")
 @click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
 @json_option
 @click.pass_obj
-def leaderboard(app: App, by: str, period: str, at: str | None, limit: int, offset: int,
-                as_json: bool) -> None:
+def leaderboard(app: App, by: str, period: str, at: str | None, group: tuple[str, str] | None,
+                limit: int, offset: int, as_json: bool) -> None:
     """Who leads: standard competition ranking (1, 2, 2, 4), highest value first; equal
     values listed by who reached them first. Users with nothing in the period are left out."""
     moment = parse_timestamp(at, app.config.timezone) if at else None
     with app.engine() as engine:
-        rows = engine.leaderboard(by, period, moment, limit, offset)
+        rows = engine.leaderboard(by, period, moment, limit, offset, group)
     if as_json:
         click.echo(json_text(rows))
         return

@@ -20,7 +20,9 @@ from plaudit.model.yamlsource import Fields, LocatedDict, describe, is_str, load
 
 CONFIG_FILE = "plaudit.yaml"
 DATABASE_KEYS = ("schema", "user_id_type", "timezone", "statement_timeout", "backfill_timeout")
-CONFIG_KEYS = ("rules", *DATABASE_KEYS, "notify", "events", "retention", "allow_functions")
+CONFIG_KEYS = (
+    "rules", *DATABASE_KEYS, "notify", "events", "retention", "allow_functions", "groups",
+)
 NOTIFY_KEYS = ("channel", "max_age")
 RETENTION_KEYS = ("runs", "job_runs")
 EVENT_KEYS = ("table", "on", "user", "at")
@@ -72,6 +74,16 @@ class EventSource:
 
 
 @dataclass(frozen=True)
+class Group:
+    """A leaderboard group (friends, a classroom, a team): a SELECT returning (group_id,
+    user_id), written like a rule and run under the same boundary."""
+
+    name: str
+    query: str
+    line: int  # plaudit.yaml line of the query
+
+
+@dataclass(frozen=True)
 class Config:
     project_dir: Path
     rules_dir: Path
@@ -87,6 +99,7 @@ class Config:
     retention_job_runs: str = DEFAULTS["retention_job_runs"]
     # functions of the deny list (plaudit.denylist) that this site's rules may call anyway
     allow_functions: tuple[str, ...] = ()
+    groups: tuple[Group, ...] = ()
 
     def timeout(self, mode: Mode) -> str:
         """The default timeout of a rule run in `mode` (a rule's own `timeout:` wins)."""
@@ -179,6 +192,7 @@ def load_config(project_dir: Path) -> Config:
     events = _events(fields, document)
     retention = _retention(fields, document, defaults)
     allow_functions = _allow_functions(fields, document)
+    groups = _groups(fields, document)
     if fields.problems:
         raise _config_error(fields)
     return Config(
@@ -195,6 +209,7 @@ def load_config(project_dir: Path) -> Config:
         retention_runs=retention[0],
         retention_job_runs=retention[1],
         allow_functions=allow_functions,
+        groups=groups,
     )
 
 
@@ -295,3 +310,23 @@ def _events(fields: Fields, document: LocatedDict) -> tuple[EventSource, ...]:
         if table is not None and on is not None and user is not None:
             sources.append(EventSource(name, table, on, user, at))
     return tuple(sources)
+
+
+def _groups(fields: Fields, document: LocatedDict) -> tuple[Group, ...]:
+    """`groups: {classroom: "SELECT ... AS group_id, ... AS user_id FROM ..."}`; the SQL is
+    checked by plaudit.sqlgen.groups (one SELECT, no denied call) and against the database
+    by deploy (the columns)."""
+    specs = fields.field(
+        document, "groups", lambda v: isinstance(v, dict),
+        'must be a mapping of name to a SELECT, like {classroom: "SELECT ..."}',
+    )  # fmt: skip
+    groups: list[Group] = []
+    for name, query in (specs or {}).items():
+        if not is_name(name):
+            fields.problem(specs.key_line(name), f"group name '{name}' must match [a-z0-9_]+")
+        elif not isinstance(query, str) or not query.strip():
+            message = f"group '{name}' must be a SELECT returning group_id and user_id"
+            fields.problem(specs.value_line(name), message)
+        else:
+            groups.append(Group(name, query.strip(), specs.value_line(name)))
+    return tuple(groups)

@@ -19,12 +19,13 @@ from pglast.parser import ParseError, parse_sql_json
 from psycopg import pq
 
 from plaudit.errors import Problem, RenderError
-from plaudit.model.config import Config
+from plaudit.model.config import CONFIG_FILE, Config, Group
 from plaudit.model.kinds import COLUMN_TYPES, KINDS
 from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
 from plaudit.runtime.db import Database, describe
 from plaudit.sqlgen.analysis import relations
+from plaudit.sqlgen.groups import members_sql
 from plaudit.sqlgen.render import modes, render, render_query
 from plaudit.sqlgen.sourcemap import MappedQuery, located, render_mapped, rule_file
 
@@ -231,3 +232,37 @@ def _mismatches(rule: Rule, config: Config, columns: Sequence[Column]) -> Iterat
                     f"{kind.with_article} query needs {wanted}"
                 )
                 yield Problem(file, column.line, message)
+
+
+def check_groups(db: Database, config: Config) -> list[Problem]:
+    """The leaderboard groups' SQL against the database (deploy): it compiles, returns a
+    group_id and a user_id of the configured type, and the runner role may read what it
+    reads. Described, never executed."""
+    problems: list[Problem] = []
+    role = _runner_role(db)
+    accepted = USER_ID_TYPES[config.user_id_type]
+    for group in config.groups:
+        def problem(message: str, group: Group = group) -> Problem:
+            return Problem(CONFIG_FILE, group.line, f"group '{group.name}': {message}")
+
+        try:
+            described = dict(describe_columns(db, members_sql(group)))
+        except psycopg.Error as exc:
+            problems.append(problem(
+                "the query must return the columns group_id and user_id and compile: "
+                + describe(exc)))
+            continue
+        (user_type,) = (r["name"] for r in db.execute("type_names", [[described["user_id"]]]))
+        if user_type not in accepted:
+            problems.append(problem(
+                f"user_id is {user_type}; the configured user_id_type is {config.user_id_type}"))
+            continue
+        tables = sorted({f"{s}.{t}" if s else t for s, t in relations(group.query)
+                         if s not in (config.schema, "pg_temp", "pg_catalog")})
+        grants = [] if role is None else [
+            r["statement"] for r in db.execute("missing_grants", [role, tables])]
+        if grants:
+            problems.append(problem(
+                f"the runner role {role} may not read what the query reads; as the tables' "
+                f"owner, run: {' '.join(grants)}"))
+    return problems

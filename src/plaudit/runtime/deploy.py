@@ -18,9 +18,10 @@ from typing import Any
 from plaudit.errors import PlauditError, RenderError, RuleError
 from plaudit.model.config import Config
 from plaudit.model.rules import Level, Rule
-from plaudit.runtime.contract import check_contracts
+from plaudit.runtime.contract import check_contracts, check_groups
 from plaudit.runtime.engine import Engine, compile_rules
 from plaudit.runtime.rows import ChangeStatus, DueReason, TriggerChange
+from plaudit.sqlgen.groups import group_problems
 from plaudit.sqlgen.render import modes, render
 
 
@@ -82,7 +83,10 @@ def deploy_rules(
     removed. `contracts=False` skips the check of the queries' columns against the database
     (rule tests: their tables exist only inside each case). Raises RuleError for contract
     problems, DeployRefused for grants at stake."""
-    problems = check_contracts(engine.db, engine.config, rules) if contracts else []
+    problems = group_problems(engine.config)
+    if contracts and not problems:
+        problems = check_contracts(engine.db, engine.config, rules)
+        problems += check_groups(engine.db, engine.config)
     if problems:
         raise RuleError(problems)
     plan = plan_deploy(engine, rules, complete=complete)

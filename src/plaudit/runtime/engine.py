@@ -199,13 +199,16 @@ class Engine:
             return upgrade(self.db, self.config.user_id_type)
 
     def configure(self) -> list[TriggerChange]:
-        """Sync plaudit.yaml's notify settings and `events:` triggers into the database.
+        """Sync plaudit.yaml's notify settings, leaderboard groups and timezone (scores are
+        built in it) and `events:` triggers into the database.
 
         Returns the trigger changes: [{event, table_name, change}], change being installed,
         removed or unchanged.
         """
         config = self.config
         body = {
+            "timezone": config.timezone,  # the leaderboards' months and years (sync_scores)
+            "groups": {group.name: group.query for group in config.groups},
             "notify_channel": config.notify_channel,
             "notify_max_age": config.notify_max_age,
             "events": [
@@ -334,21 +337,26 @@ class Engine:
         at: datetime | None = None,
         limit: int = 10,
         offset: int = 0,
+        group: tuple[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """The ranked users, highest value first (plaudit.leaderboard): by points, number
         of grants, or a badge's highest level held; over all time or the day/week/month/
-        year containing `at` (default now) in the configured timezone."""
+        year containing `at` (default now) in the configured timezone; everyone, or the
+        members of `group` (name, key), ranked among themselves."""
+        name, key = group or (None, None)
         return self.db.execute("leaderboard", [
-            by, period, at or datetime.now(UTC), self.config.timezone, limit, offset])
+            by, period, at or datetime.now(UTC), self.config.timezone, limit, offset, name,
+            key])
 
     def rank_of(
         self, user_id: Any, by: str = "points", period: str = "all",
-        at: datetime | None = None,
+        at: datetime | None = None, group: tuple[str, str] | None = None,
     ) -> dict[str, Any] | None:
         """A user's place on the leaderboard with these options (plaudit.rank_of): rank,
         value, how many are ranked, the neighbours above and below; None when unranked."""
+        name, key = group or (None, None)
         return self.db.one("rank_of", [
-            str(user_id), by, period, at or datetime.now(UTC), self.config.timezone])
+            str(user_id), by, period, at or datetime.now(UTC), self.config.timezone, name, key])
 
     def trophy_case(self, user_id: str) -> TrophyCase:
         return TrophyCase(
