@@ -17,6 +17,7 @@ from typing import Any
 
 from plaudit.errors import PlauditError, RenderError, RuleError
 from plaudit.model.config import Config
+from plaudit.model.face import unknown_categories
 from plaudit.model.rules import Level, Rule
 from plaudit.runtime.contract import check_contracts
 from plaudit.runtime.engine import Engine, compile_rules
@@ -82,7 +83,8 @@ def deploy_rules(
     removed. `contracts=False` skips the check of the queries' columns against the database
     (rule tests: their tables exist only inside each case). Raises RuleError for contract
     problems, DeployRefused for grants at stake."""
-    problems = check_contracts(engine.db, engine.config, rules) if contracts else []
+    problems = unknown_categories(rules, engine.config)
+    problems += check_contracts(engine.db, engine.config, rules) if contracts else []
     if problems:
         raise RuleError(problems)
     plan = plan_deploy(engine, rules, complete=complete)
@@ -194,6 +196,9 @@ def _changed(
                 continue
             if was.get(field_name) != level[field_name]:
                 parts.append(f"{key} {field_name} {was.get(field_name)} → {level[field_name]}")
+        for field_name in ("description", "hint"):  # texts too long to quote
+            if was.get(field_name) != level[field_name]:
+                parts.append(f"{key} {field_name} changed")
     for key in old_levels:
         if key in new_levels:
             continue
@@ -217,6 +222,12 @@ def _changed(
     for key in ("timeout", "revoke"):
         if before.get(key) != new[key]:
             parts.append(f"{key} {before.get(key)} → {new[key]}")
+    # the face (definitions deployed before it had one read as its defaults)
+    for key, default in (("category", None), ("secret", False), ("order", None)):
+        if before.get(key, default) != new[key]:
+            parts.append(f"{key} {before.get(key, default)} → {new[key]}")
+    if before.get("i18n", {}) != new["i18n"]:
+        parts.append("i18n changed")
     if old["enabled"] and not new["enabled"]:
         parts.append("disabled: it stops running; existing grants stand")
     elif new["enabled"] and not old["enabled"]:
