@@ -362,17 +362,17 @@ class Engine:
         return self.db.one("rank_of", [
             str(user_id), by, period, at or datetime.now(UTC), self.config.timezone])
 
-    def trophy_case(self, user_id: str, locale: str | None = None) -> TrophyCase:
+    def trophy_case(self, user_id: Any, locale: str | None = None) -> TrophyCase:
         """The user's trophy case: every badge they may see (plaudit.trophy_case; secret
         ones once earned), its texts in `locale` where the rules translate them (`fr-CA`
         falls back to `fr`, then to the rule's own text), and their grants and revocations."""
-        badges = self.db.execute("trophy_case", [user_id, locale])
+        user = str(user_id)
         return TrophyCase(
-            user_id=user_id,
+            user_id=user,
             locale=locale,
-            badges=cast("list[TrophyBadge]", badges),
-            grants=cast("list[UserGrant]", self.db.execute("user_grants", [user_id])),
-            revoked=cast("list[UserRevoked]", self.db.execute("user_revoked", [user_id])),
+            badges=cast("list[TrophyBadge]", self.db.execute("trophy_case", [user, locale])),
+            grants=cast("list[UserGrant]", self.db.execute("user_grants", [user])),
+            revoked=cast("list[UserRevoked]", self.db.execute("user_revoked", [user])),
         )
 
     # -- manual grants ---------------------------------------------------------------------
