@@ -41,14 +41,12 @@ JOIN {{ schema }}.badge_level AS l ON l.badge = s.badge AND l.key = s.level
 WHERE s.user_id = $1
 ORDER BY s.revoked_at, b.name, l.position, s.scope;
 
--- name: user_progress
-SELECT b.name AS badge_name, p.badge, p.scope, p.value, l.name AS next_name,
-       l.threshold AS next_threshold, b.kind, b.definition ->> 'period' AS period
-FROM {{ schema }}.current_progress AS p  -- a lapsed streak reads 0
-JOIN {{ schema }}.badge AS b ON b.slug = p.badge
-JOIN {{ schema }}.badge_level AS l ON l.badge = p.badge AND l.key = p.next_level
-WHERE p.user_id = $1 AND b.enabled
-ORDER BY p.value / l.threshold DESC, b.name, p.scope;
+-- name: trophy_case
+-- Every badge the user may see, where they stand, its face in locale $2 (010_trophy_case.sql).
+SELECT badge, scope, status, name, category, category_name, level, level_name, next_level,
+       next_level_name, value, threshold, percent, icon, points, description, hint,
+       achieved_at, source, secret, kind, period
+FROM {{ schema }}.trophy_case($1, $2);
 
 -- name: grant_summary
 -- Grants per badge and level, for the backfill summary.
@@ -140,15 +138,15 @@ SELECT {{ schema }}.watch_session($1::int, $2::text) AS cancelled;
 SELECT set_config('statement_timeout', '0', true);
 
 -- name: run_grants
-SELECT user_id, badge, level, scope, badge_name, level_name, points, achieved_at
+SELECT user_id, badge, level, scope, badge_name, level_name, points, icon, achieved_at
 FROM {{ schema }}.run_grants($1::bigint[]);
 
 -- name: check
-SELECT user_id, badge, level, scope, badge_name, level_name, points, achieved_at
+SELECT user_id, badge, level, scope, badge_name, level_name, points, icon, achieved_at
 FROM {{ schema }}.check($1::jsonb);
 
 -- name: unseen
-SELECT badge, level, scope, badge_name, level_name, points, achieved_at, awarded_at
+SELECT badge, level, scope, badge_name, level_name, points, icon, achieved_at, awarded_at
 FROM {{ schema }}.unseen($1);
 
 -- name: mark_seen

@@ -274,8 +274,9 @@ def test_a_runner_role_with_other_members_is_refused(project, run_cli, sql, runn
 
 
 def test_an_app_role_needs_only_execute_on_the_api(guarded, project, run_cli, sql, dsn):
-    """The capture trigger, track, check, unseen and mark_seen run as plaudit's owner: an
-    app role with EXECUTE on them (and its own tables) needs no right on plaudit's tables."""
+    """The capture trigger, track, check, unseen, mark_seen and trophy_case run as plaudit's
+    owner: an app role with EXECUTE on them (and its own tables) needs no right on plaudit's
+    tables."""
     app = f"app_{dsn.rsplit('/', 1)[1]}"
     sql(f'CREATE ROLE "{app}" NOLOGIN')
     try:
@@ -283,7 +284,8 @@ def test_an_app_role_needs_only_execute_on_the_api(guarded, project, run_cli, sq
         sql(f'GRANT USAGE ON SCHEMA plaudit TO "{app}"')
         sql(f'GRANT EXECUTE ON FUNCTION plaudit.track(text, bigint, timestamptz, jsonb), '
             f'plaudit.check(jsonb), plaudit.unseen(bigint), '
-            f'plaudit.mark_seen(bigint, text, text, text) TO "{app}"')
+            f'plaudit.mark_seen(bigint, text, text, text), '
+            f'plaudit.trophy_case(bigint, text) TO "{app}"')
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f'SET ROLE "{app}"')
             conn.execute("INSERT INTO comments (post_id, author_id, body, created_at) "
@@ -292,6 +294,7 @@ def test_an_app_role_needs_only_execute_on_the_api(guarded, project, run_cli, sq
             conn.execute("SELECT * FROM plaudit.check('[{\"type\": \"ping\", \"user_id\": 1}]')")
             conn.execute("SELECT * FROM plaudit.unseen(1)")
             conn.execute("SELECT plaudit.mark_seen(1)")
+            conn.execute("SELECT * FROM plaudit.trophy_case(1, 'fr')")
         assert sql("SELECT count(*) FROM plaudit.event") == [(2,)]
     finally:
         sql(f'DROP OWNED BY "{app}"')

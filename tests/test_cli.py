@@ -169,8 +169,8 @@ def test_backfill_summary_and_trophy_case(run_cli, demo_project, sql):
     value = sql("SELECT count(*) FROM comments WHERE author_id = %s", [user_id])[0][0]
     case = run_cli(demo_project, "user", str(user_id))
     assert case.exit_code == 0
-    assert re.search(rf"^  Commentator +\[#*-*\]  {value} / 100 to Commentator$", case.stdout, re.M)
-    assert re.search(r"^  \d{4}-\d\d-\d\d \d\d:\d\d  Commentator · Chatty$", case.stdout, re.M)
+    assert re.search(r"^  Commentator · Chatty +\d{4}-\d\d-\d\d \d\d:\d\d$", case.stdout, re.M)
+    assert re.search(rf"^    \[#*-*\]  {value} / 100 to Commentator: ", case.stdout, re.M)
 
 
 def test_backfill_one_challenge_with_a_param(run_cli, demo_project, sql):

@@ -341,9 +341,9 @@ def test_listen_receives_exactly_the_incremental_grants(deployed, listener, sql)
     run_batch(engine, 100)
     assert sorted(listener(), key=lambda n: n["level"]) == [
         {"user_id": 7, "badge": "commentator", "level": "bronze", "name": "Chatty",
-         "achieved_at": "2024-01-03T00:00:00+00:00"},
+         "points": 5, "achieved_at": "2024-01-03T00:00:00+00:00"},
         {"user_id": 7, "badge": "commentator", "level": "silver", "name": "Commentator",
-         "achieved_at": "2024-01-05T00:00:00+00:00"},
+         "points": 25, "achieved_at": "2024-01-05T00:00:00+00:00"},
     ]
     assert sql("SELECT count(*) FROM plaudit.user_badge WHERE seen_at IS NULL") == [(2,)]
     seed_comments(sql, [(7, day(6))])  # nothing new to grant: nothing to say
@@ -369,7 +369,7 @@ def test_an_announced_backfill_announces_only_grants_younger_than_max_age(
     seed_comments(sql, [(7, at) for at in recent] + [(8, day(d)) for d in (1, 2, 3)], track=False)
     engine.backfill(project.rules(), announce=True)
     assert listener() == [{"user_id": 7, "badge": "commentator", "level": "bronze",
-                           "name": "Chatty", "achieved_at": recent[2].isoformat()}]
+                           "name": "Chatty", "points": 5, "achieved_at": recent[2].isoformat()}]
     assert sql("SELECT user_id, seen_at IS NULL FROM plaudit.user_badge ORDER BY 1") == [
         (7, True), (8, False)]  # the old grant is quiet: already seen
 
@@ -379,11 +379,12 @@ def test_check_returns_new_grants_and_nothing_on_a_repeat(deployed, listener, sq
     seed_comments(sql, [(7, day(d)) for d in (1, 2, 3)], track=False)
     assert engine.check([Event("comment_created", 7)]) == [{
         "user_id": 7, "badge": "commentator", "level": "bronze", "scope": "",
-        "badge_name": "Commentator", "level_name": "Chatty", "points": 5,
+        "badge_name": "Commentator", "level_name": "Chatty", "points": 5, "icon": None,
         "achieved_at": day(3)}]
     assert engine.check([Event("comment_created", 7)]) == []
     assert listener() == [{"user_id": 7, "badge": "commentator", "level": "bronze",
-                           "name": "Chatty", "achieved_at": "2024-01-03T00:00:00+00:00"}]
+                           "name": "Chatty", "points": 5,
+                           "achieved_at": "2024-01-03T00:00:00+00:00"}]
     seed_comments(sql, [(8, day(d)) for d in (1, 2, 3)], track=False)
     assert sql("SELECT user_id, badge, level FROM plaudit.check('comment_created', 8)") == [
         (8, "commentator", "bronze")]

@@ -159,7 +159,7 @@ def test_run_json_lines(counting, run_cli, sql):
     result = run_cli(counting, "run", "--json")
     assert result.stdout == (
         '{"user_id": 7, "badge": "commentator", "level": "bronze", "scope": "", '
-        '"badge_name": "Commentator", "level_name": "Chatty", "points": 5, '
+        '"badge_name": "Commentator", "level_name": "Chatty", "points": 5, "icon": null, '
         '"achieved_at": "2024-01-03T10:00:00+00:00"}\n')
 
 

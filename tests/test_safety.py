@@ -133,7 +133,7 @@ def test_internal_query_names_are_shown_only_with_verbose(run_cli, project, sql)
     assert (plain.exit_code, plain.stderr) == (
         2, 'Error: invalid input syntax for type bigint: "abc"\n')
     verbose = run_cli(project, "-v", "user", "abc")
-    assert "  in plaudit's query user_grants\n" in verbose.stderr
+    assert "  in plaudit's query trophy_case\n" in verbose.stderr
 
 
 REVIEWER = """

@@ -33,19 +33,23 @@ END;
 $function$;
 
 -- What a notification of a new grant carries (run_rule's grants, award_badge's): small, as
--- NOTIFY allows < 8000 bytes, so the names are cut short.
+-- NOTIFY allows < 8000 bytes, so the name and scope are cut short, and an icon longer than
+-- 500 characters is left out rather than cut (a cut URL is a broken one; unseen() has it).
 CREATE OR REPLACE FUNCTION {{ schema }}.grant_notice(
     p_user_id {{ user_id_type }},
     p_badge text,
     p_level text,
     p_level_name text,
     p_scope text,
-    p_achieved_at timestamptz
+    p_achieved_at timestamptz,
+    p_icon text,
+    p_points int
 ) RETURNS text
 LANGUAGE sql IMMUTABLE AS $function$
     SELECT jsonb_strip_nulls(jsonb_build_object(
         'user_id', p_user_id, 'badge', p_badge, 'level', p_level,
         'name', left(p_level_name, 200), 'scope', nullif(left(p_scope, 200), ''),
+        'icon', CASE WHEN length(p_icon) <= 500 THEN p_icon END, 'points', p_points,
         'achieved_at', p_achieved_at))::text;
 $function$;
 
@@ -189,7 +193,8 @@ BEGIN
                 ),
                 notified AS MATERIALIZED (
                     SELECT pg_notify(%6$L, {{ schema }}.grant_notice(
-                        g.user_id, %2$L, g.level, l.name, g.scope, g.achieved_at))
+                        g.user_id, %2$L, g.level, l.name, g.scope, g.achieved_at, l.icon,
+                        l.points))
                     FROM granted AS g
                     JOIN {{ schema }}.badge_level AS l ON l.badge = %2$L AND l.key = g.level
                     WHERE g.inserted AND g.unseen

@@ -1,9 +1,12 @@
 -- Installing one rule definition and its compiled SQL, as rendered by `plaudit deploy`.
 -- p_def: {slug, name, description, kind, triggers, tags, enabled, params, timeout, revoke,
---         levels: [{key, name, threshold, points, icon}], compiled: {mode: sql}, hash}
+--         levels: [{key, name, threshold, points, icon, description, hint}],
+--         category, secret, order, i18n, compiled: {mode: sql}, hash}
 -- Returns 'created', 'changed' or 'unchanged' (by definition hash). A created rule, and a
 -- changed one whose compiled SQL changed (query, levels, thresholds, params, triggers) or
 -- that is enabled again, becomes due: 'new' or 'changed' until a complete backfill succeeds.
+-- The face (category, secret, order, i18n, level descriptions and hints, names, icons,
+-- points) is not in the compiled SQL: changing it alone never makes a rule due.
 
 CREATE OR REPLACE FUNCTION {{ schema }}.deploy_badge(p_def jsonb)
 RETURNS text
@@ -31,27 +34,33 @@ BEGIN
 
     INSERT INTO {{ schema }}.badge AS b
         (slug, name, description, kind, triggers, tags, enabled, params, timeout, revoke,
-         definition, definition_hash, deployed_at, due)
+         definition, definition_hash, deployed_at, due, category, secret, sort_order, i18n)
     VALUES (
         v_slug, p_def ->> 'name', p_def ->> 'description', p_def ->> 'kind',
         ARRAY(SELECT jsonb_array_elements_text(p_def -> 'triggers')),
         ARRAY(SELECT jsonb_array_elements_text(p_def -> 'tags')),
         (p_def ->> 'enabled')::boolean, p_def -> 'params', p_def ->> 'timeout',
-        (p_def ->> 'revoke')::boolean, p_def - 'compiled', p_def ->> 'hash', now(), v_due)
+        (p_def ->> 'revoke')::boolean, p_def - 'compiled', p_def ->> 'hash', now(), v_due,
+        p_def ->> 'category', coalesce((p_def ->> 'secret')::boolean, false),
+        (p_def ->> 'order')::int, coalesce(p_def -> 'i18n', '{}'))
     ON CONFLICT (slug) DO UPDATE SET
         name = excluded.name, description = excluded.description, kind = excluded.kind,
         triggers = excluded.triggers, tags = excluded.tags, enabled = excluded.enabled,
         params = excluded.params, timeout = excluded.timeout, revoke = excluded.revoke,
         definition = excluded.definition, definition_hash = excluded.definition_hash,
-        deployed_at = excluded.deployed_at, due = excluded.due;
+        deployed_at = excluded.deployed_at, due = excluded.due, category = excluded.category,
+        secret = excluded.secret, sort_order = excluded.sort_order, i18n = excluded.i18n;
 
-    INSERT INTO {{ schema }}.badge_level AS l (badge, key, position, name, threshold, points, icon)
+    INSERT INTO {{ schema }}.badge_level AS l
+        (badge, key, position, name, threshold, points, icon, description, hint)
     SELECT v_slug, lv ->> 'key', i::int, lv ->> 'name', (lv ->> 'threshold')::numeric,
-           coalesce((lv ->> 'points')::int, 0), lv ->> 'icon'
+           coalesce((lv ->> 'points')::int, 0), lv ->> 'icon', lv ->> 'description',
+           lv ->> 'hint'
     FROM jsonb_array_elements(p_def -> 'levels') WITH ORDINALITY AS t (lv, i)
     ON CONFLICT (badge, key) DO UPDATE SET
         position = excluded.position, name = excluded.name, threshold = excluded.threshold,
-        points = excluded.points, icon = excluded.icon;
+        points = excluded.points, icon = excluded.icon, description = excluded.description,
+        hint = excluded.hint;
     -- a removed level that still has grants fails here on the user_badge foreign key
     DELETE FROM {{ schema }}.badge_level
     WHERE badge = v_slug

@@ -319,12 +319,57 @@ BEGIN
 END;
 $function$;
 
+-- A function whose result gains a column cannot be replaced (CREATE OR REPLACE keeps the
+-- result type): it is dropped first, and DROP would take with it the EXECUTE an operator
+-- granted the app's roles (operations.md, "The runner role"). retire_result drops it only
+-- while its result lacks p_column, keeping its grantees aside for regrant, which gives them
+-- back once the new function exists. (The grants below gained `icon` with the badge's face.)
+CREATE OR REPLACE FUNCTION {{ schema }}.retire_result(p_routine text, p_column text)
+RETURNS void
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_oid oid := to_regprocedure(p_routine);
+BEGIN
+    IF v_oid IS NULL
+       OR (SELECT p_column = ANY (p.proargnames) FROM pg_proc AS p WHERE p.oid = v_oid) THEN
+        RETURN;
+    END IF;
+    CREATE TEMPORARY TABLE IF NOT EXISTS plaudit_regrant (routine text, grantee oid)
+        ON COMMIT DROP;
+    INSERT INTO pg_temp.plaudit_regrant
+    SELECT p_routine, a.grantee
+    FROM pg_proc AS p
+    CROSS JOIN LATERAL aclexplode(p.proacl) AS a
+    -- PUBLIC (0) never has it back: no plaudit function is executable by PUBLIC
+    WHERE p.oid = v_oid AND a.privilege_type = 'EXECUTE' AND a.grantee NOT IN (0, p.proowner);
+    EXECUTE format('DROP FUNCTION %s', v_oid::regprocedure);
+END;
+$function$;
+
+CREATE OR REPLACE FUNCTION {{ schema }}.regrant(p_routine text) RETURNS void
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_grantee text;
+BEGIN
+    IF to_regclass('pg_temp.plaudit_regrant') IS NULL THEN
+        RETURN;  -- nothing was retired in this transaction
+    END IF;
+    FOR v_grantee IN EXECUTE 'SELECT DISTINCT r.grantee::regrole::text '
+                             'FROM pg_temp.plaudit_regrant AS r WHERE r.routine = $1'
+                     USING p_routine LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', p_routine, v_grantee);
+    END LOOP;
+END;
+$function$;
+
 -- The new grants of the given runs, with their names: what notifications carry.
+SELECT {{ schema }}.retire_result('{{ schema }}.run_grants(bigint[])', 'icon');
 CREATE OR REPLACE FUNCTION {{ schema }}.run_grants(p_run_ids bigint[])
 RETURNS TABLE (user_id {{ user_id_type }}, badge text, level text, scope text, badge_name text,
-               level_name text, points int, achieved_at timestamptz)
+               level_name text, points int, icon text, achieved_at timestamptz)
 LANGUAGE sql STABLE AS $function$
-    SELECT ub.user_id, ub.badge, ub.level, ub.scope, b.name, l.name, l.points, ub.achieved_at
+    SELECT ub.user_id, ub.badge, ub.level, ub.scope, b.name, l.name, l.points, l.icon,
+           ub.achieved_at
     FROM {{ schema }}.user_badge AS ub
     JOIN {{ schema }}.badge AS b ON b.slug = ub.badge
     JOIN {{ schema }}.badge_level AS l ON l.badge = ub.badge AND l.key = ub.level
@@ -338,9 +383,10 @@ $function$;
 -- run is skipped, not waited for (an app's request must not wait for a batch): its grants
 -- then come from the queued event.
 -- p_events: [{type, user_id, occurred_at?, payload?}]
+SELECT {{ schema }}.retire_result('{{ schema }}.check(jsonb)', 'icon');
 CREATE OR REPLACE FUNCTION {{ schema }}.check(p_events jsonb)
 RETURNS TABLE (user_id {{ user_id_type }}, badge text, level text, scope text, badge_name text,
-               level_name text, points int, achieved_at timestamptz)
+               level_name text, points int, icon text, achieved_at timestamptz)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
 DECLARE
     v_runs bigint[];
@@ -354,32 +400,40 @@ BEGIN
     RETURN QUERY SELECT * FROM {{ schema }}.run_grants(v_runs);
 END;
 $function$;
+SELECT {{ schema }}.regrant('{{ schema }}.check(jsonb)');
 
+SELECT {{ schema }}.retire_result(
+    '{{ schema }}.check(text, {{ user_id_type }}, timestamptz, jsonb)', 'icon');
 CREATE OR REPLACE FUNCTION {{ schema }}.check(
     p_type text,
     p_user_id {{ user_id_type }},
     p_occurred_at timestamptz DEFAULT now(),
     p_payload jsonb DEFAULT '{}'
 ) RETURNS TABLE (user_id {{ user_id_type }}, badge text, level text, scope text,
-                 badge_name text, level_name text, points int, achieved_at timestamptz)
+                 badge_name text, level_name text, points int, icon text,
+                 achieved_at timestamptz)
 LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
     SELECT * FROM {{ schema }}.check(jsonb_build_array(jsonb_build_object(
         'type', p_type, 'user_id', p_user_id, 'occurred_at', p_occurred_at,
         'payload', p_payload)));
 $function$;
+SELECT {{ schema }}.regrant('{{ schema }}.check(text, {{ user_id_type }}, timestamptz, jsonb)');
 
 -- The grants a user has not been shown yet, oldest award first.
+SELECT {{ schema }}.retire_result('{{ schema }}.unseen({{ user_id_type }})', 'icon');
 CREATE OR REPLACE FUNCTION {{ schema }}.unseen(p_user_id {{ user_id_type }})
 RETURNS TABLE (badge text, level text, scope text, badge_name text, level_name text,
-               points int, achieved_at timestamptz, awarded_at timestamptz)
+               points int, icon text, achieved_at timestamptz, awarded_at timestamptz)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
-    SELECT ub.badge, ub.level, ub.scope, b.name, l.name, l.points, ub.achieved_at, ub.awarded_at
+    SELECT ub.badge, ub.level, ub.scope, b.name, l.name, l.points, l.icon, ub.achieved_at,
+           ub.awarded_at
     FROM {{ schema }}.user_badge AS ub
     JOIN {{ schema }}.badge AS b ON b.slug = ub.badge
     JOIN {{ schema }}.badge_level AS l ON l.badge = ub.badge AND l.key = ub.level
     WHERE ub.user_id = p_user_id AND ub.seen_at IS NULL
     ORDER BY ub.awarded_at, ub.achieved_at, b.name, l.position, ub.scope;
 $function$;
+SELECT {{ schema }}.regrant('{{ schema }}.unseen({{ user_id_type }})');
 
 -- Mark a user's grants seen: all of them, or one badge (one level, one scope). Returns how
 -- many were newly marked.
@@ -512,7 +566,8 @@ END;
 $function$;
 
 -- Sync the settings of plaudit.yaml that live in the database; returns the trigger changes.
--- p_config: {notify_channel, notify_max_age, events: [{name, table, on, user, at}]}
+-- p_config: {notify_channel, notify_max_age, events: [{name, table, on, user, at}],
+--            categories: [{key, name, i18n}]}
 CREATE OR REPLACE FUNCTION {{ schema }}.configure(p_config jsonb)
 RETURNS TABLE (event text, table_name text, change text)
 LANGUAGE plpgsql AS $function$
@@ -539,6 +594,7 @@ BEGIN
     IF p_config ? 'timezone' THEN
         PERFORM {{ schema }}.sync_scores(p_config ->> 'timezone');
     END IF;
+    PERFORM {{ schema }}.sync_categories(p_config -> 'categories');  -- 010_trophy_case.sql
     RETURN QUERY SELECT * FROM {{ schema }}.install_event_triggers(p_config -> 'events');
 END;
 $function$;

@@ -196,7 +196,7 @@ BEGIN
             (user_id, badge, level, scope, action, source, reason, achieved_at)
         VALUES (p_user_id, p_badge, v_level, v_scope, 'award', 'manual', p_reason, v_at);
         PERFORM pg_notify(v_channel, {{ schema }}.grant_notice(
-            p_user_id, p_badge, v_level, l.name, v_scope, v_at))
+            p_user_id, p_badge, v_level, l.name, v_scope, v_at, l.icon, l.points))
         FROM {{ schema }}.badge_level AS l
         WHERE l.badge = p_badge AND l.key = v_level;
         PERFORM {{ schema }}.recheck_readers(p_badge, jsonb_build_array(jsonb_build_object(

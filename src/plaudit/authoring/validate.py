@@ -23,6 +23,7 @@ from plaudit.errors import Problem, RuleError
 from plaudit.model.config import Config
 from plaudit.model.denylist import forbidden_calls
 from plaudit.model.dependencies import check as check_dependencies
+from plaudit.model.face import unknown_categories
 from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule, read_rules
 from plaudit.sqlgen.render import MAX_QUERY, environment, modes, render
@@ -46,6 +47,7 @@ def validate(config: Config) -> Validation:
         check_dependencies(rules)
     except RuleError as exc:
         problems += without_slugs(exc.problems, rules)
+    problems += unknown_categories(rules, config)
     _, case_problems = load_cases(config, rules)  # the rules' test cases, as `test` reads them
     problems += case_problems
     failed = {p.file for p in problems}

@@ -33,6 +33,7 @@ from plaudit.errors import (
 from plaudit.local.cluster import resolve_dsn
 from plaudit.model.config import CONFIG_FILE, Config, load_config
 from plaudit.model.dependencies import check as check_dependencies
+from plaudit.model.face import unknown_categories
 from plaudit.model.rules import Rule, load_rules
 from plaudit.model.selection import needs_state, select
 from plaudit.runtime.engine import Engine
@@ -78,6 +79,9 @@ class App:
     def rules(self) -> list[Rule]:
         rules = load_rules(self.config.rules_dir, root=self.project_dir)
         check_dependencies(rules)  # badge('slug') references: known badges, no cycles
+        problems = unknown_categories(rules, self.config)  # as plaudit.yaml lists them
+        if problems:
+            raise RuleError(problems)
         return rules
 
     def rule(self, slug: str) -> Rule:

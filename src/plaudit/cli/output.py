@@ -12,7 +12,7 @@ from plaudit.authoring.preview import Preview
 from plaudit.model.kinds import KINDS
 from plaudit.model.rules import Level
 from plaudit.runtime.engine import TrophyCase
-from plaudit.runtime.rows import GrantCount, UserGrant, UserProgress, UserRevoked
+from plaudit.runtime.rows import GrantCount, TrophyBadge, UserRevoked
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -58,18 +58,18 @@ def _number(value: Decimal | int) -> str:
     return f"{value.normalize():f}" if isinstance(value, Decimal) else str(value)
 
 
-def _unit(progress: UserProgress) -> str:
+def _unit(badge: TrophyBadge) -> str:
     """What a progress value counts, where the number alone would not say: a streak's
     periods (days by default), a growth rule's percentage."""
-    kind = KINDS.get(progress.get("kind") or "")
+    kind = KINDS.get(badge.get("kind") or "")
     if kind is None:
         return ""
     if kind.progress_unit == "periods":
-        return f" {progress.get('period') or kind.default_period}s"
+        return f" {badge.get('period') or kind.default_period}s"
     return kind.progress_unit
 
 
-def _title(grant: UserGrant | UserRevoked) -> str:
+def _title(grant: UserRevoked) -> str:
     """A grant's badge and level name (one name when they are the same), and its scope."""
     scope = f" [{grant['scope']}]" if grant["scope"] else ""
     if grant["level_name"] == grant["badge_name"]:
@@ -77,32 +77,55 @@ def _title(grant: UserGrant | UserRevoked) -> str:
     return f"{grant['badge_name']} · {grant['level_name']}{scope}"
 
 
+def _badge_title(badge: TrophyBadge) -> str:
+    """The badge's name, the level held (when named otherwise), and its scope."""
+    scope = f" [{badge['scope']}]" if badge["scope"] else ""
+    level = badge["level_name"]
+    if level is None or level == badge["name"]:
+        return badge["name"] + scope
+    return f"{badge['name']} · {level}{scope}"
+
+
+def _standing(badge: TrophyBadge) -> str:
+    if badge["achieved_at"] is not None:  # unlocked
+        manual = " (manual)" if badge["source"] == "manual" else ""
+        return f"{badge['achieved_at']:%Y-%m-%d %H:%M}{manual}"
+    return badge["status"].replace("_", " ")
+
+
+def _next(badge: TrophyBadge) -> str | None:
+    """The way to the next level: a bar and the numbers where the kind measures, and how to
+    earn it (the hint)."""
+    hint = f": {badge['hint']}" if badge["hint"] else ""
+    value, threshold = badge["value"], badge["threshold"]
+    if badge["next_level"] is None or value is None or threshold is None:
+        return f"to earn {badge['next_level_name']}{hint}" if hint else None
+    shown, limit, unit = _number(value), _number(threshold), _unit(badge)
+    if unit == "%":
+        shown, limit, unit = f"{shown}%", f"{limit}%", ""
+    fraction = float(value / threshold)
+    return f"{bar(fraction)}  {shown} / {limit}{unit} to {badge['next_level_name']}{hint}"
+
+
 def trophy_case(case: TrophyCase) -> str:
+    """The badges by category: each with the level held and when (or how far along it is),
+    its description, and the way to its next level; then the revoked grants."""
     count = len(case.grants)
     lines = [f"User {case.user_id}: {count} badge{'s' if count != 1 else ''}, {case.points} points"]
-    for g in case.grants:
-        manual = " (manual)" if g["source"] == "manual" else ""
-        lines.append(f"  {g['achieved_at']:%Y-%m-%d %H:%M}  {_title(g)}{manual}")
+    other = "Other" if any(b["category"] for b in case.badges) else "Badges"
+    width = max((len(_badge_title(b)) for b in case.badges), default=0)
+    section: str | None = None
+    for b in case.badges:
+        heading = b["category_name"] or other
+        if heading != section:
+            lines.append(heading)
+            section = heading
+        lines.append(f"  {_badge_title(b).ljust(width)}  {_standing(b)}")
+        lines += [f"    {text}" for text in (b["description"], _next(b)) if text]
     if case.revoked:
         lines.append("Revoked")
         for r in case.revoked:
             lines.append(f"  {r['revoked_at']:%Y-%m-%d %H:%M}  {_title(r)}: {r['reason']}")
-    if case.progress:
-        lines.append("Progress")
-        width = max(
-            len(p["badge_name"] + (f" [{p['scope']}]" if p["scope"] else "")) for p in case.progress
-        )
-        for p in case.progress:
-            name = p["badge_name"] + (f" [{p['scope']}]" if p["scope"] else "")
-            fraction = float(p["value"] / p["next_threshold"])
-            value, threshold = _number(p["value"]), _number(p["next_threshold"])
-            unit = _unit(p)
-            if unit == "%":
-                value, threshold, unit = f"{value}%", f"{threshold}%", ""
-            lines.append(
-                f"  {name.ljust(width)}  {bar(fraction)}  {value} / {threshold}{unit} "
-                f"to {p['next_name']}"
-            )
     return "\n".join(lines)
 
 

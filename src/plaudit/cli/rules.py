@@ -25,6 +25,7 @@ from plaudit.cli.output import grant_summary, table, trophy_case
 from plaudit.cli.progress import ProgressLine
 from plaudit.errors import EXIT_FAILED, EXIT_SKIPPED, ConfigError
 from plaudit.model.config import is_identifier
+from plaudit.model.face import LOCALE_REQUIREMENT, is_locale
 from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
 from plaudit.runtime.engine import RunResult
@@ -275,20 +276,30 @@ def backfill(
         sys.exit(EXIT_SKIPPED)
 
 
-@click.command(epilog=exit_codes())
+def _locale(_: click.Context, __: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not is_locale(value):
+        raise click.BadParameter(f"'{value}' {LOCALE_REQUIREMENT}")
+    return value
+
+
+@click.command(epilog=exit_codes(usage="a --locale that is not a locale like fr or pt-BR"))
 @click.argument("user_id")
+@click.option("--locale", metavar="LOCALE", callback=_locale,
+              help="Show the badges' texts in this locale where the rules translate them "
+                   "(fr-CA falls back to fr, then to the rule's own text).")
 @json_option
 @click.pass_obj
-def user(app: App, user_id: str, as_json: bool) -> None:
-    """Show a user's trophy case: grants, points, progress to the next levels, and their
-    place on the all-time points leaderboard."""
+def user(app: App, user_id: str, locale: str | None, as_json: bool) -> None:
+    """Show a user's trophy case: every badge they may see, by category (secret ones once
+    earned), with the level held, progress to the next and how to earn it; their points,
+    revoked grants, and their place on the all-time points leaderboard."""
     with app.engine() as engine:
-        case = engine.trophy_case(user_id)
+        case = engine.trophy_case(user_id, locale)
         place = engine.rank_of(user_id)
     if as_json:
-        click.echo(json_text({"user_id": case.user_id, "points": case.points,
-                              "grants": case.grants, "progress": case.progress,
-                              "revoked": case.revoked, "rank": place}))
+        click.echo(json_text({"user_id": case.user_id, "locale": case.locale,
+                              "points": case.points, "badges": case.badges,
+                              "grants": case.grants, "revoked": case.revoked, "rank": place}))
     else:
         click.echo(trophy_case(case))
         if place is not None:

@@ -15,13 +15,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from plaudit.errors import ConfigError
 from plaudit.model.denylist import denied_reason, plaudit_functions
+from plaudit.model.face import Category, read_categories
 from plaudit.model.modes import Mode
 from plaudit.model.yamlsource import Fields, LocatedDict, describe, is_str, load_yaml_file
 
 CONFIG_FILE = "plaudit.yaml"
 DATABASE_KEYS = ("schema", "user_id_type", "timezone", "statement_timeout", "backfill_timeout")
 CONFIG_KEYS = (
-    "rules", *DATABASE_KEYS, "notify", "events", "retention", "allow_functions", "groups",
+    "rules", *DATABASE_KEYS, "notify", "events", "retention", "allow_functions", "categories",
+    "groups",
 )
 NOTIFY_KEYS = ("channel", "max_age")
 RETENTION_KEYS = ("runs", "job_runs")
@@ -99,6 +101,8 @@ class Config:
     retention_job_runs: str = DEFAULTS["retention_job_runs"]
     # functions of the deny list (plaudit.denylist) that this site's rules may call anyway
     allow_functions: tuple[str, ...] = ()
+    # the trophy case's sections, in order (model/face.py); none: rules may name any category
+    categories: tuple[Category, ...] = ()
     groups: tuple[Group, ...] = ()
 
     def timeout(self, mode: Mode) -> str:
@@ -192,6 +196,7 @@ def load_config(project_dir: Path) -> Config:
     events = _events(fields, document)
     retention = _retention(fields, document, defaults)
     allow_functions = _allow_functions(fields, document)
+    categories = read_categories(fields, document)
     groups = _groups(fields, document)
     if fields.problems:
         raise _config_error(fields)
@@ -209,6 +214,7 @@ def load_config(project_dir: Path) -> Config:
         retention_runs=retention[0],
         retention_job_runs=retention[1],
         allow_functions=allow_functions,
+        categories=categories,
         groups=groups,
     )
 

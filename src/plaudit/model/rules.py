@@ -22,6 +22,7 @@ from plaudit.model.config import (
     read_duration,
     read_timezone,
 )
+from plaudit.model.face import Translation, read_i18n
 from plaudit.model.kinds import KINDS, KindName
 from plaudit.model.yamlsource import Fields, LocatedDict, describe, is_str, is_text, load_yaml_file
 
@@ -29,12 +30,14 @@ PARAM_TYPES = ("bigint", "integer", "numeric", "text", "boolean", "date", "times
 PERIODS = ("day", "week", "month")
 # The keys of a rule file: what the badge is, and how its query runs.
 BADGE_KEYS = ("slug", "name", "description", "kind", "levels", "tags", "enabled")
+# How the badge shows in a trophy case (model/face.py): none of it changes what earns it.
+FACE_KEYS = ("category", "secret", "order", "i18n")
 QUERY_KEYS = ("query", "params", "triggers", "period", "timezone", "revoke", "timeout")
 # `tests:` holds the rule's test cases, read by plaudit.testcases (not part of the badge).
-RULE_KEYS = BADGE_KEYS + QUERY_KEYS + ("tests",)
+RULE_KEYS = BADGE_KEYS + FACE_KEYS + QUERY_KEYS + ("tests",)
 # Rule files: <slug>.yaml or <slug>.yml; their test cases: <slug>.test.yaml or .test.yml.
 RULE_SUFFIXES = (".yaml", ".yml")
-LEVEL_KEYS = ("key", "name", "threshold", "points", "icon")
+LEVEL_KEYS = ("key", "name", "threshold", "points", "icon", "description", "hint")
 PARAM_KEYS = ("type",)
 
 
@@ -46,6 +49,8 @@ class Level:
     points: int
     icon: str | None
     line: int
+    description: str | None = None  # what the holder did
+    hint: str | None = None  # how to earn it, shown while it is the next level
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,13 @@ class Rule:
     line: int = 1
     file: str = ""  # display name used in messages ("rules/x.yaml"); defaults to path
     triggers_line: int = 1  # file line of `triggers:` (the rule's first line without one)
+    # the face (model/face.py): a trophy case's section, listed only once earned, the place
+    # in its section (None: after those with one), the texts in other languages
+    category: str | None = None
+    secret: bool = False
+    order: int | None = None
+    i18n: tuple[Translation, ...] = ()
+    category_line: int = 1
 
     def location(self, query_offset: int = 0) -> str:
         """The "rules/x.yaml:<line>" of the 0-based line `query_offset` inside the query."""
@@ -90,7 +102,11 @@ def _is_positive(value: Any) -> bool:
 
 
 def _is_points(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return _is_integer(value) and value >= 0
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def load_rule(path: Path, root: Path | None = None) -> Rule:
@@ -199,6 +215,10 @@ def _parse(path: Path, file: str) -> _Parsed:
     period = fields.choice(document, "period", PERIODS)
     timezone = read_timezone(fields, document, default=None)
     timeout = read_duration(fields, document, "timeout", default=None)
+    category = fields.matching(document, "category", NAME_PATTERN)
+    secret = fields.boolean(document, "secret", default=False)
+    order = fields.field(document, "order", _is_integer, "must be an integer")
+    i18n = read_i18n(fields, document, [level.key for level in levels])
 
     if fields.problems:
         return parsed
@@ -221,6 +241,11 @@ def _parse(path: Path, file: str) -> _Parsed:
         timeout=timeout,
         file=file,
         triggers_line=document.key_line("triggers"),
+        category=category,
+        secret=secret,
+        order=order,
+        i18n=i18n,
+        category_line=document.value_line("category"),
     )
     return parsed
 
@@ -287,8 +312,10 @@ def _levels(
         requirement = "must be a non-negative integer"
         points = fields.field(item, "points", _is_points, requirement, default=0)
         icon = fields.field(item, "icon", is_str, "must be a string")
+        description, hint = (fields.text(item, text) for text in ("description", "hint"))
         if key is not None and level_name is not None:
-            levels.append(Level(key, level_name, threshold, points, icon, item.line))
+            levels.append(
+                Level(key, level_name, threshold, points, icon, item.line, description, hint))
     return tuple(levels)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from plaudit.errors import PlauditError, RenderError, RuleError
 from plaudit.model.config import Config
+from plaudit.model.face import unknown_categories
 from plaudit.model.rules import Level, Rule
 from plaudit.runtime.contract import check_contracts, check_groups
 from plaudit.runtime.engine import Engine, compile_rules
@@ -83,7 +84,7 @@ def deploy_rules(
     removed. `contracts=False` skips the check of the queries' columns against the database
     (rule tests: their tables exist only inside each case). Raises RuleError for contract
     problems, DeployRefused for grants at stake."""
-    problems = group_problems(engine.config)
+    problems = unknown_categories(rules, engine.config) + group_problems(engine.config)
     if contracts and not problems:
         problems = check_contracts(engine.db, engine.config, rules)
         problems += check_groups(engine.db, engine.config)
@@ -198,6 +199,9 @@ def _changed(
                 continue
             if was.get(field_name) != level[field_name]:
                 parts.append(f"{key} {field_name} {was.get(field_name)} → {level[field_name]}")
+        for field_name in ("description", "hint"):  # texts too long to quote
+            if was.get(field_name) != level[field_name]:
+                parts.append(f"{key} {field_name} changed")
     for key in old_levels:
         if key in new_levels:
             continue
@@ -221,6 +225,12 @@ def _changed(
     for key in ("timeout", "revoke"):
         if before.get(key) != new[key]:
             parts.append(f"{key} {before.get(key)} → {new[key]}")
+    # the face (definitions deployed before it had one read as its defaults)
+    for key, default in (("category", None), ("secret", False), ("order", None)):
+        if before.get(key, default) != new[key]:
+            parts.append(f"{key} {before.get(key, default)} → {new[key]}")
+    if before.get("i18n", {}) != new["i18n"]:
+        parts.append("i18n changed")
     if old["enabled"] and not new["enabled"]:
         parts.append("disabled: it stops running; existing grants stand")
     elif new["enabled"] and not old["enabled"]:

@@ -20,6 +20,7 @@ import psycopg
 from plaudit.errors import ConfigError, RenderError
 from plaudit.model.config import Config
 from plaudit.model.dependencies import event_types, references
+from plaudit.model.face import categories_json, translations_json
 from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
 from plaudit.runtime.db import Database, connect
@@ -31,9 +32,9 @@ from plaudit.runtime.rows import (
     RevokedGrant,
     RunStatus,
     TriggerChange,
+    TrophyBadge,
     UnseenGrant,
     UserGrant,
-    UserProgress,
     UserRevoked,
 )
 from plaudit.runtime.watchdog import Watchdog
@@ -73,8 +74,10 @@ class RunResult:
 @dataclass
 class TrophyCase:
     user_id: str
-    grants: list[UserGrant] = field(default_factory=list)
-    progress: list[UserProgress] = field(default_factory=list)
+    locale: str | None = None
+    # every badge the user may see, where they stand, its face (plaudit.trophy_case)
+    badges: list[TrophyBadge] = field(default_factory=list)
+    grants: list[UserGrant] = field(default_factory=list)  # every level held, dated
     revoked: list[UserRevoked] = field(default_factory=list)  # no rule grants these again
 
     @property
@@ -126,9 +129,16 @@ def definition(rule: Rule, config: Config | None = None) -> dict[str, Any]:
                 "threshold": _number(lv.threshold),
                 "points": lv.points,
                 "icon": lv.icon,
+                "description": lv.description,
+                "hint": lv.hint,
             }
             for lv in rule.levels
         ],
+        # the face: stored with the badge, never in the compiled SQL (a change is not due)
+        "category": rule.category,
+        "secret": rule.secret,
+        "order": rule.order,
+        "i18n": translations_json(rule.i18n),
         "compiled": compiled,
     }
     body["hash"] = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
@@ -199,8 +209,8 @@ class Engine:
             return upgrade(self.db, self.config.user_id_type)
 
     def configure(self) -> list[TriggerChange]:
-        """Sync plaudit.yaml's notify settings, leaderboard groups and timezone (scores are
-        built in it) and `events:` triggers into the database.
+        """Sync plaudit.yaml's notify settings, `categories:`, leaderboard groups and
+        timezone (scores are built in it) and `events:` triggers into the database.
 
         Returns the trigger changes: [{event, table_name, change}], change being installed,
         removed or unchanged.
@@ -215,6 +225,7 @@ class Engine:
                 {"name": e.name, "table": e.table, "on": e.on, "user": e.user, "at": e.at}
                 for e in config.events
             ],
+            "categories": categories_json(config.categories),
         }
         return cast("list[TriggerChange]", self.db.execute("configure", [json.dumps(body)]))
 
@@ -358,12 +369,17 @@ class Engine:
         return self.db.one("rank_of", [
             str(user_id), by, period, at or datetime.now(UTC), self.config.timezone, name, key])
 
-    def trophy_case(self, user_id: str) -> TrophyCase:
+    def trophy_case(self, user_id: Any, locale: str | None = None) -> TrophyCase:
+        """The user's trophy case: every badge they may see (plaudit.trophy_case; secret
+        ones once earned), its texts in `locale` where the rules translate them (`fr-CA`
+        falls back to `fr`, then to the rule's own text), and their grants and revocations."""
+        user = str(user_id)
         return TrophyCase(
-            user_id=user_id,
-            grants=cast("list[UserGrant]", self.db.execute("user_grants", [user_id])),
-            progress=cast("list[UserProgress]", self.db.execute("user_progress", [user_id])),
-            revoked=cast("list[UserRevoked]", self.db.execute("user_revoked", [user_id])),
+            user_id=user,
+            locale=locale,
+            badges=cast("list[TrophyBadge]", self.db.execute("trophy_case", [user, locale])),
+            grants=cast("list[UserGrant]", self.db.execute("user_grants", [user])),
+            revoked=cast("list[UserRevoked]", self.db.execute("user_revoked", [user])),
         )
 
     # -- manual grants ---------------------------------------------------------------------

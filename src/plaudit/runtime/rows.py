@@ -46,15 +46,33 @@ class UserGrant(TypedDict):
     points: int
 
 
-class UserProgress(TypedDict):
-    """A user's way to the next level of a badge (user_progress)."""
+# Where a user stands with a badge in their trophy case.
+TrophyStatus = Literal["unlocked", "in_progress", "locked"]
 
-    badge_name: str
+
+class TrophyBadge(TypedDict):
+    """A badge in a user's trophy case, per scope, with its face (trophy_case)."""
+
     badge: str
     scope: str
-    value: Decimal
-    next_name: str
-    next_threshold: Decimal
+    status: TrophyStatus
+    name: str
+    category: str | None
+    category_name: str | None
+    level: str | None  # the last level held
+    level_name: str | None
+    next_level: str | None  # None once every level is held
+    next_level_name: str | None
+    value: Decimal | None  # None for an award: it measures nothing
+    threshold: Decimal | None
+    percent: int  # to the next level, 0-100
+    icon: str | None
+    points: int
+    description: str | None
+    hint: str | None
+    achieved_at: datetime | None  # of the level held
+    source: GrantSource | None
+    secret: bool
     kind: KindName
     period: str | None
 
@@ -119,6 +137,7 @@ class NewGrant(TypedDict):
     badge_name: str
     level_name: str
     points: int
+    icon: str | None
     achieved_at: datetime
 
 
@@ -131,6 +150,7 @@ class UnseenGrant(TypedDict):
     badge_name: str
     level_name: str
     points: int
+    icon: str | None
     achieved_at: datetime
     awarded_at: datetime
 
