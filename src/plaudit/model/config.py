@@ -15,12 +15,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from plaudit.errors import ConfigError
 from plaudit.model.denylist import denied_reason, plaudit_functions
+from plaudit.model.issuer import OpenBadges, read_openbadges
 from plaudit.model.modes import Mode
 from plaudit.model.yamlsource import Fields, LocatedDict, describe, is_str, load_yaml_file
 
 CONFIG_FILE = "plaudit.yaml"
 DATABASE_KEYS = ("schema", "user_id_type", "timezone", "statement_timeout", "backfill_timeout")
-CONFIG_KEYS = ("rules", *DATABASE_KEYS, "notify", "events", "retention", "allow_functions")
+CONFIG_KEYS = ("rules", *DATABASE_KEYS, "notify", "events", "retention", "allow_functions",
+               "openbadges")
 NOTIFY_KEYS = ("channel", "max_age")
 RETENTION_KEYS = ("runs", "job_runs")
 EVENT_KEYS = ("table", "on", "user", "at")
@@ -87,6 +89,8 @@ class Config:
     retention_job_runs: str = DEFAULTS["retention_job_runs"]
     # functions of the deny list (plaudit.denylist) that this site's rules may call anyway
     allow_functions: tuple[str, ...] = ()
+    # the issuer of exported Open Badges 3.0 credentials (model/issuer.py); None: not set up
+    openbadges: OpenBadges | None = None
 
     def timeout(self, mode: Mode) -> str:
         """The default timeout of a rule run in `mode` (a rule's own `timeout:` wins)."""
@@ -179,6 +183,7 @@ def load_config(project_dir: Path) -> Config:
     events = _events(fields, document)
     retention = _retention(fields, document, defaults)
     allow_functions = _allow_functions(fields, document)
+    openbadges = read_openbadges(fields, document)
     if fields.problems:
         raise _config_error(fields)
     return Config(
@@ -195,6 +200,7 @@ def load_config(project_dir: Path) -> Config:
         retention_runs=retention[0],
         retention_job_runs=retention[1],
         allow_functions=allow_functions,
+        openbadges=openbadges,
     )
 
 
