@@ -8,6 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import subprocess
+import sys
 import uuid
 from datetime import datetime
 from decimal import Decimal
@@ -15,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import plaudit
 from openbadges_check import (
     CONTEXTS,
     EXAMPLE,
@@ -25,6 +29,7 @@ from openbadges_check import (
 from plaudit.runtime.deploy import deploy_rules
 from plaudit.runtime.export import GRANT_COLUMNS
 
+REPO = Path(__file__).resolve().parents[1]
 BADGES = {
     "helper": """
         slug: helper
@@ -349,7 +354,7 @@ def test_a_grant_dated_infinity_has_no_credential(granted, run_cli, sql):
 
 
 # shared/ beside the repository (CI copies it there too): the official files, when present
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "standards" / "openbadges-3.0"
+SHARED = REPO.parent / "shared" / "standards" / "openbadges-3.0"
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason=f"no {SHARED} to compare with")
@@ -361,3 +366,28 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "standards" / "openbad
 ])
 def test_the_packaged_contexts_are_the_official_ones(name, copy):
     assert copy.read_bytes() == (SHARED / name).read_bytes()
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_from_10k_to_100k_grants(granted, dsn, sql, tmp_path):
+    """Streamed, never fetched whole: ten times the grants, the same peak RSS (a fetchall
+    of 100k grants would add some 100 MB). Measured by bench/peak.py, in a process of its
+    own; at 100k and 1M grants it is 45 MiB both (docs/operations.md, "Exports")."""
+    for badge, count in (("helper", 10_000), ("talker", 100_000)):
+        sql("INSERT INTO plaudit.user_badge (user_id, badge, level, scope, achieved_at, "
+            "value, meta, source) SELECT 100 + g, %s, 'bronze', '', timestamptz '2024-01-01' "
+            "+ g * interval '1 minute', g / 7.0, jsonb_build_object('n', g), 'manual' "
+            "FROM generate_series(1, %s) AS g", [badge, count])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(plaudit.__file__).parents[1]), str(REPO)])}
+    peaks = {}
+    for badge in ("helper", "talker"):
+        out = tmp_path / f"{badge}.peak"
+        subprocess.run(
+            [sys.executable, "-m", "bench.peak", str(out), "--dsn", dsn, "--project",
+             str(granted.path), "export", "--select", badge, "--out",
+             str(tmp_path / f"{badge}.jsonl")], check=True, env=env, cwd=REPO,
+            capture_output=True)
+        peaks[badge] = int(out.read_text())
+        assert len((tmp_path / f"{badge}.jsonl").read_bytes().splitlines()) > 10_000
+    assert peaks["talker"] - peaks["helper"] < 10 * 2**20, peaks

@@ -66,8 +66,8 @@ NO_ISSUER = (
 @click.option("--validate", is_flag=True,
               help="With --format ob3: expand each credential with JSON-LD against the "
                    "packaged VC 2.0 and Open Badges 3.0 contexts (offline) and check its "
-                   "required fields; stop at the first invalid one. Slow: a few hundred a "
-                   "second.")
+                   "required fields; stop at the first invalid one. Slow: some 200 "
+                   "credentials a second.")
 @click.pass_obj
 def export_command(
     app: App,

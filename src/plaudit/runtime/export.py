@@ -161,7 +161,7 @@ class Csv:
 
 
 def _csv_field(text: str) -> str:
-    if any(c in text for c in ',"\r\n'):
+    if "," in text or '"' in text or "\n" in text or "\r" in text:
         return '"' + text.replace('"', '""') + '"'
     return text
 

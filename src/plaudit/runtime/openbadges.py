@@ -90,46 +90,45 @@ class Credentials:
     def __init__(self, badges: Sequence[Badge], issuer: OpenBadges, validate: bool = False):
         self.issuer = issuer
         self.validate = validate
-        self.profile: dict[str, Any] = {"id": issuer.issuer_id, "type": ["Profile"],
-                                        "name": issuer.issuer_name}
+        profile: dict[str, Any] = {"id": issuer.issuer_id, "type": ["Profile"],
+                                   "name": issuer.issuer_name}
         if issuer.issuer_url is not None:
-            self.profile["url"] = issuer.issuer_url
-        self.achievements = {(badge.slug, level.key): achievement(badge, level, issuer)
-                             for badge in badges for level in badge.levels}
+            profile["url"] = issuer.issuer_url
+        # A credential is the same JSON for every grant but for its id, validFrom, name and
+        # subject: the rest is serialized once, here (json.dumps of the whole credential
+        # took most of an export's time). The pieces join into what json.dumps would write.
+        self.head = f'{{"@context": {_json([VC_CONTEXT, OB_CONTEXT])}, "id": '
+        self.issued = (', "type": ["VerifiableCredential", "OpenBadgeCredential"], '
+                       f'"issuer": {_json(profile)}, "validFrom": ')
+        self.achievements = {
+            (badge.slug, level.key): (achievement_name(badge, level),
+                                      _json(achievement(badge, level, issuer)))
+            for badge in badges for level in badge.levels}
         self.infinite = 0
 
-    def credential(self, grant: ExportedGrant) -> dict[str, Any] | None:
+    def line(self, grant: ExportedGrant) -> str | None:
         if not grant["achieved_at"][:1].isdigit():
             self.infinite += 1
             return None
-        badge_level = self.achievements[(grant["badge"], grant["level"])]
+        name, badge_level = self.achievements[(grant["badge"], grant["level"])]
         scope = f" ({grant['scope']})" if grant["scope"] else ""
-        return {
-            "@context": [VC_CONTEXT, OB_CONTEXT],
-            "id": name_uuid(self.issuer.issuer_id, grant["user_id"], grant["badge"],
-                            grant["level"], grant["scope"]),
-            "type": ["VerifiableCredential", "OpenBadgeCredential"],
-            "issuer": self.profile,
-            "validFrom": grant["achieved_at"].replace("+00:00", "Z"),
-            "name": badge_level["name"] + scope,
-            "credentialSubject": {
-                "id": self.issuer.subject_id(grant["user_id"]),
-                "type": ["AchievementSubject"],
-                "achievement": badge_level,
-            },
-        }
-
-    def line(self, grant: ExportedGrant) -> str | None:
-        credential = self.credential(grant)
-        if credential is None:
-            return None
-        text = json.dumps(credential, ensure_ascii=False)
+        identifier = name_uuid(self.issuer.issuer_id, grant["user_id"], grant["badge"],
+                               grant["level"], grant["scope"])
+        text = (
+            f'{self.head}{_json(identifier)}{self.issued}'
+            f'{_json(grant["achieved_at"].replace("+00:00", "Z"))}, "name": {_json(name + scope)}, '
+            f'"credentialSubject": {{"id": {_json(self.issuer.subject_id(grant["user_id"]))}, '
+            f'"type": ["AchievementSubject"], "achievement": {badge_level}}}}}')
         found = problems(json.loads(text)) if self.validate else []
         if found:
             raise InvalidCredential(
                 f"the credential of user {grant['user_id']}'s {grant['badge']}/{grant['level']}"
-                f" ({credential['id']}) is not valid Open Badges 3.0: {'; '.join(found)}")
+                f" ({identifier}) is not valid Open Badges 3.0: {'; '.join(found)}")
         return text + "\n"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 # -- validation ---------------------------------------------------------------------------
