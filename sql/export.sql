@@ -24,9 +24,10 @@ ORDER BY b.slug, l.position;
 
 -- name: export_grants
 -- The grants, one row each, streamed (never fetched whole): $1 the badges (NULL: all), $2 one
--- user (NULL: all; coalesce gives it the user id type), $3 achieved on or after (NULL: all).
--- In primary key order, which the index gives without a sort: a re-export is byte-identical.
--- Numbers and meta come as PostgreSQL writes them (exact), times as ISO 8601 in UTC.
+-- user (NULL: all; its type is user_id's), $3 achieved on or after (NULL: all). Planned with
+-- the values, so a NULL's condition folds away and a user's uses the primary key. In primary
+-- key order: a re-export is byte-identical. Numbers and meta come as PostgreSQL writes them
+-- (exact), times as ISO 8601 in UTC.
 SELECT ub.user_id, ub.badge, ub.level, ub.scope,
        to_json(ub.achieved_at) #>> '{}' AS achieved_at,
        to_json(ub.awarded_at) #>> '{}' AS awarded_at,
@@ -34,6 +35,6 @@ SELECT ub.user_id, ub.badge, ub.level, ub.scope,
 FROM {{ schema }}.user_badge AS ub
 JOIN {{ schema }}.badge_level AS l ON l.badge = ub.badge AND l.key = ub.level
 WHERE ($1::text[] IS NULL OR ub.badge = ANY ($1::text[]))
-  AND ub.user_id = coalesce($2, ub.user_id)
+  AND (ub.user_id = $2 OR $2 IS NULL)  -- this order: the first $2 gives the second its type
   AND ($3::timestamptz IS NULL OR ub.achieved_at >= $3::timestamptz)
 ORDER BY ub.user_id, ub.badge, ub.level, ub.scope;
