@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol, TypedDict, cast
@@ -94,7 +94,7 @@ def definitions(db: Database) -> list[Badge]:
             levels[row["slug"]] = []
         levels[row["slug"]].append(Level(row["level"], row["level_name"], row["threshold"],
                                          row["points"], row["icon"]))
-    return [Badge(**{**asdict(b), "levels": tuple(levels[b.slug])}) for b in badges.values()]
+    return [replace(badge, levels=tuple(levels[slug])) for slug, badge in badges.items()]
 
 
 def definitions_json(badges: Sequence[Badge]) -> str:
