@@ -8,6 +8,7 @@ import pytest
 
 from plaudit.errors import ConfigError
 from plaudit.model.config import Config, EventSource, load_config
+from plaudit.model.issuer import OpenBadges
 
 FULL = """\
 rules: rules
@@ -260,3 +261,67 @@ def test_config_error_exits_with_2(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         load(tmp_path, "colour: red\n")
     assert error.value.exit_code == 2
+
+
+def test_openbadges_section(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        "openbadges:\n"
+        "  issuer:\n"
+        "    id: did:web:example.org\n"
+        "    name: Example Community\n"
+        "  subject: https://example.org/users/{user_id}\n"
+        "  achievement: https://example.org/badges/{badge}#{level}\n"
+        "  image_base: https://example.org/icons/\n",
+    )
+    assert config.openbadges == OpenBadges(
+        "did:web:example.org", "Example Community", None, "https://example.org/users/{user_id}",
+        "https://example.org/badges/{badge}#{level}", "https://example.org/icons/")
+    badges = config.openbadges
+    assert badges.subject_id("a b/7") == "https://example.org/users/a%20b%2F7"
+    assert badges.achievement_id("helper", "gold") == "https://example.org/badges/helper#gold"
+    assert [badges.image(icon) for icon in ("gold.png", "x y.svg", "data:image/png;base64,AA",
+                                            None)] == [
+        "https://example.org/icons/gold.png", "https://example.org/icons/x%20y.svg",
+        "data:image/png;base64,AA", None]
+    assert load(tmp_path, "timezone: UTC\n").openbadges is None
+
+
+IRI = "must be an absolute IRI such as https://example.org/... or did:web:example.org"
+OPENBADGES_INVALID = [
+    pytest.param("openbadges: yes\n", [f"{P}:1: 'openbadges' must be a mapping"], id="scalar"),
+    pytest.param(
+        "openbadges:\n  subject: https://x.org/{user_id}\n",
+        [f"{P}:2: missing required key 'issuer'"],
+        id="no-issuer",
+    ),
+    pytest.param(
+        "openbadges:\n  issuer: {id: example.org, name: X, url: www.x.org}\n"
+        "  subject: https://x.org/{user_id}\n",
+        [f"{P}:2: 'openbadges.issuer.id' {IRI}", f"{P}:2: 'openbadges.issuer.url' {IRI}"],
+        id="relative-iris",
+    ),
+    pytest.param(
+        "openbadges:\n  issuer: {id: https://x.org}\n  subject: https://x.org/users/\n",
+        [f"{P}:2: missing required key 'name'",
+         f"{P}:3: 'openbadges.subject' must be an absolute IRI holding {{user_id}}, like "
+         "https://example.org/users/{user_id}"],
+        id="no-name-no-placeholder",
+    ),
+    pytest.param(
+        "openbadges:\n  issuer: {id: https://x.org, name: X}\n"
+        "  subject: https://x.org/{user_id}\n  achievement: https://x.org/{badge}\n"
+        "  imagebase: https://x.org/\n",
+        [f"{P}:4: 'openbadges.achievement' must be an absolute IRI holding {{badge}} and "
+         "{level}, like https://example.org/badges/{badge}/{level}",
+         f"{P}:5: unknown key 'imagebase' (did you mean 'image_base'?)"],
+        id="achievement-without-level",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), OPENBADGES_INVALID)
+def test_invalid_openbadges(tmp_path: Path, text: str, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as error:
+        load(tmp_path, text)
+    assert str(error.value) == "\n".join(expected)

@@ -87,3 +87,10 @@ class DatabaseError(PlauditError):
 
 class SchemaMissing(DatabaseError):
     """The database has no plaudit schema, or an older one than this code (exit 2)."""
+
+
+class InvalidCredential(PlauditError):
+    """`export --format ob3 --validate` found a credential that is not valid Open Badges 3.0
+    (exit 1): a missing required field, or a property no JSON-LD context defines."""
+
+    exit_code = 1

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from plaudit.errors import ConfigError
 from plaudit.model.denylist import denied_reason, plaudit_functions
 from plaudit.model.face import Category, read_categories
+from plaudit.model.issuer import OpenBadges, read_openbadges
 from plaudit.model.modes import Mode
 from plaudit.model.yamlsource import Fields, LocatedDict, describe, is_str, load_yaml_file
 
@@ -23,7 +24,7 @@ CONFIG_FILE = "plaudit.yaml"
 DATABASE_KEYS = ("schema", "user_id_type", "timezone", "statement_timeout", "backfill_timeout")
 CONFIG_KEYS = (
     "rules", *DATABASE_KEYS, "notify", "events", "retention", "allow_functions", "categories",
-    "groups",
+    "groups", "openbadges",
 )
 NOTIFY_KEYS = ("channel", "max_age")
 RETENTION_KEYS = ("runs", "job_runs")
@@ -104,6 +105,8 @@ class Config:
     # the trophy case's sections, in order (model/face.py); none: rules may name any category
     categories: tuple[Category, ...] = ()
     groups: tuple[Group, ...] = ()
+    # the issuer of exported Open Badges 3.0 credentials (model/issuer.py); None: not set up
+    openbadges: OpenBadges | None = None
 
     def timeout(self, mode: Mode) -> str:
         """The default timeout of a rule run in `mode` (a rule's own `timeout:` wins)."""
@@ -198,6 +201,7 @@ def load_config(project_dir: Path) -> Config:
     allow_functions = _allow_functions(fields, document)
     categories = read_categories(fields, document)
     groups = _groups(fields, document)
+    openbadges = read_openbadges(fields, document)
     if fields.problems:
         raise _config_error(fields)
     return Config(
@@ -216,6 +220,7 @@ def load_config(project_dir: Path) -> Config:
         allow_functions=allow_functions,
         categories=categories,
         groups=groups,
+        openbadges=openbadges,
     )
 
 

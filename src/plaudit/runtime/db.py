@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from datetime import UTC, date, datetime, tzinfo
 from functools import cache
 from typing import Any
@@ -176,6 +176,9 @@ def render_sql(text: str, schema: str, **context: Any) -> str:
     return _template(text).render(schema=schema, defaults=DEFAULTS, **context)
 
 
+# rows per chunk of a streamed query (Database.stream): a few hundred kB of grants
+_STREAM_CHUNK = 1000
+
 # undefined table, schema or function: what a missing or outdated plaudit schema raises
 _UNDEFINED = ("42P01", "3F000", "42883")
 
@@ -195,6 +198,19 @@ class Database:
         try:
             cur = self.conn.execute(self.sql(name), params)
             return cur.fetchall() if cur.description else []
+        except psycopg.Error as exc:
+            raise self.error(exc, name) from exc
+
+    def stream(
+        self, name: str, params: Sequence[Any] = ()
+    ) -> Generator[dict[str, Any], None, None]:
+        """The named query's rows one at a time as the server sends them, never all in
+        memory (an export of millions of grants). The connection runs nothing else until the
+        rows are read or the generator is closed."""
+        # libpq 17 fetches rows in chunks (fewer round trips); older ones, one at a time
+        size = _STREAM_CHUNK if psycopg.pq.version() >= 170000 else 1
+        try:
+            yield from self.conn.cursor().stream(self.sql(name), params, size=size)
         except psycopg.Error as exc:
             raise self.error(exc, name) from exc
 
