@@ -94,3 +94,76 @@ ORDER BY run_id;
 -- name: as_run_rule
 -- The settings plaudit.run_rule runs its queries with (its SET clause), for this transaction.
 SELECT set_config('jit', 'off', true);
+
+-- Leaderboards at scale (bench/boards.py) ---------------------------------------------
+
+-- name: boards_grants
+-- Synthetic grants: $1 draws of (user, level) over $2 users (more grants for low user ids),
+-- achieved over the two years before now; the duplicates collapse (ON CONFLICT). The scores
+-- are maintained by the triggers unless the caller disabled them.
+WITH levels AS (
+    SELECT array_agg(badge ORDER BY badge, key) AS b, array_agg(key ORDER BY badge, key) AS k,
+           count(*)::int AS n
+    FROM {{ schema }}.badge_level
+)
+INSERT INTO {{ schema }}.user_badge (user_id, badge, level, achieved_at, awarded_at, source)
+SELECT 1 + floor($2::int * power(random(), 1.5))::bigint, levels.b[r.i], levels.k[r.i], r.at,
+       r.at, 'rule'
+FROM levels, generate_series(1, $1::int) AS g,
+     LATERAL (SELECT 1 + floor(random() * levels.n)::int + g * 0 AS i,
+                     now() - random() * interval '730 days' + g * interval '0 s' AS at) AS r
+ON CONFLICT DO NOTHING;
+
+-- name: boards_reset
+TRUNCATE {{ schema }}.user_badge CASCADE;
+
+-- name: boards_triggers_off
+ALTER TABLE {{ schema }}.user_badge DISABLE TRIGGER USER;
+
+-- name: boards_triggers_on
+ALTER TABLE {{ schema }}.user_badge ENABLE TRIGGER USER;
+
+-- name: boards_counts
+SELECT count(*) AS grants, count(DISTINCT user_id) AS users FROM {{ schema }}.user_badge;
+
+-- name: boards_vacuum
+VACUUM (ANALYZE) {{ schema }}.user_badge, {{ schema }}.score, {{ schema }}.score_count;
+
+-- name: boards_groups
+-- Classrooms of 30 users (an app table, indexed by classroom), and the group reading it.
+DROP TABLE IF EXISTS public.bench_enrollment;
+CREATE TABLE public.bench_enrollment AS
+SELECT (u - 1) / 30 + 1 AS classroom_id, u::bigint AS student_id
+FROM generate_series(1, (SELECT max(user_id)::int FROM {{ schema }}.user_badge)) AS u;
+CREATE INDEX ON public.bench_enrollment (classroom_id);
+ANALYZE public.bench_enrollment;
+INSERT INTO {{ schema }}.leaderboard_group (name, query)
+VALUES ('bench_class', 'SELECT e.classroom_id AS group_id, e.student_id AS user_id '
+                       'FROM public.bench_enrollment AS e')
+ON CONFLICT (name) DO UPDATE SET query = excluded.query;
+
+-- name: boards_top
+SELECT * FROM {{ schema }}.leaderboard($1, $2, now(), 'UTC', 10, 0, $3, $4);
+
+-- name: boards_rank
+SELECT * FROM {{ schema }}.rank_of($1::bigint, $2, $3, now(), 'UTC');
+
+-- name: boards_hand_top
+-- The baseline: the top 10 by points as one would write it over user_badge.
+SELECT ub.user_id, sum(l.points) AS points, max(ub.achieved_at) AS reached_at
+FROM {{ schema }}.user_badge AS ub
+JOIN {{ schema }}.badge_level AS l ON l.badge = ub.badge AND l.key = ub.level
+GROUP BY ub.user_id
+ORDER BY points DESC, reached_at, ub.user_id
+LIMIT 10;
+
+-- name: boards_hand_rank
+-- The baseline of a rank: counting the users above one user's points, by hand.
+WITH points AS (
+    SELECT ub.user_id, sum(l.points) AS points
+    FROM {{ schema }}.user_badge AS ub
+    JOIN {{ schema }}.badge_level AS l ON l.badge = ub.badge AND l.key = ub.level
+    GROUP BY ub.user_id
+)
+SELECT 1 + count(*) FILTER (WHERE p.points > (SELECT points FROM points WHERE user_id = $1))
+FROM points AS p;

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SECTIONS = ("data", "backfill", "replay", "incremental", "check", "memory")
+SECTIONS = ("data", "backfill", "replay", "incremental", "check", "memory", "boards")
 
 
 @dataclass

@@ -11,6 +11,7 @@ project, then measure, each against a baseline from the same run:
   memory       peak RSS of `plaudit backfill` vs the idle runner
   check        p50/p99 of plaudit.check on one new event vs the bare queries for it
   incremental  `plaudit run` events/s per batch size vs the bare queries per batch
+  boards       leaderboards and ranks on synthetic grants (bench/boards.py) vs by hand
 The run database is scratch: the demo tables and the plaudit schema are dropped and rebuilt.
 """
 
@@ -33,6 +34,7 @@ from plaudit.model.rules import load_rules
 from plaudit.runtime.engine import Engine
 
 from . import backfill as backfill_section
+from . import boards as boards_section
 from . import events as event_sections
 from .dataset import Size, embedded_dsn, install, load, parse_size, with_timeout
 from .db import BenchDB
@@ -44,6 +46,8 @@ BENCH_CLUSTER = REPO / ".plaudit-bench"  # not the tests' .plaudit-test nor the 
 # and each rule's rows are also computed alone, unwritten; above, one pass of each: at 10M
 # activities one backfill of every rule takes minutes.
 SMALL_ACTIVITIES = 2_000_000
+# measured in every run, except one of the leaderboards alone (they draw their own grants)
+ALWAYS = frozenset({"data", "backfill", "memory"})
 
 
 def measure(
@@ -69,6 +73,14 @@ def measure(
     reps = reps or (3 if size.activities <= SMALL_ACTIVITIES else 1)
     bench = BenchDB(dsn, config.schema)
     try:
+        if sections == {"boards", *ALWAYS}:
+            # the boards draw their own grants: the app data only has to exist for the rules
+            say(f"{size.label}: leaderboards on synthetic grants of {size.users:,} users")
+            load(bench, parse_size("1k"))
+            install(bench, config, rules)
+            for figure in boards_section.measure(bench, size.users, seed):
+                result.add(figure)
+            return result
         say(f"{size.label}: generating {size.users:,} users, {size.activities:,} activities")
         for figure in load(bench, size):
             result.add(figure)
@@ -110,6 +122,10 @@ def measure(
                 bench, engine, config, rules, events, batch_sizes, seed
             ):
                 result.add(figure)
+        if "boards" in sections:  # last: it replaces the grants with synthetic ones
+            say(f"{size.label}: leaderboards on synthetic grants of {size.users:,} users")
+            for figure in boards_section.measure(bench, size.users, seed):
+                result.add(figure)
     finally:
         bench.close()
     return result
@@ -133,7 +149,7 @@ def _sections(ctx: click.Context, param: click.Parameter, value: str) -> frozens
         raise click.BadParameter(
             f"unknown section {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}"
         )
-    return frozenset(chosen | {"data", "backfill", "memory"})
+    return frozenset(chosen | ALWAYS)
 
 
 def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from plaudit.errors import ConfigError
+from plaudit.model.config import load_config
 from plaudit.runtime.deploy import deploy_rules
 
 BADGES = {
@@ -113,3 +115,78 @@ def test_a_users_place_with_its_neighbours(ranked, run_cli):
     shown = run_cli(project, "user", "3")
     assert shown.stdout.splitlines()[-1] == (
         "Rank by points: #2 of 4 (above: user 1, 15; below: user 4, 5)")
+
+
+GROUPS = """
+timezone: Europe/Berlin
+groups:
+  classroom: |
+    SELECT e.classroom_id AS group_id, e.student_id AS user_id
+    FROM enrollments AS e
+"""
+
+
+@pytest.fixture
+def grouped(ranked, sql):
+    project, _ = ranked
+    sql("CREATE TABLE enrollments (classroom_id int, student_id bigint)")
+    sql("INSERT INTO enrollments VALUES (7, 1), (7, 3), (7, 4), (8, 2), (8, 99)")
+    project.write("plaudit.yaml", GROUPS)
+    return project
+
+
+@pytest.mark.parametrize("options, expected", [
+    # classroom 7 is users 1, 3 and 4, ranked among themselves
+    ({"group": ("classroom", "7")}, [(1, 1, 15), (1, 3, 15), (3, 4, 5)]),
+    ({"group": ("classroom", "8")}, [(1, 2, 30)]),  # 99 holds nothing: not ranked
+    ({"group": ("classroom", "9")}, []),
+    ({"group": ("classroom", "7"), "by": "badges"}, [(1, 1, 2), (1, 3, 2), (3, 4, 1)]),
+    ({"group": ("classroom", "7"), "period": "week",
+      "at": datetime(2024, 3, 6, tzinfo=BERLIN)}, [(1, 1, 15), (1, 3, 15)]),
+    ({"group": ("classroom", "7"), "by": "helper"}, [(1, 1, 1), (1, 3, 1)]),
+])
+def test_group_boards(grouped, engine_for, options, expected):
+    engine = engine_for(grouped)
+    deploy_rules(engine, grouped.rules())
+    assert board(engine, **options) == expected
+    if expected:
+        place = engine.rank_of(expected[-1][1], **options)
+        assert (place["rank"], place["ranked"]) == (expected[-1][0], len(expected))
+
+
+def test_group_on_the_command_line(grouped, run_cli):
+    assert run_cli(grouped, "deploy").exit_code == 0
+    result = run_cli(grouped, "leaderboard", "--group", "classroom:7", "--json")
+    assert [r["user_id"] for r in json.loads(result.stdout)] == [1, 3, 4]
+    for args, says in ((["--group", "classroom"], "is not NAME:KEY, like classroom:7"),
+                       (["--group", "team:1"], "unknown group team")):
+        result = run_cli(grouped, "leaderboard", *args)
+        assert result.exit_code == 2 and says in result.stderr, result.output
+
+
+@pytest.mark.parametrize("query, line, says", [
+    ("DELETE FROM enrollments", 3, "group 'classroom': query must be a SELECT, found DELETE"),
+    ("SELECT 1 AS group_id, pg_sleep(1) AS user_id", 3,
+     "group 'classroom': function pg_sleep() is not allowed in a rule query"),
+    ("SELECT e.classroom_id AS group_id FROM enrollments AS e", 3,
+     "group 'classroom': the query must return the columns group_id and user_id"),
+    ("SELECT e.classroom_id AS group_id, 'x'::text AS user_id FROM enrollments AS e", 3,
+     "group 'classroom': user_id is text; the configured user_id_type is bigint"),
+])
+def test_bad_groups_are_refused_at_their_line(grouped, run_cli, query, line, says):
+    grouped.write("plaudit.yaml", f"groups:\n  classroom: |\n    {query}\n")
+    result = run_cli(grouped, "deploy")
+    assert result.exit_code == 1
+    assert f"plaudit.yaml:{line}: {says}" in result.output
+
+
+@pytest.mark.parametrize("text, says", [
+    ("groups:\n  Class-Room: SELECT 1\n", "plaudit.yaml:2: group name 'Class-Room' must match"),
+    ("groups:\n  classroom: ''\n", "plaudit.yaml:2: group 'classroom' must be a SELECT"),
+    ("groups: [a]\n", "plaudit.yaml:1: 'groups' must be a mapping of name to a SELECT"),
+])
+def test_groups_in_plaudit_yaml_are_checked(project, text, says):
+    project.write("plaudit.yaml", text)
+    with pytest.raises(ConfigError) as err:
+        load_config(project.path)
+    assert says in str(err.value)
