@@ -6,7 +6,7 @@ import click
 
 from plaudit.cli.common import App, exit_codes
 from plaudit.cli.progress import ProgressLine
-from plaudit.cli.rules import backfill, user
+from plaudit.cli.rules import backfill, leaderboard, user
 from plaudit.local.cluster import embedded_cluster, not_a_project
 from plaudit.runtime.deploy import deploy_rules
 
@@ -55,7 +55,8 @@ def db_url(app: App) -> None:
 )
 @click.pass_obj
 def demo_command(app: App, users: int, activities: int) -> None:
-    """Run the demo: embedded PostgreSQL, demo data, init, backfill, live events, a trophy case."""
+    """Run the demo: embedded PostgreSQL, demo data, init, backfill, a leaderboard, live
+    events, a trophy case."""
     from plaudit.local.demo import load_demo_data, reset_schema, showcase_user
 
     with app.engine() as engine:
@@ -67,6 +68,9 @@ def demo_command(app: App, users: int, activities: int) -> None:
         deploy_rules(engine, app.rules, complete=True)
     ctx = click.get_current_context()
     ctx.invoke(backfill)
+    click.echo("\nplaudit leaderboard --limit 5", err=True)
+    ctx.invoke(leaderboard, by="points", period="all", at=None, group=None, limit=5, offset=0,
+               as_json=False)
     _demo_live_events(app)
     with app.engine() as engine:
         showcase = showcase_user(engine.db)
