@@ -5,9 +5,11 @@ and the boards read from them equal plain SQL over user_badge."""
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -211,3 +213,25 @@ def test_boards_outside_the_scores_timezone_are_computed(scored, sql):
     rows = sql("SELECT user_id, value FROM plaudit.leaderboard('points', 'year', "
                "'2024-06-01', 'Europe/Berlin', 10, 0)")
     assert rows == []  # and 2025 in Berlin
+
+
+def test_transactions_granting_to_the_same_users_in_opposite_orders_both_commit(scored, dsn, sql):
+    """Scores are recomputed when a transaction commits, its locks taken in one sorted sweep:
+    two transactions granting to users 1 and 2 in opposite orders do not deadlock (they did
+    when each statement locked its users' scores)."""
+    scored()
+    award = "SELECT plaudit.award_badge(%s, 'helper', %s, '', 'test', %s)"
+    # a lock wait fails the test in seconds instead of hanging it
+    first, second = (psycopg.connect(dsn, options="-c lock_timeout=5s") for _ in range(2))
+    with first, second:
+        first.execute(award, ("1", "bronze", MOMENTS[0]))
+        second.execute(award, ("2", "silver", MOMENTS[0]))
+        first.execute(award, ("2", "bronze", MOMENTS[1]))
+        second.execute(award, ("1", "silver", MOMENTS[1]))
+        done = threading.Thread(target=first.commit)
+        done.start()
+        second.commit()
+        done.join(timeout=30)
+    assert sql("SELECT user_id, points FROM plaudit.score WHERE period = 'all' ORDER BY 1") == [
+        (1, 40), (2, 40)]
+    assert sql("SELECT count(*) FROM plaudit.score_pending")[0][0] == 0

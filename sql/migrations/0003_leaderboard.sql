@@ -36,6 +36,19 @@ CREATE TABLE {{ schema }}.score_count (
 CREATE INDEX score_count_value_idx ON {{ schema }}.score_count
     (period, period_start, measure, value);
 
+-- The users whose scores the current transaction must recompute when it commits, noted by
+-- the triggers on user_badge, and one row per such transaction whose deferred trigger does
+-- it (sql/schema/009_leaderboard.sql). Unlogged: rows live only until their transaction
+-- ends (a crash rolls their transaction back anyway).
+CREATE UNLOGGED TABLE {{ schema }}.score_pending (
+    txid bigint NOT NULL,
+    user_id {{ user_id_type }} NOT NULL
+);
+CREATE INDEX score_pending_txid_idx ON {{ schema }}.score_pending (txid);
+CREATE UNLOGGED TABLE {{ schema }}.score_pending_tx (
+    txid bigint PRIMARY KEY
+);
+
 -- the grants of a day or a week, for those boards; covering, so no table lookups
 CREATE INDEX user_badge_achieved_idx ON {{ schema }}.user_badge (achieved_at)
     INCLUDE (user_id, badge, level);

@@ -8,8 +8,8 @@
 -- a rank sums a few hundred counts. Everything else (day and week boards, a badge's board,
 -- another timezone than the one the scores are cut in) is computed from user_badge.
 
--- The user's scores, recomputed from their grants: the one way score rows are written after
--- the first build. Serialized per user (an advisory lock each; one table lock for more than
+-- The users' scores, recomputed from their grants: the one way score rows are written after
+-- the first build (at commit: score_at_commit). Serialized per user (an advisory lock each; one table lock for more than
 -- a thousand users, e.g. a backfill), so that each recomputation starts after the grants of
 -- any other transaction that recomputes the same user have committed. score_count takes the
 -- difference: the old values leave, the new ones come, and the rows of the values touched
@@ -128,12 +128,42 @@ BEGIN
 END;
 $function$;
 
--- The triggers: every statement that adds, removes or re-dates grants recomputes the scores
--- of the users it touched; a change of a level's points, those of its holders.
+-- The triggers: every statement that adds, removes or re-dates grants notes the users it
+-- touched, and the transaction recomputes their scores when it commits, all at once
+-- (score_at_commit): each transaction takes its score locks in one sorted sweep at its very
+-- end and holds them only while it commits, so transactions granting to the same users never
+-- deadlock on them, whatever the order of their statements. A change of a level's points
+-- notes its holders.
+CREATE OR REPLACE FUNCTION {{ schema }}.score_note(p_users {{ user_id_type }}[])
+RETURNS void
+LANGUAGE plpgsql AS $function$
+BEGIN
+    IF coalesce(cardinality(p_users), 0) = 0 THEN
+        RETURN;
+    END IF;
+    INSERT INTO {{ schema }}.score_pending (txid, user_id)
+    SELECT txid_current(), u FROM unnest(p_users) AS u;
+    INSERT INTO {{ schema }}.score_pending_tx (txid) VALUES (txid_current())
+    ON CONFLICT (txid) DO NOTHING;
+END;
+$function$;
+
+CREATE OR REPLACE FUNCTION {{ schema }}.score_at_commit() RETURNS trigger
+LANGUAGE plpgsql AS $function$
+BEGIN
+    PERFORM {{ schema }}.score_refresh(ARRAY(
+        SELECT DISTINCT p.user_id FROM {{ schema }}.score_pending AS p
+        WHERE p.txid = new.txid));
+    DELETE FROM {{ schema }}.score_pending AS p WHERE p.txid = new.txid;
+    DELETE FROM {{ schema }}.score_pending_tx AS t WHERE t.txid = new.txid;
+    RETURN NULL;
+END;
+$function$;
+
 CREATE OR REPLACE FUNCTION {{ schema }}.score_grants_added() RETURNS trigger
 LANGUAGE plpgsql AS $function$
 BEGIN
-    PERFORM {{ schema }}.score_refresh(ARRAY(SELECT DISTINCT n.user_id FROM new_grants AS n));
+    PERFORM {{ schema }}.score_note(ARRAY(SELECT DISTINCT n.user_id FROM new_grants AS n));
     RETURN NULL;
 END;
 $function$;
@@ -141,7 +171,7 @@ $function$;
 CREATE OR REPLACE FUNCTION {{ schema }}.score_grants_removed() RETURNS trigger
 LANGUAGE plpgsql AS $function$
 BEGIN
-    PERFORM {{ schema }}.score_refresh(ARRAY(SELECT DISTINCT o.user_id FROM old_grants AS o));
+    PERFORM {{ schema }}.score_note(ARRAY(SELECT DISTINCT o.user_id FROM old_grants AS o));
     RETURN NULL;
 END;
 $function$;
@@ -150,7 +180,7 @@ CREATE OR REPLACE FUNCTION {{ schema }}.score_grants_changed() RETURNS trigger
 LANGUAGE plpgsql AS $function$
 BEGIN
     -- marking grants seen changes nothing counted: only users whose grants moved or changed
-    PERFORM {{ schema }}.score_refresh(ARRAY(
+    PERFORM {{ schema }}.score_note(ARRAY(
         SELECT c.user_id FROM (
             (SELECT n.user_id, n.badge, n.level, n.scope, n.achieved_at FROM new_grants AS n
              EXCEPT ALL
@@ -175,13 +205,18 @@ $function$;
 CREATE OR REPLACE FUNCTION {{ schema }}.score_points_changed() RETURNS trigger
 LANGUAGE plpgsql AS $function$
 BEGIN
-    PERFORM {{ schema }}.score_refresh(ARRAY(
+    PERFORM {{ schema }}.score_note(ARRAY(
         SELECT ub.user_id FROM {{ schema }}.user_badge AS ub
         WHERE ub.badge = new.badge AND ub.level = new.key));
     RETURN NULL;
 END;
 $function$;
 
+-- a constraint trigger has no OR REPLACE: re-created (it holds no data)
+DROP TRIGGER IF EXISTS score_at_commit ON {{ schema }}.score_pending_tx;
+CREATE CONSTRAINT TRIGGER score_at_commit AFTER INSERT ON {{ schema }}.score_pending_tx
+    DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION {{ schema }}.score_at_commit();
 CREATE OR REPLACE TRIGGER score_grants_added AFTER INSERT ON {{ schema }}.user_badge
     REFERENCING NEW TABLE AS new_grants
     FOR EACH STATEMENT EXECUTE FUNCTION {{ schema }}.score_grants_added();
