@@ -20,7 +20,9 @@ from plaudit.model.yamlsource import Fields, LocatedDict, describe, is_str, load
 
 CONFIG_FILE = "plaudit.yaml"
 DATABASE_KEYS = ("schema", "user_id_type", "timezone", "statement_timeout", "backfill_timeout")
-CONFIG_KEYS = ("rules", *DATABASE_KEYS, "notify", "events", "retention", "allow_functions")
+CONFIG_KEYS = (
+    "rules", *DATABASE_KEYS, "notify", "events", "retention", "allow_functions", "quiet_days",
+)
 NOTIFY_KEYS = ("channel", "max_age")
 RETENTION_KEYS = ("runs", "job_runs")
 EVENT_KEYS = ("table", "on", "user", "at")
@@ -44,6 +46,9 @@ _MILLISECONDS = {None: 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
 # A PostgreSQL interval such as "2 days" or "1 day 12 hours", for notify.max_age.
 _UNIT = r"(ms|milliseconds?|s|secs?|seconds?|min|mins|minutes?|h|hours?|days?|weeks?)"
 INTERVAL_PATTERN = re.compile(rf"(\d+\s*{_UNIT}\s*)+")
+
+# Rules gone quiet: `plaudit status` and `plaudit stats` look back this many days by default.
+DEFAULT_QUIET_DAYS = 7
 
 # The defaults of the settings the database also uses when a caller gives none (pg_cron
 # jobs, plaudit.award_badge, run_rule before `deploy` has synced plaudit.yaml): written
@@ -87,6 +92,9 @@ class Config:
     retention_job_runs: str = DEFAULTS["retention_job_runs"]
     # functions of the deny list (plaudit.denylist) that this site's rules may call anyway
     allow_functions: tuple[str, ...] = ()
+    # a rule granting nothing this many days while its events keep coming needs attention
+    # (`plaudit status`); 0: never
+    quiet_days: int = DEFAULT_QUIET_DAYS
 
     def timeout(self, mode: Mode) -> str:
         """The default timeout of a rule run in `mode` (a rule's own `timeout:` wins)."""
@@ -179,6 +187,10 @@ def load_config(project_dir: Path) -> Config:
     events = _events(fields, document)
     retention = _retention(fields, document, defaults)
     allow_functions = _allow_functions(fields, document)
+    quiet_days = fields.field(
+        document, "quiet_days", _is_days, "must be a whole number of days (0: never)",
+        default=defaults.quiet_days,
+    )  # fmt: skip
     if fields.problems:
         raise _config_error(fields)
     return Config(
@@ -195,6 +207,7 @@ def load_config(project_dir: Path) -> Config:
         retention_runs=retention[0],
         retention_job_runs=retention[1],
         allow_functions=allow_functions,
+        quiet_days=quiet_days,
     )
 
 
@@ -205,6 +218,10 @@ def _config_error(fields: Fields) -> ConfigError:
 
 def _is_table(value: Any) -> bool:
     return isinstance(value, str) and TABLE_PATTERN.fullmatch(value) is not None
+
+
+def _is_days(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _is_interval(value: Any) -> bool:
