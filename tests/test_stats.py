@@ -337,6 +337,14 @@ def test_stats_json(project, small, run_cli, sql):
     assert report["weeks"][-1]["week"] == this_week[0][0].isoformat()
 
 
+def test_stats_says_which_selected_badges_are_not_deployed(project, small, run_cli):
+    project.write("rules/later.yaml", AWARD.format(slug="later", **INCREMENTAL))
+    result = run_cli(project, "stats", "-s", "later", "-s", "writer", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "note: not deployed: later\n"
+    assert [r["badge"] for r in json.loads(result.stdout)["levels"]] == ["writer"]
+
+
 @pytest.mark.parametrize("args, says", [
     (["--select", "nobody"], "--select 'nobody' matches no rule"),
     (["--since", "soon"], "Invalid value for '--since'"),
