@@ -45,7 +45,7 @@ AS $function$
 DECLARE
     v_now timestamptz := now();
     v_day timestamptz := now() - interval '1 day';
-    v_week timestamptz := now() - interval '7 days';
+    v_week timestamptz := now() - interval '1 week';
     v_month timestamptz := now() - interval '1 month';
     v_counts jsonb;
     v_scoped jsonb := '[]';
