@@ -441,3 +441,17 @@ FROM {{ schema }}.leaderboard($1, $2, $3, $4, $5, $6, $7, $8);
 -- name: rank_of
 SELECT rank, value, ranked, above, above_value, below, below_value
 FROM {{ schema }}.rank_of($1, $2, $3, $4, $5, $6, $7);
+
+-- name: badge_stats
+-- Statistics (sql/schema/011_stats.sql): per badge and level, per week, the quiet rules.
+SELECT badge, level, holders, grants, players, rarity, achieved_day, achieved_week,
+       achieved_month, awarded_day, awarded_week, awarded_month, achieved_since,
+       median_from_first
+FROM {{ schema }}.badge_stats($1::timestamptz, $2::text[]);
+
+-- name: grants_per_week
+SELECT week, grants FROM {{ schema }}.grants_per_week($1::timestamptz, $2::text, $3::text[]);
+
+-- name: quiet_rules
+SELECT badge, runs, first_run_at, last_run_at, last_granted_at
+FROM {{ schema }}.quiet_rules($1::int);

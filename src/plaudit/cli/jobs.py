@@ -154,7 +154,9 @@ def status_command(app: App, as_json: bool, max_lag: str) -> None:
     """Pending events, dirty rules, each rule's last run, the failures of the last day.
 
     Exits 1 when something needs attention (events waiting longer than --max-lag, dirty
-    rules, rules due for a backfill, rules a backfill skipped), so that monitoring can run it.
+    rules, rules due for a backfill, rules a backfill skipped, rules gone quiet: granting
+    nothing for plaudit.yaml's quiet_days while their trigger events kept coming), so that
+    monitoring can run it.
     """
     if not is_duration(max_lag):
         raise click.BadParameter(f"{max_lag!r} {DURATION_REQUIREMENT}", param_hint="--max-lag")
@@ -175,9 +177,11 @@ def _status_text(report: Status, zone: ZoneInfo) -> str:
     events = f"pending events: {report.pending:,}"
     if report.oldest_seconds is not None:
         events += f", the oldest waiting for {duration(report.oldest_seconds)}"
+    quiet = {q["badge"] for q in report.quiet}
     rules = table(
         ("rule", "state", "last run", "mode", "status", "took", "granted"),
-        [(r["slug"], _state(r), _time(r["started_at"], zone) or "never", r["mode"], r["status"],
+        [(r["slug"], _state(r, quiet), _time(r["started_at"], zone) or "never", r["mode"],
+          r["status"],
           duration(r["seconds"]) if r["seconds"] is not None else None, r["granted"])
          for r in report.rules],
     )  # fmt: skip
@@ -192,12 +196,14 @@ def _status_text(report: Status, zone: ZoneInfo) -> str:
     return f"{events}\n\n{rules}\n\n{failures}"
 
 
-def _state(rule: StatusRule) -> str:
+def _state(rule: StatusRule, quiet: set[str]) -> str:
     if not rule["enabled"]:
         return "disabled"
     if rule["dirty"]:
         return "dirty"
-    return f"due ({rule['due']})" if rule["due"] else "ok"
+    if rule["due"]:
+        return f"due ({rule['due']})"
+    return "quiet" if rule["slug"] in quiet else "ok"
 
 
 def _time(value: datetime | None, zone: ZoneInfo) -> str | None:

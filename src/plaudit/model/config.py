@@ -24,7 +24,7 @@ CONFIG_FILE = "plaudit.yaml"
 DATABASE_KEYS = ("schema", "user_id_type", "timezone", "statement_timeout", "backfill_timeout")
 CONFIG_KEYS = (
     "rules", *DATABASE_KEYS, "notify", "events", "retention", "allow_functions", "categories",
-    "groups", "openbadges",
+    "groups", "openbadges", "quiet_days",
 )
 NOTIFY_KEYS = ("channel", "max_age")
 RETENTION_KEYS = ("runs", "job_runs")
@@ -49,6 +49,9 @@ _MILLISECONDS = {None: 1, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
 # A PostgreSQL interval such as "2 days" or "1 day 12 hours", for notify.max_age.
 _UNIT = r"(ms|milliseconds?|s|secs?|seconds?|min|mins|minutes?|h|hours?|days?|weeks?)"
 INTERVAL_PATTERN = re.compile(rf"(\d+\s*{_UNIT}\s*)+")
+
+# Rules gone quiet: `plaudit status` and `plaudit stats` look back this many days by default.
+DEFAULT_QUIET_DAYS = 7
 
 # The defaults of the settings the database also uses when a caller gives none (pg_cron
 # jobs, plaudit.award_badge, run_rule before `deploy` has synced plaudit.yaml): written
@@ -107,6 +110,9 @@ class Config:
     groups: tuple[Group, ...] = ()
     # the issuer of exported Open Badges 3.0 credentials (model/issuer.py); None: not set up
     openbadges: OpenBadges | None = None
+    # a rule granting nothing this many days while its events keep coming needs attention
+    # (`plaudit status`); 0: never
+    quiet_days: int = DEFAULT_QUIET_DAYS
 
     def timeout(self, mode: Mode) -> str:
         """The default timeout of a rule run in `mode` (a rule's own `timeout:` wins)."""
@@ -202,6 +208,10 @@ def load_config(project_dir: Path) -> Config:
     categories = read_categories(fields, document)
     groups = _groups(fields, document)
     openbadges = read_openbadges(fields, document)
+    quiet_days = fields.field(
+        document, "quiet_days", _is_days, "must be a whole number of days (0: never)",
+        default=defaults.quiet_days,
+    )  # fmt: skip
     if fields.problems:
         raise _config_error(fields)
     return Config(
@@ -221,6 +231,7 @@ def load_config(project_dir: Path) -> Config:
         categories=categories,
         groups=groups,
         openbadges=openbadges,
+        quiet_days=quiet_days,
     )
 
 
@@ -231,6 +242,10 @@ def _config_error(fields: Fields) -> ConfigError:
 
 def _is_table(value: Any) -> bool:
     return isinstance(value, str) and TABLE_PATTERN.fullmatch(value) is not None
+
+
+def _is_days(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _is_interval(value: Any) -> bool:

@@ -19,7 +19,15 @@ import psycopg.conninfo
 from plaudit.errors import PlauditError
 from plaudit.runtime.db import Database, connect
 from plaudit.runtime.engine import Engine
-from plaudit.runtime.rows import CronJobRun, DueReason, JobStatus, StatusFailure, StatusRule
+from plaudit.runtime.rows import (
+    CronJobRun,
+    DueReason,
+    JobStatus,
+    QuietRule,
+    StatusFailure,
+    StatusRule,
+)
+from plaudit.runtime.stats import quiet_rules
 
 # pg_cron learned to run a job in another database than its own in 1.4.
 IN_DATABASE_VERSION = (1, 4)
@@ -211,6 +219,9 @@ class Status:
     oldest_seconds: float | None
     rules: list[StatusRule]
     failures: list[StatusFailure]
+    # rules whose trigger events kept coming while they granted nothing (quiet_days)
+    quiet: list[QuietRule] = field(default_factory=list)
+    quiet_days: int = 0
     attention: list[str] = field(default_factory=list)
 
     @property
@@ -236,6 +247,8 @@ class Status:
             "skipped_by_last_backfill": self.skipped,
             "rules": [_jsonable(r) for r in self.rules],
             "failures_last_day": [_jsonable(f) for f in self.failures],
+            "quiet_days": self.quiet_days,
+            "quiet_rules": [_jsonable(q) for q in self.quiet],
             "attention": self.attention,
         }
 
@@ -253,6 +266,8 @@ def status(engine: Engine, max_lag_seconds: float) -> Status:
         oldest_seconds=events["oldest_seconds"],
         rules=cast("list[StatusRule]", db.execute("status_rules")),
         failures=cast("list[StatusFailure]", db.execute("status_failures")),
+        quiet=quiet_rules(engine, engine.config.quiet_days),
+        quiet_days=engine.config.quiet_days,
     )
     if report.oldest_seconds is not None and report.oldest_seconds > max_lag_seconds:
         report.attention.append(
@@ -276,7 +291,21 @@ def status(engine: Engine, max_lag_seconds: float) -> Status:
             f"backfill ({', '.join(report.skipped)}): another run held {them}; "
             f"`plaudit backfill --wait --select ...` completes {them}"
         )
+    if report.quiet:
+        report.attention.append(quiet_sentence(report.quiet, report.quiet_days))
     return report
+
+
+def quiet_sentence(quiet: Sequence[QuietRule], days: int) -> str:
+    """`1 rule granted nothing in 7 days while its trigger events kept coming (a): ...`"""
+    one = len(quiet) == 1
+    return (
+        f"{len(quiet)} rule{'' if one else 's'} granted nothing in {days} "
+        f"day{'' if days == 1 else 's'} while {'its' if one else 'their'} trigger events "
+        f"kept coming ({', '.join(q['badge'] for q in quiet)}): is a query or a threshold "
+        "wrong? (`plaudit stats` lists them; quiet_days in plaudit.yaml sets the days, 0 "
+        "turns this check off)"
+    )
 
 
 def due_by_reason(rules: Sequence[Mapping[str, Any]]) -> dict[DueReason, list[str]]:

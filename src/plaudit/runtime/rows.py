@@ -7,7 +7,7 @@ come (dicts), typed, so that callers (the CLI, an application) are checked.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Literal, TypedDict
 from uuid import UUID
@@ -195,3 +195,39 @@ class CronJobRun(TypedDict):
     return_message: str | None
     running: bool
     failed_last_day: int
+
+
+class BadgeStat(TypedDict):
+    """One level of a badge in the statistics (badge_stats)."""
+
+    badge: str
+    level: str
+    holders: int
+    grants: int
+    players: int
+    rarity: Decimal | None  # holders / players, in percent
+    achieved_day: int
+    achieved_week: int
+    achieved_month: int
+    awarded_day: int
+    awarded_week: int
+    awarded_month: int
+    achieved_since: int | None  # None without a since
+    median_from_first: timedelta | None
+
+
+class WeekGrants(TypedDict):
+    """The grants achieved in one ISO week (grants_per_week)."""
+
+    week: date  # its Monday
+    grants: int
+
+
+class QuietRule(TypedDict):
+    """A rule gone quiet: its trigger events kept coming, it granted nothing (quiet_rules)."""
+
+    badge: str
+    runs: int
+    first_run_at: datetime
+    last_run_at: datetime
+    last_granted_at: datetime | None
