@@ -94,3 +94,8 @@ JOIN {{ schema }}.badge_level AS l ON l.badge = ub.badge AND l.key = ub.level
 WHERE ub.user_id = $1
 ORDER BY ub.achieved_at DESC, l.position DESC, ub.badge, ub.scope
 LIMIT $2;
+
+-- name: report_user_id
+-- Fails unless $1 reads as a user id (plaudit.yaml's user_id_type): a --user checked before
+-- any page is written.
+SELECT ub.user_id FROM {{ schema }}.user_badge AS ub WHERE ub.user_id = $1 LIMIT 0;

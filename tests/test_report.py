@@ -204,6 +204,15 @@ def test_it_never_writes_into_someone_elses_folder(reported, setup, says):
     assert not (out / "index.html").exists() if out.is_dir() else out.read_text() == "a file"
 
 
+def test_a_user_id_of_another_type_exits_2_before_any_page(reported):
+    _, _, report = reported
+    result, out = report("--user", "abc")
+    assert result.exit_code == 2
+    assert result.stderr.endswith(
+        'Error: --user abc: not a user id here (invalid input syntax for type bigint: "abc")\n')
+    assert list(out.iterdir()) == []
+
+
 def test_badge_texts_in_a_locale(reported):
     _, _, report = reported
     _, out = report("--locale", "fr-CA")

@@ -37,8 +37,8 @@ def report_command(
 ) -> None:
     """Write a static HTML report of the badges into DIR: the catalogue by category (each
     level's holders and rarity; secret badges left out), grants per week, the leaderboards
-    (points and badges, all time and this month) and a page per user (trophy case with
-    progress, recent grants, ranks).
+    (points and badges, all time and this month) and pages for the users on them (trophy
+    case with progress, recent grants, ranks; see --users).
 
     Plain HTML and CSS with inline SVG charts: no script, nothing fetched but icons given as
     URLs; open DIR/index.html from disk or publish the folder. Prints the path of

@@ -14,6 +14,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from plaudit.errors import ConfigError, DatabaseError
 from plaudit.model.kinds import KINDS
 from plaudit.report.icons import Icons
 from plaudit.runtime.db import Database
@@ -168,6 +169,11 @@ def page_users(engine: Engine, boards: Sequence[Board], choice: UserChoice,
                extra: Sequence[str]) -> list[str]:
     """The users who get a page: those on the leaderboards (`top`), every user holding a
     grant (`all`) or none, and the `extra` ones; each once, as text."""
+    for user_id in extra:
+        try:
+            engine.db.execute("report_user_id", [user_id])
+        except DatabaseError as exc:
+            raise ConfigError(f"--user {user_id}: not a user id here ({exc})") from None
     chosen: list[str] = []
     if choice == "top":
         chosen = [str(row["user_id"]) for board in boards for row in board.rows]
