@@ -5,10 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint docs bench clean
+.PHONY: help install demo test lint docs screenshots bench clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install plaudit with its test tools
 
-demo: $(STAMP) ## Run the demo on the embedded PostgreSQL in .plaudit/
+demo: $(STAMP) ## Run the demo on the embedded PostgreSQL in .plaudit/; ends with its HTML report
 	$(BIN)/plaudit demo
 
 test: $(STAMP) ## Run the whole test suite on a real PostgreSQL
@@ -30,6 +30,10 @@ lint: $(STAMP) ## ruff and mypy on the code
 
 docs: $(STAMP) ## Regenerate docs/cli.md from every command's --help
 	$(BIN)/python -m plaudit.cli.reference docs/cli.md
+
+# Needs Debian's chromium and chromium-driver.
+screenshots: $(STAMP) ## The README's screenshots of the demo's report (after make demo)
+	$(BIN)/python tests/browser.py .plaudit/report docs/img
 
 # Sizes in users (10 activities each): 1m is 1M users and 10M activities. Not part of `test`
 # (CI runs a tiny size through tests/test_bench.py). Extra options: BENCH_ARGS='--reps 3'.

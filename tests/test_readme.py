@@ -1,6 +1,6 @@
 """The README's examples are checked (issue 13): its `make demo` output is what `plaudit demo`
-prints, line for line in order, apart from its `...` elisions, times taken and the moment
-of the live events. A README that drifts from the code fails here."""
+prints, line for line in order, apart from its `...` elisions, times taken, the moment
+of the live events and how many user pages the report writes. A README that drifts from the code fails here."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ _VARYING = [
     (re.compile(r"\d[\d,]* granted, \d[\d,]* notifications"), "<n> granted, <n> notifications"),
     (re.compile(r"\b\d+(\.\d+)?s\b"), "<t>"),
     (re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?[+-]\d\d:\d\d"), "<now>"),
+    # the report's user pages: the users on this month's boards, which live events may join
+    (re.compile(r"\d[\d,]* user pages"), "<n> user pages"),
 ]
 
 

@@ -2,8 +2,8 @@
 
 Installed from a wheel, `sql/` is package data (`plaudit/sql`); in a source checkout it is the
 repository's top-level `sql/`. Fixed queries live in `sql/queries.sql` (init's in
-`sql/migrate.sql`, export's in `sql/export.sql`) under `-- name: x` headers so Python never
-assembles SQL in strings.
+`sql/migrate.sql`, export's in `sql/export.sql`, the report's in `sql/report.sql`) under
+`-- name: x` headers so Python never assembles SQL in strings.
 Tables are created by numbered migrations (`sql/migrations/NNNN_name.sql`, applied once
 each); functions, views and triggers by the schema files (`sql/schema/NNN_name.sql`,
 re-created by every init).
@@ -40,7 +40,7 @@ def parse_queries(text: str) -> dict[str, str]:
     return queries
 
 
-QUERY_FILES = ("queries.sql", "migrate.sql", "export.sql")
+QUERY_FILES = ("queries.sql", "migrate.sql", "export.sql", "report.sql")
 
 
 @cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from plaudit.cli.common import App, exit_codes
@@ -56,7 +58,7 @@ def db_url(app: App) -> None:
 @click.pass_obj
 def demo_command(app: App, users: int, activities: int) -> None:
     """Run the demo: embedded PostgreSQL, demo data, init, backfill, a leaderboard, live
-    events, a trophy case."""
+    events, a trophy case, and the HTML report in .plaudit/report/."""
     from plaudit.local.demo import load_demo_data, reset_schema, showcase_user
 
     with app.engine() as engine:
@@ -77,6 +79,20 @@ def demo_command(app: App, users: int, activities: int) -> None:
     if showcase is not None:
         click.echo()
         ctx.invoke(user, user_id=showcase)
+    _demo_report(app)
+
+
+def _demo_report(app: App) -> None:
+    """The end of the demo: the HTML report, in .plaudit/report/ (the path is printed
+    relative to the project, where `make demo` runs)."""
+    from plaudit.report.build import write_report
+
+    relative = Path(".plaudit", "report")
+    click.echo(f"\nplaudit report --out {relative}", err=True)
+    with app.engine() as engine, ProgressLine("report", width=12) as line:
+        written = write_report(engine, app.project_dir / relative)
+        line.done(f"{written.users:,} user pages")
+    click.echo(f"open {relative / 'index.html'} in a browser")
 
 
 def _demo_live_events(app: App, rounds: int = 16) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from plaudit import __version__
-from plaudit.cli import authoring, events, export, grants, jobs, local, rules, stats
+from plaudit.cli import authoring, events, export, grants, jobs, local, report, rules, stats
 from plaudit.cli.common import App, PlauditGroup, exit_codes
 
 
@@ -50,7 +50,7 @@ def cli(ctx: click.Context, dsn: str | None, project_dir: Path, verbose: bool) -
 
 for command in (
     rules.init, rules.deploy, rules.render_command, rules.backfill, rules.user,
-    rules.leaderboard, export.export_command, stats.stats_command,
+    rules.leaderboard, export.export_command, stats.stats_command, report.report_command,
     authoring.validate, authoring.lint, authoring.test_command, authoring.preview,
     events.track, events.run_command, grants.award, grants.revoke,
     jobs.schedule_command, jobs.status_command, local.db, local.demo_command,
