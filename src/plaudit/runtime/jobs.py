@@ -18,6 +18,7 @@ import psycopg.conninfo
 
 from plaudit.errors import PlauditError
 from plaudit.runtime.db import Database, connect
+from plaudit.runtime.delivery import OutboxStatus, outbox_status
 from plaudit.runtime.engine import Engine
 from plaudit.runtime.rows import CronJobRun, DueReason, JobStatus, StatusFailure, StatusRule
 
@@ -143,7 +144,8 @@ def definitions(
     rows = engine.db.execute(
         "job_definitions",
         [events, nightly, batch_size, config.statement_timeout, config.retention_runs,
-         config.retention_job_runs, site.database, config.backfill_timeout],
+         config.retention_job_runs, site.database, config.backfill_timeout,
+         config.retention_outbox],
     )  # fmt: skip
     return [Job(**row) for row in rows]
 
@@ -212,6 +214,8 @@ class Status:
     rules: list[StatusRule]
     failures: list[StatusFailure]
     attention: list[str] = field(default_factory=list)
+    # the webhooks' outbox (add_outbox)
+    outbox: OutboxStatus = field(default_factory=OutboxStatus)
 
     @property
     def dirty(self) -> list[str]:
@@ -237,6 +241,7 @@ class Status:
             "rules": [_jsonable(r) for r in self.rules],
             "failures_last_day": [_jsonable(f) for f in self.failures],
             "attention": self.attention,
+            "outbox": self.outbox.as_json(),
         }
 
 
@@ -276,7 +281,23 @@ def status(engine: Engine, max_lag_seconds: float) -> Status:
             f"backfill ({', '.join(report.skipped)}): another run held {them}; "
             f"`plaudit backfill --wait --select ...` completes {them}"
         )
+    add_outbox(report, engine, max_lag_seconds)
     return report
+
+
+def add_outbox(report: Status, engine: Engine, max_lag_seconds: float) -> None:
+    """The webhooks' outbox: per endpoint what waits, since when, and the dead letters. Dead
+    letters need attention, and so does a notice waiting longer than the max lag (is
+    `plaudit deliver` running, is the endpoint up?)."""
+    report.outbox = outbox = outbox_status(engine)
+    oldest = outbox.oldest_seconds
+    if oldest is not None and oldest > max_lag_seconds:
+        report.attention.append(
+            f"the oldest undelivered notice has waited {duration(oldest)} (more than "
+            f"{duration(max_lag_seconds)}): is `plaudit deliver` running, and the endpoint up?")
+    dead = outbox.dead_sentence()
+    if dead:
+        report.attention.append(dead)
 
 
 def due_by_reason(rules: Sequence[Mapping[str, Any]]) -> dict[DueReason, list[str]]:

@@ -195,3 +195,14 @@ class CronJobRun(TypedDict):
     return_message: str | None
     running: bool
     failed_last_day: int
+
+
+class OutboxWebhook(TypedDict):
+    """An endpoint's deliveries as `plaudit status` shows them (outbox_status)."""
+
+    webhook: str
+    url: str
+    pending: int
+    oldest_pending_seconds: float | None
+    dead: int
+    last_error: str | None
