@@ -93,11 +93,12 @@ def deliver_command(
         click.echo("stopped", err=True)
     if totals["messages"]:
         click.echo(f"sent {_count(totals['messages'], 'message')}, "
-                   f"{totals['delivered']:,} notices delivered", err=True)
+                   f"{_count(totals['delivered'], 'notice')} delivered", err=True)
     elif mode == "once":
         click.echo("nothing due", err=True)
     if dead:
-        click.echo(f"Error: {_count(dead, 'notice')} became dead letters: delivery gave up on "
+        letters = "a dead letter" if dead == 1 else "dead letters"
+        click.echo(f"Error: {_count(dead, 'notice')} became {letters}: delivery gave up on "
                    "them; `plaudit deliver --retry-dead` sends them again", err=True)
         sys.exit(1)
 
