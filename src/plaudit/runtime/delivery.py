@@ -27,8 +27,9 @@ from typing import Any, cast
 import httpx
 import psycopg
 
-from plaudit.errors import ConfigError
+from plaudit.errors import ConfigError, DatabaseError
 from plaudit.model.webhooks import Endpoint, Webhooks, seconds
+from plaudit.runtime.db import describe
 from plaudit.runtime.engine import Engine
 from plaudit.runtime.rows import OutboxWebhook
 from plaudit.runtime.runner import Stoppable
@@ -123,6 +124,12 @@ class Deliverer(Stoppable):
 
     def batch(self) -> DeliveryBatch:
         """Take, post and record one batch, in one transaction."""
+        try:
+            return self._batch()
+        except psycopg.Error as exc:  # the connection, mostly: the batch rolled back with it
+            raise DatabaseError(f"delivering a batch: {describe(exc)}") from exc
+
+    def _batch(self) -> DeliveryBatch:
         db = self.engine.db
         started = time.monotonic()
         config = self.webhooks
@@ -189,6 +196,8 @@ class Deliverer(Stoppable):
                     pass
         except KeyboardInterrupt:
             self.stopping = True
+        except psycopg.Error as exc:  # a lost connection ends it: systemd restarts it
+            raise DatabaseError(f"waiting for notices: {describe(exc)}") from exc
 
 
 def retry_dead(engine: Engine, endpoints: Sequence[Endpoint]) -> int:
