@@ -29,7 +29,7 @@ from werkzeug import Request, Response
 from plaudit.model.config import load_config
 from plaudit.runtime.delivery import Deliverer, select_endpoints
 from plaudit.runtime.runner import run_batch
-from plaudit.runtime.webhook import verify
+from plaudit.runtime.webhook import signature, verify
 from test_outbox import POSTER, TALKER, seed
 
 SECRET = "s3cret-for-tests"
@@ -168,10 +168,9 @@ def test_a_message_is_a_users_grants_highest_level_first_signed(hooked, receiver
     assert len(receiver.requests) == 2
 
 
-def test_the_signature_is_hmac_sha256_of_timestamp_dot_body(receiver):
+def test_the_signature_is_hmac_sha256_of_timestamp_dot_body():
     body = b'{"a": 1}'
     timestamp = int(time.time())
-    from plaudit.runtime.webhook import signature
     header = signature(b"k", timestamp, body)
     assert header == "t={},v1={}".format(
         timestamp, hmac.new(b"k", f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest())
@@ -385,6 +384,38 @@ def test_failures_timeouts_and_a_receiver_going_down_lose_nothing(hooked, receiv
     assert {200, 500, 502} <= {r["status"] for r in receiver.requests}
     assert any(r["delay"] > 0 for r in receiver.requests) and downs > 0
     assert sql("SELECT max(attempts) > 1 FROM plaudit.delivery") == [(True,)]
+    check_received_exactly_once_after_dedup(receiver, sql)
+
+
+def test_deliverers_running_at_once_take_disjoint_messages(hooked, receiver, sql, engine_for,
+                                                           project):
+    engine = hooked()
+    receiver.answer = lambda n, path: (200, 0.1)
+    grants_in_rounds(engine, sql, random.Random(5), list(range(300, 340)), rounds=1)
+    config = load_config(project.path)
+    deliverers = [Deliverer(engine_for(project), config.webhooks,
+                            select_endpoints(config.webhooks, ()), batch_size=3)
+                  for _ in range(3)]
+    sent: list[list[str]] = [[] for _ in deliverers]
+
+    def drain(index: int) -> None:
+        deliverers[index].on_batch = lambda result: sent[index].extend(
+            o.message.message_id for o in result.outcomes)
+        deliverers[index].drain()
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(len(deliverers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for deliverer in deliverers:
+        deliverer.close()
+    assert all(sent)  # each took its share
+    messages = [m for batch in sent for m in batch]
+    assert len(messages) == len(set(messages)) == len(receiver.requests)  # none twice
+    assert sql("SELECT count(*) FROM plaudit.delivery WHERE status <> 'delivered'") == [(0,)]
+    # a user's notices were never split between two deliverers: one message per user
+    assert len({m["user_id"] for m in receiver.accepted()}) == len(receiver.accepted())
     check_received_exactly_once_after_dedup(receiver, sql)
 
 
