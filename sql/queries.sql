@@ -298,7 +298,8 @@ CREATE EXTENSION IF NOT EXISTS pg_cron;
 -- The jobs `plaudit schedule` installs. Commands are written by format(), so every value in
 -- them is quoted by PostgreSQL. $1 events schedule, $2 nightly schedule, $3 batch size,
 -- $4 default rule timeout of incremental runs, $5 run retention, $6 job history retention,
--- $7 the pg_cron database (where the history job runs), $8 default rule timeout of backfills.
+-- $7 the pg_cron database (where the history job runs), $8 default rule timeout of backfills,
+-- $9 outbox retention.
 WITH job (position, job, schedule, command, database) AS (
     VALUES
         (1, 'events', $1::text,
@@ -308,7 +309,8 @@ WITH job (position, job, schedule, command, database) AS (
          format('SELECT %I.job_watchdog()', '{{ schema }}'),
          current_database()),
         (3, 'nightly', $2::text,
-         format('CALL %I.job_nightly(%L, %L)', '{{ schema }}', $8::text, $5::interval),
+         format('CALL %I.job_nightly(%L, %L, %L)', '{{ schema }}', $8::text, $5::interval,
+                $9::interval),
          current_database()),
         (4, 'history', $2::text, NULL, $7::text)
 ),
@@ -455,3 +457,61 @@ SELECT week, grants FROM {{ schema }}.grants_per_week($1::timestamptz, $2::text,
 -- name: quiet_rules
 SELECT badge, runs, first_run_at, last_run_at, last_granted_at
 FROM {{ schema }}.quiet_rules($1::int);
+
+-- Webhooks: the outbox and its deliveries (sql/schema/012_outbox.sql) ---------------------
+
+-- name: deployed_webhooks
+-- The endpoints the outbox fans out to, as deploy synced them from plaudit.yaml.
+SELECT name, url, badges, tags, coalesce_window::text AS coalesce_window
+FROM {{ schema }}.webhook
+ORDER BY name;
+
+-- name: take_deliveries
+-- A deliverer's batch: up to $2 messages (a user's due rows for one endpoint each) of the
+-- endpoints $1, locked; a user sent $3 messages in the last hour waits.
+SELECT webhook, user_id, notice_id, action, badge, level, scope, "position", notice,
+       attempts, created_at
+FROM {{ schema }}.take_deliveries($1::text[], $2::int, $3::int);
+
+-- name: finish_deliveries
+-- The outcome of each row sent ($1: [{webhook, user_id, notice_id, message_id, ok, error}]);
+-- retries after $2 doubling up to $3; a row tried for $4 is a dead letter.
+SELECT delivered, retrying, dead
+FROM {{ schema }}.finish_deliveries(
+    $1::jsonb, {{ schema }}.timeout_interval($2), {{ schema }}.timeout_interval($3),
+    $4::interval);
+
+-- name: retry_dead
+SELECT {{ schema }}.retry_dead($1::text[]) AS revived;
+
+-- name: next_delivery
+-- Seconds until the next row of the endpoints $1 is due (negative: due now); NULL: none.
+SELECT extract(epoch FROM min(d.due_at) - now())::float8 AS seconds
+FROM {{ schema }}.delivery AS d
+WHERE d.status = 'pending' AND d.webhook = ANY ($1::text[]);
+
+-- name: listen_outbox
+-- `plaudit deliver --follow` wakes up on this channel when the outbox gains rows.
+LISTEN {{ schema }}_outbox;
+
+-- name: outbox_status
+-- Per endpoint: the rows waiting (and since when the oldest was queued), the dead letters,
+-- and the last error of a row not delivered.
+SELECT w.name AS webhook, w.url,
+       count(d.notice_id) FILTER (WHERE d.status = 'pending') AS pending,
+       extract(epoch FROM now() - min(d.queued_at) FILTER (WHERE d.status = 'pending'))::float8
+           AS oldest_pending_seconds,
+       count(d.notice_id) FILTER (WHERE d.status = 'dead') AS dead,
+       (array_agg(d.last_error ORDER BY d.due_at DESC)
+            FILTER (WHERE d.last_error IS NOT NULL))[1] AS last_error
+FROM {{ schema }}.webhook AS w
+LEFT JOIN {{ schema }}.delivery AS d ON d.webhook = w.name AND d.status <> 'delivered'
+GROUP BY w.name, w.url
+ORDER BY w.name;
+
+-- name: prune_outbox
+SELECT {{ schema }}.prune_outbox($1::interval) AS pruned;
+
+-- name: pg_net_available
+-- Whether this server could send HTTP from inside the database (the pg_net extension).
+SELECT EXISTS (SELECT FROM pg_available_extensions WHERE name = 'pg_net') AS available;

@@ -9,6 +9,7 @@ import pytest
 from plaudit.errors import ConfigError
 from plaudit.model.config import Config, EventSource, load_config
 from plaudit.model.issuer import OpenBadges
+from plaudit.model.webhooks import Endpoint, Webhooks
 
 FULL = """\
 rules: rules
@@ -325,3 +326,99 @@ def test_invalid_openbadges(tmp_path: Path, text: str, expected: list[str]) -> N
     with pytest.raises(ConfigError) as error:
         load(tmp_path, text)
     assert str(error.value) == "\n".join(expected)
+
+
+WEBHOOKS = """\
+webhooks:
+  endpoints:
+    crm:
+      url: https://crm.example.org/hooks/plaudit
+      secret_env: PLAUDIT_WEBHOOK_SECRET
+      badges: [first_post, commentator]
+      tags: [community]
+    chat: {url: "http://127.0.0.1:8000/hook", secret: dev-only}
+  timeout: 5s
+  coalesce: 2s
+  max_per_hour: 0
+  retry: {first: 500ms, max: 10min, give_up_after: 1 day}
+retention: {outbox: 2 days}
+"""
+
+
+def test_webhooks_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load(tmp_path, WEBHOOKS)
+    assert config.retention_outbox == "2 days"
+    assert config.webhooks == Webhooks(
+        endpoints=(
+            Endpoint("crm", "https://crm.example.org/hooks/plaudit", None,
+                     "PLAUDIT_WEBHOOK_SECRET", ("first_post", "commentator"), ("community",), 3),
+            Endpoint("chat", "http://127.0.0.1:8000/hook", "dev-only", None, (), (), 8),
+        ),
+        timeout="5s", coalesce="2s", max_per_hour=0, retry_first="500ms", retry_max="10min",
+        give_up_after="1 day")
+    crm, chat = config.webhooks.endpoints
+    assert chat.key() == b"dev-only"
+    monkeypatch.setenv("PLAUDIT_WEBHOOK_SECRET", "from-env")
+    assert crm.key() == b"from-env"  # read when delivering, not when loading
+    monkeypatch.delenv("PLAUDIT_WEBHOOK_SECRET")
+    with pytest.raises(ConfigError, match=r"^plaudit.yaml:3: webhook crm: the environment "
+                       "variable PLAUDIT_WEBHOOK_SECRET holding its secret is not set$"):
+        crm.key()
+    # the defaults
+    minimal = load(tmp_path, "webhooks: {endpoints: {a: {url: 'https://a.example', secret: x}}}\n")
+    assert minimal.webhooks == Webhooks((Endpoint("a", "https://a.example", "x", None, line=1),))
+    assert (minimal.webhooks.coalesce, minimal.webhooks.max_per_hour,
+            minimal.webhooks.give_up_after) == ("5s", 30, "3 days")
+
+
+W = "webhooks:\n  endpoints:\n"
+WEBHOOKS_INVALID = [
+    pytest.param("webhooks: [a]\n", [
+        f"{P}:1: 'webhooks' must be a mapping like {{endpoints: {{name: {{url: ...}}}}}}"],
+        id="not-a-mapping"),
+    pytest.param("webhooks: {timeout: 5s}\n", [f"{P}:1: missing required key 'endpoints'"],
+                 id="no-endpoints"),
+    pytest.param(W + "    Bad: {url: 'https://a.example', secret: x}\n",
+                 [f"{P}:3: webhook name 'Bad' must match [a-z0-9_]+"], id="name"),
+    pytest.param(W + "    a: https://a.example\n", [
+        f"{P}:3: webhooks.endpoints.a must be a mapping like {{url: https://..., "
+        "secret_env: PLAUDIT_WEBHOOK_SECRET}"], id="endpoint-not-a-mapping"),
+    pytest.param(W + "    a: {url: 'ftp://a.example', secret: x}\n", [
+        f"{P}:3: 'webhooks.endpoints.a.url' must be an http:// or https:// URL"], id="url"),
+    pytest.param(W + "    a: {url: 'https://a.example'}\n", [
+        f"{P}:3: webhooks.endpoints.a needs a secret to sign with: secret_env: NAME (an "
+        "environment variable) or secret: ..."], id="no-secret"),
+    pytest.param(W + "    a: {url: 'https://a.example', secret: x, secret_env: Y}\n", [
+        f"{P}:3: webhooks.endpoints.a: give secret or secret_env, not both"], id="two-secrets"),
+    pytest.param(W + "    a: {url: 'https://a.example', secret_env: 'NOT-A-NAME'}\n", [
+        f"{P}:3: 'webhooks.endpoints.a.secret_env' must match [A-Za-z_][A-Za-z0-9_]*"],
+        id="secret-env"),
+    pytest.param(W + "    a: {url: 'https://a.example', secret: x, badges: [Big]}\n", [
+        f"{P}:3: webhooks.endpoints.a.badges: 'Big' must match [a-z0-9_]+"], id="badge"),
+    pytest.param(W + "    a: {url: 'https://a.example', secret: x, tag: [b]}\n", [
+        f"{P}:3: unknown key 'tag' (did you mean 'tags'?)"], id="endpoint-typo"),
+    pytest.param("webhooks:\n  endpoints: {}\n  timeout: 0s\n", [
+        f"{P}:3: 'webhooks.timeout' must be more than 0"], id="timeout-0"),
+    pytest.param("webhooks:\n  endpoints: {}\n  coalesce: soon\n", [
+        f"{P}:3: 'webhooks.coalesce' must be a duration like 500ms, 5s, 10min or 1h"],
+        id="coalesce"),
+    pytest.param("webhooks:\n  endpoints: {}\n  max_per_hour: -1\n", [
+        f"{P}:3: 'webhooks.max_per_hour' must be a whole number, 0 for no limit"],
+        id="max-per-hour"),
+    pytest.param("webhooks:\n  endpoints: {}\n  retry: {first: 2h, max: 1h}\n", [
+        f"{P}:3: webhooks.retry.first must not be longer than webhooks.retry.max"],
+        id="retry-first-above-max"),
+    pytest.param("webhooks:\n  endpoints: {}\n  retry: {give_up_after: never}\n", [
+        f"{P}:3: 'webhooks.retry.give_up_after' must be an interval like 3 days or 12 hours"],
+        id="give-up"),
+    pytest.param("retention: {outbox: forever}\n", [
+        f"{P}:1: 'retention.outbox' must be an interval like 30 days or 12 hours"],
+        id="retention-outbox"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), WEBHOOKS_INVALID)
+def test_invalid_webhooks(tmp_path: Path, text: str, expected: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, text)
+    assert str(err.value).splitlines() == expected

@@ -22,6 +22,7 @@ COMMANDS = [tuple(c.command_path.split()[1:]) for c in commands()]
 # The commands that exit 1 (a rule, a case, a check failed, a rule file is invalid) and 3
 # (a backfill skipped rules another run held); every command exits 0 and 2.
 EXIT_1 = {"init", "deploy", "render", "backfill", "validate", "lint", "test", "preview", "run",
+          "deliver",
           "revoke", "schedule", "status", "demo", "export"}
 EXIT_3 = {"backfill", "demo"}
 

@@ -93,7 +93,7 @@ def test_schedule_creates_updates_and_removes_exactly_its_jobs(project, run_cli,
         ("app cleanup", "0 * * * *", "SELECT 1", db),
         (prefix + "events", "* * * * *", "CALL plaudit.job_events(1000, '60s')", db),
         (prefix + "history", "0 3 * * *", history, cron_db),
-        (prefix + "nightly", "0 3 * * *", "CALL plaudit.job_nightly('30min', '30 days')", db),
+        (prefix + "nightly", "0 3 * * *", "CALL plaudit.job_nightly('30min', '30 days', '7 days')", db),
         (prefix + "watchdog", "* * * * *", "SELECT plaudit.job_watchdog()", db),
     ]
     [events_job] = [line for line in created.stdout.splitlines() if "events" in line]
@@ -113,7 +113,7 @@ def test_schedule_creates_updates_and_removes_exactly_its_jobs(project, run_cli,
     assert [row[:3] for row in jobs_in_cron()[1:]] == [
         (prefix + "events", "* * * * *", "CALL plaudit.job_events(500, '90s')"),
         (prefix + "history", "30 2 * * *", history),
-        (prefix + "nightly", "30 2 * * *", "CALL plaudit.job_nightly('2h', '10 days')"),
+        (prefix + "nightly", "30 2 * * *", "CALL plaudit.job_nightly('2h', '10 days', '7 days')"),
         (prefix + "watchdog", "* * * * *", "SELECT plaudit.job_watchdog()"),
     ]
     # updated in place: same ids, so pg_cron's history of the jobs stays attached

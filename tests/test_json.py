@@ -69,6 +69,10 @@ def test_every_scripted_command_speaks_json(run_cli, project, sql):
     assert (grant["badge"], grant["level"]) == ("talker", "bronze")
     assert grant["achieved_at"] == "2024-02-02T10:00:00+00:00"
 
+    status = json.loads(run_cli(project, "status", "--json").stdout)
+    assert status["outbox"] == {  # no webhooks: an empty outbox
+        "pending": 0, "oldest_pending_seconds": None, "dead": 0, "webhooks": []}
+
 
 def test_problems_as_json_carry_file_and_line(run_cli, project):
     project.write("rules/talker.yaml", TALKER.replace("threshold: 2", "threshold: -2"))

@@ -191,13 +191,26 @@ BEGIN
                     RETURNING ub.user_id, ub.level, ub.scope, ub.achieved_at,
                               (ub.xmax = 0) AS inserted, ub.seen_at IS NULL AS unseen
                 ),
-                notified AS MATERIALIZED (
-                    SELECT pg_notify(%6$L, {{ schema }}.grant_notice(
-                        g.user_id, %2$L, g.level, l.name, g.scope, g.achieved_at, l.icon,
-                        l.points))
+                -- the news: new grants that are not quiet, each notified on commit and,
+                -- while a webhook is configured, written to the outbox (012_outbox.sql)
+                announced AS MATERIALIZED (
+                    SELECT g.user_id, g.level, g.scope, l.position,
+                           {{ schema }}.grant_notice(g.user_id, %2$L, g.level, l.name, g.scope,
+                                                     g.achieved_at, l.icon, l.points) AS notice
                     FROM granted AS g
                     JOIN {{ schema }}.badge_level AS l ON l.badge = %2$L AND l.key = g.level
                     WHERE g.inserted AND g.unseen
+                ),
+                notified AS MATERIALIZED (
+                    SELECT pg_notify(%6$L, a.notice) FROM announced AS a
+                ),
+                outboxed AS (
+                    INSERT INTO {{ schema }}.outbox
+                        (user_id, action, badge, level, scope, position, notice)
+                    SELECT a.user_id, 'grant', %2$L, a.level, a.scope, a.position, a.notice::jsonb
+                    FROM announced AS a
+                    WHERE EXISTS (SELECT FROM {{ schema }}.webhook)
+                    RETURNING 1
                 ),
                 progressed AS (
                     INSERT INTO {{ schema }}.user_progress AS up
@@ -255,7 +268,8 @@ BEGIN
             -- revoke: true: a complete backfill removes the rule grants it no longer returns
             IF p_mode = 'backfill' AND NOT v_filtered
                AND (SELECT b.revoke FROM {{ schema }}.badge AS b WHERE b.slug = p_badge) THEN
-                PERFORM {{ schema }}.revoke_stale(p_badge, v_sql, p_params, v_run_id);
+                PERFORM {{ schema }}.revoke_stale(p_badge, v_sql, p_params, v_run_id,
+                                                 p_announce);
             END IF;
 
             UPDATE {{ schema }}.run AS r

@@ -595,6 +595,9 @@ BEGIN
         PERFORM {{ schema }}.sync_scores(p_config ->> 'timezone');
     END IF;
     PERFORM {{ schema }}.sync_categories(p_config -> 'categories');  -- 010_trophy_case.sql
+    IF p_config ? 'webhooks' THEN
+        PERFORM {{ schema }}.sync_webhooks(p_config -> 'webhooks');  -- 012_outbox.sql
+    END IF;
     RETURN QUERY SELECT * FROM {{ schema }}.install_event_triggers(p_config -> 'events');
 END;
 $function$;

@@ -39,11 +39,14 @@ GROUP BY w.slug;
 -- `revoke: true`: remove the rule grants of `p_badge` that the rule's compiled SQL no longer
 -- returns (manual grants are never touched), log them, and count them on the run. Called by
 -- run_rule after the grants of a complete (unfiltered) backfill, in the same transaction.
+-- Like the backfill's grants, its revocations are news only when announced (p_announce):
+-- then they go to the outbox (012_outbox.sql), while a webhook is configured.
 CREATE OR REPLACE FUNCTION {{ schema }}.revoke_stale(
     p_badge text,
     p_sql text,
     p_params text[],
-    p_run_id bigint
+    p_run_id bigint,
+    p_announce boolean DEFAULT false
 ) RETURNS int
 LANGUAGE plpgsql AS $function$
 DECLARE
@@ -67,9 +70,19 @@ BEGIN
                    'no longer granted by the rule (revoke: true)', g.achieved_at, %3$L::bigint
             FROM gone AS g
             RETURNING 1
+        ),
+        outboxed AS (
+            INSERT INTO {{ schema }}.outbox (user_id, action, badge, level, scope, position, notice)
+            SELECT g.user_id, 'revoke', %2$L, g.level, g.scope, l.position,
+                   {{ schema }}.grant_notice(g.user_id, %2$L, g.level, l.name, g.scope,
+                                             g.achieved_at, l.icon, l.points)::jsonb
+            FROM gone AS g
+            JOIN {{ schema }}.badge_level AS l ON l.badge = %2$L AND l.key = g.level
+            WHERE %4$L::boolean AND EXISTS (SELECT FROM {{ schema }}.webhook)
+            RETURNING 1
         )
         SELECT count(*) FROM logged
-    $q$, p_sql, p_badge, p_run_id)
+    $q$, p_sql, p_badge, p_run_id, p_announce)
     INTO v_revoked
     USING p_params, coalesce(
         (SELECT m.value FROM {{ schema }}.meta AS m WHERE m.key = 'rule_search_path'),
@@ -160,7 +173,8 @@ $function$;
 
 -- `plaudit award`: grant a badge by hand (source 'manual', the reason in meta and the log).
 -- A grant already held (by a rule or by hand) is left as it is: outcome 'held'. A new manual
--- grant is news: unseen and notified like an incremental grant. Rules never move, revoke
+-- grant is news: unseen and notified like an incremental grant (and written to the outbox,
+-- 012_outbox.sql, while a webhook is configured). Rules never move, revoke
 -- or overwrite a manual grant. An award lifts a revocation of that grant (suppressed_grant),
 -- whether or not the grant was held, and re-checks the rules that read the badge.
 CREATE OR REPLACE FUNCTION {{ schema }}.award_badge(
@@ -176,6 +190,7 @@ DECLARE
     v_level text := {{ schema }}.manual_level(p_badge, p_level);
     v_scope text := coalesce(p_scope, '');
     v_at timestamptz := coalesce(p_achieved_at, now());
+    v_notified bigint;
     v_channel text := coalesce(
         (SELECT m.value FROM {{ schema }}.meta AS m WHERE m.key = 'notify_channel'),
         '{{ defaults.notify_channel }}');
@@ -195,10 +210,22 @@ BEGIN
         INSERT INTO {{ schema }}.grant_log
             (user_id, badge, level, scope, action, source, reason, achieved_at)
         VALUES (p_user_id, p_badge, v_level, v_scope, 'award', 'manual', p_reason, v_at);
-        PERFORM pg_notify(v_channel, {{ schema }}.grant_notice(
-            p_user_id, p_badge, v_level, l.name, v_scope, v_at, l.icon, l.points))
-        FROM {{ schema }}.badge_level AS l
-        WHERE l.badge = p_badge AND l.key = v_level;
+        WITH announced AS MATERIALIZED (
+            SELECT l.position, {{ schema }}.grant_notice(
+                p_user_id, p_badge, v_level, l.name, v_scope, v_at, l.icon, l.points) AS notice
+            FROM {{ schema }}.badge_level AS l
+            WHERE l.badge = p_badge AND l.key = v_level
+        ),
+        outboxed AS (
+            INSERT INTO {{ schema }}.outbox (user_id, action, badge, level, scope, position, notice)
+            SELECT p_user_id, 'grant', p_badge, v_level, v_scope, a.position, a.notice::jsonb
+            FROM announced AS a
+            WHERE EXISTS (SELECT FROM {{ schema }}.webhook)
+        ),
+        notified AS MATERIALIZED (
+            SELECT pg_notify(v_channel, a.notice) FROM announced AS a
+        )
+        SELECT count(*) INTO v_notified FROM notified;
         PERFORM {{ schema }}.recheck_readers(p_badge, jsonb_build_array(jsonb_build_object(
             'user_id', p_user_id, 'occurred_at', v_at, 'level', v_level, 'scope', v_scope)));
         RETURN QUERY SELECT v_level, v_scope, 'awarded'::text, 'manual'::text, v_at;
@@ -216,7 +243,8 @@ $function$;
 -- NULL; one scope, or all when p_scope is NULL), manual or by a rule, and log each with the
 -- reason. A revocation is a decision: each removed grant is recorded in suppressed_grant, so
 -- no rule run grants it again until `plaudit award` lifts it; the rules that read the badge
--- re-check the user.
+-- re-check the user. A revocation is news: it goes to the outbox (012_outbox.sql) while a
+-- webhook is configured.
 CREATE OR REPLACE FUNCTION {{ schema }}.revoke_badge(
     p_user_id {{ user_id_type }},
     p_badge text,
@@ -253,6 +281,16 @@ BEGIN
         ON CONFLICT ON CONSTRAINT suppressed_grant_pkey DO UPDATE
             SET reason = excluded.reason, revoked_by = excluded.revoked_by,
                 revoked_at = excluded.revoked_at
+        RETURNING 1
+    ),
+    outboxed AS (
+        INSERT INTO {{ schema }}.outbox (user_id, action, badge, level, scope, position, notice)
+        SELECT p_user_id, 'revoke', p_badge, g.level, g.scope, l.position,
+               {{ schema }}.grant_notice(p_user_id, p_badge, g.level, l.name, g.scope,
+                                         g.achieved_at, l.icon, l.points)::jsonb
+        FROM gone AS g
+        JOIN {{ schema }}.badge_level AS l ON l.badge = p_badge AND l.key = g.level
+        WHERE EXISTS (SELECT FROM {{ schema }}.webhook)
         RETURNING 1
     )
     SELECT coalesce(jsonb_agg(jsonb_build_object(

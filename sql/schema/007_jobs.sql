@@ -142,11 +142,13 @@ END;
 $procedure$;
 
 -- The nightly job: backfill the due rules (due_rules()), one committed transaction each, each
--- under the watchdog; then retention. Raises at the end if a rule failed.
+-- under the watchdog; then retention: old runs, and delivered outbox rows (012_outbox.sql).
+-- Raises at the end if a rule failed.
 -- CALL {{ schema }}.job_nightly();
 CREATE OR REPLACE PROCEDURE {{ schema }}.job_nightly(
     p_timeout text DEFAULT '{{ defaults.backfill_timeout }}',  -- backfill_timeout: each due rule reads all history
-    p_keep_runs interval DEFAULT '{{ defaults.retention_runs }}'
+    p_keep_runs interval DEFAULT '{{ defaults.retention_runs }}',
+    p_keep_outbox interval DEFAULT '{{ defaults.retention_outbox }}'
 )
 LANGUAGE plpgsql AS $procedure$
 DECLARE
@@ -165,6 +167,7 @@ BEGIN
         COMMIT;
     END LOOP;
     PERFORM {{ schema }}.prune(p_keep_runs);
+    PERFORM {{ schema }}.prune_outbox(p_keep_outbox);
     COMMIT;
     PERFORM {{ schema }}.job_check('nightly', v_runs, v_failed);
 END;

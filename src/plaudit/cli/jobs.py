@@ -21,6 +21,7 @@ from plaudit.cli.output import table
 from plaudit.model.config import DURATION_REQUIREMENT, is_duration
 from plaudit.runtime.contract import read_tables
 from plaudit.runtime.db import Database, connect
+from plaudit.runtime.delivery import cron_line
 from plaudit.runtime.engine import Engine
 from plaudit.runtime.jobs import (
     CronSite,
@@ -82,8 +83,12 @@ def schedule_command(
     `nightly` backfills the rules without triggers, the dirty and the due ones and the rules
     reading their grants (`--select state:due`), then prunes old runs (CALL
     plaudit.job_nightly), `history` prunes these jobs' rows in cron.job_run_details.
-    Re-running it updates the jobs in place.
+    Re-running it updates the jobs in place. Webhooks are delivered by a process, not by
+    pg_cron: with webhooks in plaudit.yaml it says so, with the crontab line.
     """
+    with _engine_and_dsn(app) as (engine, dsn):
+        if action is None and app.config.webhooks:
+            _webhooks_note(engine, app)
     with _engine_and_dsn(app) as (engine, dsn), cron_site(engine, dsn, cron_dsn) as site:
         if site.created_extension:
             click.echo(f"created extension pg_cron in database {site.database}", err=True)
@@ -110,6 +115,16 @@ def schedule_command(
                 f"run as {site.db.conn.info.user}",
                 err=True,
             )
+
+
+def _webhooks_note(engine: Engine, app: App) -> None:
+    """pg_cron cannot deliver webhooks here: say so, and how to run the deliverer."""
+    row = engine.db.one("pg_net_available")
+    why = ("this server has no pg_net, so PostgreSQL cannot send HTTP" if not (
+        row and row["available"]) else "plaudit does not send HTTP through pg_net")
+    click.echo(
+        f"webhooks: no pg_cron job delivers them ({why}): run `plaudit deliver --follow` as "
+        f"a service (systemd), or from cron:\n  {cron_line(app.project_dir)}", err=True)
 
 
 def _show_status(engine: Engine, site: CronSite, jobs: Sequence[Job]) -> None:
@@ -151,12 +166,13 @@ def _show_status(engine: Engine, site: CronSite, jobs: Sequence[Job]) -> None:
               help="Pending events waiting longer than this need attention.")
 @click.pass_obj
 def status_command(app: App, as_json: bool, max_lag: str) -> None:
-    """Pending events, dirty rules, each rule's last run, the failures of the last day.
+    """Pending events, dirty rules, each rule's last run, the failures of the last day, and
+    the webhooks' outbox: notices pending, the oldest's age, dead letters.
 
     Exits 1 when something needs attention (events waiting longer than --max-lag, dirty
     rules, rules due for a backfill, rules a backfill skipped, rules gone quiet: granting
-    nothing for plaudit.yaml's quiet_days while their trigger events kept coming), so that
-    monitoring can run it.
+    nothing for plaudit.yaml's quiet_days while their trigger events kept coming, dead
+    letters, a notice undelivered for longer than --max-lag), so that monitoring can run it.
     """
     if not is_duration(max_lag):
         raise click.BadParameter(f"{max_lag!r} {DURATION_REQUIREMENT}", param_hint="--max-lag")
@@ -193,7 +209,24 @@ def _status_text(report: Status, zone: ZoneInfo) -> str:
         )  # fmt: skip
     else:
         failures = "failures in the last day: none"
-    return f"{events}\n\n{rules}\n\n{failures}"
+    return f"{events}{_outbox_text(report)}\n\n{rules}\n\n{failures}"
+
+
+def _outbox_text(report: Status) -> str:
+    """The webhooks' outbox, when plaudit.yaml has webhooks: a line, then one per endpoint."""
+    outbox = report.outbox
+    if not outbox.webhooks:
+        return ""
+    line = f"\noutbox: {outbox.pending:,} pending"
+    if outbox.oldest_seconds is not None:
+        line += f", the oldest waiting for {duration(outbox.oldest_seconds)}"
+    line += f", {outbox.dead:,} dead letter{'' if outbox.dead == 1 else 's'}\n"
+    return line + table(
+        ("webhook", "url", "pending", "oldest", "dead", "last error"),
+        [(w["webhook"], w["url"], w["pending"],
+          duration(w["oldest_pending_seconds"]) if w["oldest_pending_seconds"] is not None
+          else None, w["dead"], _short(w["last_error"])) for w in outbox.webhooks],
+    )  # fmt: skip
 
 
 def _state(rule: StatusRule, quiet: set[str]) -> str:

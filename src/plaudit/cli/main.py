@@ -11,7 +11,18 @@ from pathlib import Path
 import click
 
 from plaudit import __version__
-from plaudit.cli import authoring, events, export, grants, jobs, local, report, rules, stats
+from plaudit.cli import (
+    authoring,
+    deliver,
+    events,
+    export,
+    grants,
+    jobs,
+    local,
+    report,
+    rules,
+    stats,
+)
 from plaudit.cli.common import App, PlauditGroup, exit_codes
 
 
@@ -52,7 +63,7 @@ for command in (
     rules.init, rules.deploy, rules.render_command, rules.backfill, rules.user,
     rules.leaderboard, export.export_command, stats.stats_command, report.report_command,
     authoring.validate, authoring.lint, authoring.test_command, authoring.preview,
-    events.track, events.run_command, grants.award, grants.revoke,
+    events.track, events.run_command, deliver.deliver_command, grants.award, grants.revoke,
     jobs.schedule_command, jobs.status_command, local.db, local.demo_command,
 ):
     cli.add_command(command)

@@ -18,16 +18,17 @@ from plaudit.model.denylist import denied_reason, plaudit_functions
 from plaudit.model.face import Category, read_categories
 from plaudit.model.issuer import OpenBadges, read_openbadges
 from plaudit.model.modes import Mode
+from plaudit.model.webhooks import Webhooks, read_webhooks
 from plaudit.model.yamlsource import Fields, LocatedDict, describe, is_str, load_yaml_file
 
 CONFIG_FILE = "plaudit.yaml"
 DATABASE_KEYS = ("schema", "user_id_type", "timezone", "statement_timeout", "backfill_timeout")
 CONFIG_KEYS = (
     "rules", *DATABASE_KEYS, "notify", "events", "retention", "allow_functions", "categories",
-    "groups", "openbadges", "quiet_days",
+    "groups", "openbadges", "quiet_days", "webhooks",
 )
 NOTIFY_KEYS = ("channel", "max_age")
-RETENTION_KEYS = ("runs", "job_runs")
+RETENTION_KEYS = ("runs", "job_runs", "outbox")
 EVENT_KEYS = ("table", "on", "user", "at")
 USER_ID_TYPES = ("bigint", "integer", "text", "uuid")
 EVENT_OPERATIONS = ("insert", "update", "delete")
@@ -65,6 +66,8 @@ DEFAULTS: Mapping[str, str] = MappingProxyType({
     # how long scheduled jobs keep plaudit.run rows and their cron.job_run_details rows
     "retention_runs": "30 days",
     "retention_job_runs": "7 days",
+    # how long the outbox keeps what every webhook has delivered (sql/schema/012_outbox.sql)
+    "retention_outbox": "7 days",
 })
 
 
@@ -103,6 +106,7 @@ class Config:
     events: tuple[EventSource, ...] = ()
     retention_runs: str = DEFAULTS["retention_runs"]
     retention_job_runs: str = DEFAULTS["retention_job_runs"]
+    retention_outbox: str = DEFAULTS["retention_outbox"]
     # functions of the deny list (plaudit.denylist) that this site's rules may call anyway
     allow_functions: tuple[str, ...] = ()
     # the trophy case's sections, in order (model/face.py); none: rules may name any category
@@ -113,6 +117,8 @@ class Config:
     # a rule granting nothing this many days while its events keep coming needs attention
     # (`plaudit status`); 0: never
     quiet_days: int = DEFAULT_QUIET_DAYS
+    # where `plaudit deliver` posts the outbox (model/webhooks.py); None: no webhooks
+    webhooks: Webhooks | None = None
 
     def timeout(self, mode: Mode) -> str:
         """The default timeout of a rule run in `mode` (a rule's own `timeout:` wins)."""
@@ -212,6 +218,7 @@ def load_config(project_dir: Path) -> Config:
         document, "quiet_days", _is_days, "must be a whole number of days (0: never)",
         default=defaults.quiet_days,
     )  # fmt: skip
+    webhooks = read_webhooks(fields, document)
     if fields.problems:
         raise _config_error(fields)
     return Config(
@@ -227,11 +234,13 @@ def load_config(project_dir: Path) -> Config:
         events=events,
         retention_runs=retention[0],
         retention_job_runs=retention[1],
+        retention_outbox=retention[2],
         allow_functions=allow_functions,
         categories=categories,
         groups=groups,
         openbadges=openbadges,
         quiet_days=quiet_days,
+        webhooks=webhooks,
     )
 
 
@@ -273,12 +282,14 @@ def _notify(fields: Fields, document: LocatedDict, defaults: Config) -> tuple[st
     return channel, max_age.strip()
 
 
-def _retention(fields: Fields, document: LocatedDict, defaults: Config) -> tuple[str, str]:
+def _retention(
+    fields: Fields, document: LocatedDict, defaults: Config
+) -> tuple[str, str, str]:
     retention = fields.field(
         document, "retention", lambda v: isinstance(v, dict), "must be a mapping"
     )
     if retention is None:
-        return defaults.retention_runs, defaults.retention_job_runs
+        return defaults.retention_runs, defaults.retention_job_runs, defaults.retention_outbox
     fields.check_keys(retention, RETENTION_KEYS)
     requirement = "must be an interval like 30 days or 12 hours"
     runs = fields.field(
@@ -289,7 +300,11 @@ def _retention(fields: Fields, document: LocatedDict, defaults: Config) -> tuple
         retention, "job_runs", _is_interval, requirement, default=defaults.retention_job_runs,
         label="retention.job_runs",
     )  # fmt: skip
-    return runs.strip(), job_runs.strip()
+    outbox = fields.field(
+        retention, "outbox", _is_interval, requirement, default=defaults.retention_outbox,
+        label="retention.outbox",
+    )  # fmt: skip
+    return runs.strip(), job_runs.strip(), outbox.strip()
 
 
 def _allow_functions(fields: Fields, document: LocatedDict) -> tuple[str, ...]:

@@ -209,8 +209,9 @@ class Engine:
             return upgrade(self.db, self.config.user_id_type)
 
     def configure(self) -> list[TriggerChange]:
-        """Sync plaudit.yaml's notify settings, `categories:`, leaderboard groups and
-        timezone (scores are built in it) and `events:` triggers into the database.
+        """Sync plaudit.yaml's notify settings, `categories:`, leaderboard groups,
+        timezone (scores are built in it), `webhooks:` endpoints and `events:` triggers into
+        the database.
 
         Returns the trigger changes: [{event, table_name, change}], change being installed,
         removed or unchanged.
@@ -226,6 +227,8 @@ class Engine:
                 for e in config.events
             ],
             "categories": categories_json(config.categories),
+            # the endpoints the outbox fans out to (no secrets: those stay with deliver)
+            "webhooks": config.webhooks.as_json() if config.webhooks else [],
         }
         return cast("list[TriggerChange]", self.db.execute("configure", [json.dumps(body)]))
 

@@ -18,6 +18,7 @@ import psycopg.conninfo
 
 from plaudit.errors import PlauditError
 from plaudit.runtime.db import Database, connect
+from plaudit.runtime.delivery import OutboxStatus, outbox_status
 from plaudit.runtime.engine import Engine
 from plaudit.runtime.rows import (
     CronJobRun,
@@ -151,7 +152,8 @@ def definitions(
     rows = engine.db.execute(
         "job_definitions",
         [events, nightly, batch_size, config.statement_timeout, config.retention_runs,
-         config.retention_job_runs, site.database, config.backfill_timeout],
+         config.retention_job_runs, site.database, config.backfill_timeout,
+         config.retention_outbox],
     )  # fmt: skip
     return [Job(**row) for row in rows]
 
@@ -223,6 +225,8 @@ class Status:
     quiet: list[QuietRule] = field(default_factory=list)
     quiet_days: int = 0
     attention: list[str] = field(default_factory=list)
+    # the webhooks' outbox (add_outbox)
+    outbox: OutboxStatus = field(default_factory=OutboxStatus)
 
     @property
     def dirty(self) -> list[str]:
@@ -250,6 +254,7 @@ class Status:
             "quiet_days": self.quiet_days,
             "quiet_rules": [_jsonable(q) for q in self.quiet],
             "attention": self.attention,
+            "outbox": self.outbox.as_json(),
         }
 
 
@@ -293,6 +298,7 @@ def status(engine: Engine, max_lag_seconds: float) -> Status:
         )
     if report.quiet:
         report.attention.append(quiet_sentence(report.quiet, report.quiet_days))
+    add_outbox(report, engine, max_lag_seconds)
     return report
 
 
@@ -306,6 +312,21 @@ def quiet_sentence(quiet: Sequence[QuietRule], days: int) -> str:
         "wrong? (`plaudit stats` lists them; quiet_days in plaudit.yaml sets the days, 0 "
         "turns this check off)"
     )
+
+
+def add_outbox(report: Status, engine: Engine, max_lag_seconds: float) -> None:
+    """The webhooks' outbox: per endpoint what waits, since when, and the dead letters. Dead
+    letters need attention, and so does a notice waiting longer than the max lag (is
+    `plaudit deliver` running, is the endpoint up?)."""
+    report.outbox = outbox = outbox_status(engine)
+    oldest = outbox.oldest_seconds
+    if oldest is not None and oldest > max_lag_seconds:
+        report.attention.append(
+            f"the oldest undelivered notice has waited {duration(oldest)} (more than "
+            f"{duration(max_lag_seconds)}): is `plaudit deliver` running, and the endpoint up?")
+    dead = outbox.dead_sentence()
+    if dead:
+        report.attention.append(dead)
 
 
 def due_by_reason(rules: Sequence[Mapping[str, Any]]) -> dict[DueReason, list[str]]:

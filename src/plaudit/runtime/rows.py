@@ -231,3 +231,14 @@ class QuietRule(TypedDict):
     first_run_at: datetime
     last_run_at: datetime
     last_granted_at: datetime | None
+
+
+class OutboxWebhook(TypedDict):
+    """An endpoint's deliveries as `plaudit status` shows them (outbox_status)."""
+
+    webhook: str
+    url: str
+    pending: int
+    oldest_pending_seconds: float | None
+    dead: int
+    last_error: str | None

@@ -99,11 +99,47 @@ def _quiet(message: str) -> None:
     pass
 
 
-class Runner:
-    """Runs batches until the queue is empty, or forever with `follow`.
+class Stoppable:
+    """A loop of batches that SIGINT and SIGTERM stop between batches: a signal during a
+    batch lets the batch finish and commit first (`run`, `deliver`)."""
 
-    SIGINT and SIGTERM stop it between batches: a signal during a batch lets the batch
-    finish and commit first.
+    def __init__(self) -> None:
+        self.stopping = False
+        self._busy = False
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped, a little at a time; False when stopped."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
+        return not self.stopping
+
+    @contextmanager
+    def stop_on_signals(self) -> Iterator[None]:
+        """While active, SIGINT/SIGTERM end the run between batches (main thread only:
+        Python delivers signals there)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.stopping = True
+            if not self._busy:
+                raise KeyboardInterrupt
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        except KeyboardInterrupt:
+            self.stopping = True
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+class Runner(Stoppable):
+    """Runs batches until the queue is empty, or forever with `follow`; signals stop it
+    between batches (Stoppable).
     """
 
     def __init__(
@@ -112,11 +148,10 @@ class Runner:
         batch_size: int = 1000,
         on_batch: Callable[[BatchResult], None] | None = None,
     ):
+        super().__init__()
         self.engine = engine
         self.batch_size = batch_size
         self.on_batch = on_batch
-        self.stopping = False
-        self._busy = False
 
     def drain(self) -> None:
         """Process batches until one comes back short of `batch_size` (or a stop)."""
@@ -207,32 +242,3 @@ class Runner:
             on_lost("reconnected")
             return listener
         return None
-
-    def _sleep(self, seconds: float) -> bool:
-        """Sleep unless stopped, a little at a time; False when stopped."""
-        deadline = time.monotonic() + seconds
-        while not self.stopping and (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(left, 0.1))
-        return not self.stopping
-
-    @contextmanager
-    def stop_on_signals(self) -> Iterator[None]:
-        """While active, SIGINT/SIGTERM end the run between batches (main thread only:
-        Python delivers signals there)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum: int, frame: FrameType | None) -> None:
-            self.stopping = True
-            if not self._busy:
-                raise KeyboardInterrupt
-
-        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        except KeyboardInterrupt:
-            self.stopping = True
-        finally:
-            for sig, old in previous.items():
-                signal.signal(sig, old)
