@@ -1,6 +1,7 @@
 """Leaderboards at scale (issue 14): synthetic grants over the size's users (about five
 each), then the boards an app shows, each against the query one would write by hand over
-user_badge, measured in the same run; and what keeping the scores costs a bulk insert.
+user_badge, measured in the same run; what keeping the scores costs a bulk insert; and the
+statistics of every badge.
 
     python -m bench.run --sizes 1m --sections boards
 """
@@ -17,6 +18,7 @@ from .report import Figure, seconds
 
 TOP_TARGET = 0.050  # s: a top 10 and a rank_of at 1M users / 5M grants
 BOARD_TARGET = 0.200  # s: a period or group board
+STATS_TARGET = 5.0  # s: `plaudit stats` for every badge
 GRANTS_PER_USER = 5.6  # draws per user; duplicates collapse to about 5 grants each
 REPS = 20
 
@@ -86,4 +88,14 @@ def measure(bench: BenchDB, users: int, seed: float) -> list[Figure]:
             f"{_ms(p50)} / {_ms(p99)}", baseline=f"by hand (all time): {_ms(hand_rank)}",
             ratio=p99 / hand_rank, target=f"≤ {target * 1000:.0f} ms", met=p99 <= target,
             note=f"{len(picks)} users", values={"p50": p50, "p99": p99, "baseline": hand_rank}))
+    hand_stats = bench.timed("boards_hand_stats")
+    per_level = bench.timed("boards_stats")
+    weekly = bench.timed("boards_weeks")
+    figures.append(Figure(
+        "boards", "statistics: badge_stats + grants_per_week, every badge",
+        seconds(per_level + weekly), baseline=f"holders per level by hand: {seconds(hand_stats)}",
+        ratio=(per_level + weekly) / hand_stats, target=f"≤ {STATS_TARGET:.0f} s",
+        met=per_level + weekly <= STATS_TARGET,
+        note=f"badge_stats {seconds(per_level)}, grants_per_week {seconds(weekly)}",
+        values={"badge_stats": per_level, "grants_per_week": weekly, "baseline": hand_stats}))
     return figures

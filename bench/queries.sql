@@ -167,3 +167,15 @@ WITH points AS (
 )
 SELECT 1 + count(*) FILTER (WHERE p.points > (SELECT points FROM points WHERE user_id = $1))
 FROM points AS p;
+
+-- name: boards_stats
+SELECT count(*) AS levels FROM {{ schema }}.badge_stats(NULL, NULL);
+
+-- name: boards_weeks
+SELECT count(*) AS weeks FROM {{ schema }}.grants_per_week(NULL, 'UTC', NULL);
+
+-- name: boards_hand_stats
+-- The baseline of the statistics: holders per badge and level, by hand.
+SELECT ub.badge, ub.level, count(DISTINCT ub.user_id) AS holders
+FROM {{ schema }}.user_badge AS ub
+GROUP BY ub.badge, ub.level;
