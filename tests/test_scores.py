@@ -6,6 +6,7 @@ and the boards read from them equal plain SQL over user_badge."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -235,3 +236,47 @@ def test_transactions_granting_to_the_same_users_in_opposite_orders_both_commit(
     assert sql("SELECT user_id, points FROM plaudit.score WHERE period = 'all' ORDER BY 1") == [
         (1, 40), (2, 40)]
     assert sql("SELECT count(*) FROM plaudit.score_pending")[0][0] == 0
+
+
+def test_an_app_role_checking_and_committing_keeps_the_scores(scored, dsn, sql):
+    """The deferred refresh runs as the role that commits (PostgreSQL before 18): an app role
+    with EXECUTE on plaudit.check alone, whose check grants, commits, and the scores follow."""
+    scored()
+    app = f"app_{dsn.rsplit('/', 1)[1]}"
+    sql(f'CREATE ROLE "{app}" NOLOGIN')
+    try:
+        sql(f'GRANT SELECT, INSERT ON posts TO "{app}"')
+        sql(f'GRANT USAGE ON SCHEMA plaudit TO "{app}"')
+        sql(f'GRANT EXECUTE ON FUNCTION plaudit.check(jsonb) TO "{app}"')
+        with psycopg.connect(dsn) as conn:
+            conn.execute(f'SET ROLE "{app}"')
+            conn.execute("INSERT INTO posts (author_id, kind, title, created_at) "
+                         "VALUES (3, 'article', 't', %s)", (MOMENTS[2],))
+            granted = conn.execute(
+                "SELECT badge, level FROM plaudit.check(%s::jsonb)",
+                ('[{"type": "post_created", "user_id": 3}]',)).fetchall()
+            assert granted == [("poster", "one")]
+            conn.commit()
+        assert sql("SELECT points FROM plaudit.score WHERE user_id = 3 AND period = 'all'") == [
+            (1,)]
+    finally:
+        sql(f'DROP OWNED BY "{app}"')
+        sql(f'DROP ROLE "{app}"')
+
+
+def test_a_change_of_points_racing_a_grant_leaves_the_right_score(scored, dsn, sql):
+    """A grant committing while a deploy changes its level's points recomputes after the
+    deploy, with the new points (it used the old ones, for a user the deploy did not note)."""
+    scored()
+    first, second = (psycopg.connect(dsn, options="-c lock_timeout=20s") for _ in range(2))
+    with first, second:
+        first.execute("SELECT plaudit.award_badge('1', 'helper', 'bronze', '', 'test', %s)",
+                      (MOMENTS[0],))
+        second.execute("UPDATE plaudit.badge_level SET points = 99 "
+                       "WHERE badge = 'helper' AND key = 'bronze'")
+        done = threading.Thread(target=first.commit)
+        done.start()
+        time.sleep(0.5)  # the grant's commit now waits for the change of points
+        second.commit()
+        done.join(timeout=30)
+    assert sql("SELECT points FROM plaudit.score WHERE user_id = 1 AND period = 'all'") == [(99,)]

@@ -591,11 +591,12 @@ BEGIN
         ON CONFLICT (name) DO UPDATE SET query = excluded.query
         WHERE g.query <> excluded.query;
     END IF;
-    IF p_config ? 'timezone' THEN
+    -- a dry run (deploy --dry-run) does not rebuild every score under an exclusive lock
+    IF p_config ? 'timezone' AND NOT coalesce((p_config ->> 'dry_run')::boolean, false) THEN
         PERFORM {{ schema }}.sync_scores(p_config ->> 'timezone');
     END IF;
     PERFORM {{ schema }}.sync_categories(p_config -> 'categories');  -- 010_trophy_case.sql
-    IF p_config ? 'webhooks' THEN
+    IF p_config ? 'webhooks' AND NOT coalesce((p_config ->> 'dry_run')::boolean, false) THEN
         PERFORM {{ schema }}.sync_webhooks(p_config -> 'webhooks');  -- 012_outbox.sql
     END IF;
     RETURN QUERY SELECT * FROM {{ schema }}.install_event_triggers(p_config -> 'events');

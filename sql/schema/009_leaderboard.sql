@@ -18,17 +18,27 @@ CREATE OR REPLACE FUNCTION {{ schema }}.score_refresh(p_users {{ user_id_type }}
 RETURNS void
 LANGUAGE plpgsql AS $function$
 DECLARE
-    v_tz text := (SELECT m.value FROM {{ schema }}.meta AS m WHERE m.key = 'score_timezone');
+    v_tz text;
     v_gone jsonb;
 BEGIN
-    IF v_tz IS NULL OR coalesce(cardinality(p_users), 0) = 0 THEN
-        RETURN;  -- no scores yet (sync_scores builds them) or nothing to do
+    IF coalesce(cardinality(p_users), 0) = 0 THEN
+        RETURN;
     END IF;
+    -- Locks first, then the timezone and the grants: each statement below then sees what a
+    -- rebuild (sync_scores) or a change of points (score_points_changed), which hold the
+    -- table in SHARE ROW EXCLUSIVE mode until they commit, did.
     IF cardinality(p_users) > 1000 THEN
         LOCK TABLE {{ schema }}.score IN SHARE ROW EXCLUSIVE MODE;
     ELSE
-        PERFORM pg_advisory_xact_lock(hashtext('{{ schema }}.score'), hashtext(t.u::text))
-        FROM (SELECT DISTINCT u FROM unnest(p_users) AS u ORDER BY u) AS t;
+        LOCK TABLE {{ schema }}.score IN ROW EXCLUSIVE MODE;
+        -- in the order of the lock keys: two users whose hashes collide never cross
+        PERFORM pg_advisory_xact_lock(hashtext('{{ schema }}.score'), t.k)
+        FROM (SELECT DISTINCT hashtext(u::text) AS k FROM unnest(p_users) AS u) AS t
+        ORDER BY t.k;
+    END IF;
+    v_tz := (SELECT m.value FROM {{ schema }}.meta AS m WHERE m.key = 'score_timezone');
+    IF v_tz IS NULL THEN
+        RETURN;  -- no scores yet: the first deploy builds them (sync_scores)
     END IF;
 
     WITH gone AS (
@@ -148,8 +158,10 @@ BEGIN
 END;
 $function$;
 
+-- SECURITY DEFINER: a deferred trigger runs as the role that commits (before PostgreSQL 18),
+-- say an app role that may only EXECUTE plaudit.check, not read score_pending.
 CREATE OR REPLACE FUNCTION {{ schema }}.score_at_commit() RETURNS trigger
-LANGUAGE plpgsql AS $function$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
 BEGIN
     PERFORM {{ schema }}.score_refresh(ARRAY(
         SELECT DISTINCT p.user_id FROM {{ schema }}.score_pending AS p
@@ -205,6 +217,9 @@ $function$;
 CREATE OR REPLACE FUNCTION {{ schema }}.score_points_changed() RETURNS trigger
 LANGUAGE plpgsql AS $function$
 BEGIN
+    -- a grant committing meanwhile would count the old points for a user not noted here:
+    -- its score_refresh waits for this transaction instead
+    LOCK TABLE {{ schema }}.score IN SHARE ROW EXCLUSIVE MODE;
     PERFORM {{ schema }}.score_note(ARRAY(
         SELECT ub.user_id FROM {{ schema }}.user_badge AS ub
         WHERE ub.badge = new.badge AND ub.level = new.key));
@@ -246,12 +261,20 @@ BEGIN
         RAISE EXCEPTION 'unknown group %: plaudit.yaml''s groups: names the groups (then deploy)',
             p_group USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN QUERY
-    SELECT DISTINCT m.user_id
-    FROM {{ schema }}.query_rows(format(
-        'SELECT g.user_id::{{ user_id_type }} FROM (%s) AS g WHERE g.group_id::text = %L',
-        v_query, p_key)) AS m (user_id {{ user_id_type }})
-    WHERE m.user_id IS NOT NULL;
+    BEGIN  -- rolled back on purpose, keeping the rows: the search_path goes with it
+        -- unqualified names resolve where the rules' do, whoever asks (configure sets it)
+        PERFORM set_config('search_path', m.value, true)
+        FROM {{ schema }}.meta AS m WHERE m.key = 'rule_search_path';
+        RETURN QUERY
+        SELECT DISTINCT m.user_id
+        FROM {{ schema }}.query_rows(format(
+            'SELECT g.user_id::{{ user_id_type }} FROM (%s) AS g WHERE g.group_id::text = %L',
+            v_query, p_key)) AS m (user_id {{ user_id_type }})
+        WHERE m.user_id IS NOT NULL;
+        RAISE EXCEPTION USING ERRCODE = 'P0P01';
+    EXCEPTION WHEN SQLSTATE 'P0P01' THEN
+        NULL;
+    END;
 END;
 $function$;
 

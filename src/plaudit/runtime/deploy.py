@@ -96,7 +96,7 @@ def deploy_rules(
     if dry_run:
         # what configure would do to the capture triggers: done, and rolled back
         with engine.db.conn.transaction(force_rollback=True):
-            plan.triggers = engine.configure()
+            plan.triggers = engine.configure(dry_run=True)
         return plan
     db = engine.db
     with db.conn.transaction():

@@ -208,7 +208,7 @@ class Engine:
             self.db.execute("init_lock")
             return upgrade(self.db, self.config.user_id_type)
 
-    def configure(self) -> list[TriggerChange]:
+    def configure(self, dry_run: bool = False) -> list[TriggerChange]:
         """Sync plaudit.yaml's notify settings, `categories:`, leaderboard groups,
         timezone (scores are built in it), `webhooks:` endpoints and `events:` triggers into
         the database.
@@ -218,6 +218,7 @@ class Engine:
         """
         config = self.config
         body = {
+            "dry_run": dry_run,  # rolled back anyway: skip what only costs (the scores)
             "timezone": config.timezone,  # the leaderboards' months and years (sync_scores)
             "groups": {group.name: group.query for group in config.groups},
             "notify_channel": config.notify_channel,
