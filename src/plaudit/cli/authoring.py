@@ -25,7 +25,7 @@ from plaudit.cli.common import (
     parse_params,
     select_option,
 )
-from plaudit.cli.output import preview_text
+from plaudit.cli.output import count, preview_text
 
 
 def _verdict(
@@ -38,7 +38,7 @@ def _verdict(
     for problem in problems if not as_json else ():
         click.echo(str(problem))
     if problems:
-        click.echo(f"Error: {_count(len(problems), what)}{where}", err=True)
+        click.echo(f"Error: {count(len(problems), what)}{where}", err=True)
         sys.exit(1)
     click.echo(ok, err=True)
 
@@ -61,8 +61,6 @@ def _rule_files(app: App, paths: Sequence[Path]) -> set[Path]:
     return files
 
 
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}{'s' if n != 1 else ''}"
 
 
 @click.command(epilog=exit_codes(
@@ -104,7 +102,7 @@ def validate(app: App, with_db: bool, as_json: bool, paths: tuple[Path, ...]) ->
     for warning in result.warnings:
         click.echo(str(warning), err=True)
     checked = " and their contracts with the database" if with_db else ""
-    ok = f"{_count(len(result.rules), 'rule')}{checked}: ok"
+    ok = f"{count(len(result.rules), 'rule')}{checked}: ok"
     _verdict(problems, "problem", ok, " in rule files", as_json)
 
 
@@ -129,11 +127,11 @@ def lint(
     else:
         rules = app.select(selectors)
     result = run_lint(app.config, rules, fix=fix)
-    for file, count in result.fixed.items():
-        click.echo(f"{file}: fixed {_count(count, 'violation')}", err=True)
+    for file, fixed in result.fixed.items():
+        click.echo(f"{file}: fixed {count(fixed, 'violation')}", err=True)
     for message in result.unfixable:
         click.echo(message, err=True)
-    ok = f"{_count(len(rules), 'rule')}: no lint violations"
+    ok = f"{count(len(rules), 'rule')}: no lint violations"
     _verdict(result.violations, "lint violation", ok, as_json=as_json)
 
 

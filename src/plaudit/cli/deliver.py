@@ -6,12 +6,12 @@ Registered on the `plaudit` group in cli/main.py.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Literal
 
 import click
 
 from plaudit.cli.common import App, exit_codes
+from plaudit.cli.output import count, waiting_once
 from plaudit.runtime.delivery import (
     Deliverer,
     DeliveryBatch,
@@ -70,7 +70,7 @@ def deliver_command(
         for outcome in result.outcomes:
             click.echo(_line(outcome))
         click.echo(
-            f"batch {totals['batches']}: {_count(len(result.outcomes), 'message')}, "
+            f"batch {totals['batches']}: {count(len(result.outcomes), 'message')}, "
             f"{result.delivered:,} delivered, {result.retrying:,} to retry, "
             f"{result.dead:,} dead  {result.seconds:.2f}s", err=True)
 
@@ -80,11 +80,11 @@ def deliver_command(
         try:
             if revive:
                 revived = retry_dead(engine, endpoints)
-                click.echo(f"{_count(revived, 'dead letter')} to send again", err=True)
+                click.echo(f"{count(revived, 'dead letter')} to send again", err=True)
             with deliverer.stop_on_signals():
                 if mode == "follow":
                     with app.engine() as listener:
-                        deliverer.follow(listener.db.conn, on_idle=_waiting_once())
+                        deliverer.follow(listener.db.conn, on_idle=waiting_once("notices"))
                 else:
                     deliverer.drain()
         finally:
@@ -92,13 +92,13 @@ def deliver_command(
     if deliverer.stopping:
         click.echo("stopped", err=True)
     if totals["messages"]:
-        click.echo(f"sent {_count(totals['messages'], 'message')}, "
-                   f"{_count(totals['delivered'], 'notice')} delivered", err=True)
+        click.echo(f"sent {count(totals['messages'], 'message')}, "
+                   f"{count(totals['delivered'], 'notice')} delivered", err=True)
     elif mode == "once":
         click.echo("nothing due", err=True)
     if dead:
         letters = "a dead letter" if dead == 1 else "dead letters"
-        click.echo(f"Error: {_count(dead, 'notice')} became {letters}: delivery gave up on "
+        click.echo(f"Error: {count(dead, 'notice')} became {letters}: delivery gave up on "
                    "them; `plaudit deliver --retry-dead` sends them again", err=True)
         sys.exit(1)
 
@@ -107,22 +107,10 @@ def _line(outcome: Outcome) -> str:
     message = outcome.message
     grants = sum(1 for row in message.rows if row["action"] == "grant")
     revokes = len(message.rows) - grants
-    what = _count(grants, "grant") + (f", {_count(revokes, 'revoke')}" if revokes else "")
+    what = count(grants, "grant") + (f", {count(revokes, 'revoke')}" if revokes else "")
     status = "delivered" if outcome.ok else f"failed: {outcome.error}"
     return "\t".join([message.webhook, str(message.user_id), what, status, message.message_id])
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
-def _waiting_once() -> Callable[[], None]:
-    said = False
-
-    def say() -> None:
-        nonlocal said
-        if not said:
-            click.echo("waiting for notices (Ctrl-C to stop)", err=True)
-            said = True
-
-    return say

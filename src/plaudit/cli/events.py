@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from typing import Any, Literal
 
 import click
 
 from plaudit.cli.common import App, exit_codes, parse_timestamp
+from plaudit.cli.output import count, waiting_once
 from plaudit.model.config import is_name
 from plaudit.runtime.db import connect
 from plaudit.runtime.rows import NewGrant, UserId
@@ -107,8 +107,8 @@ def run_command(app: App, mode: Literal["once", "follow"], batch_size: int, as_j
         for grant in result.grants:
             click.echo(_grant_line(grant, as_json))
         click.echo(
-            f"batch {totals['batches']}: {_count(result.events, 'event')}, "
-            f"{_count(len(result.runs), 'rule')}, {result.granted:,} granted"
+            f"batch {totals['batches']}: {count(result.events, 'event')}, "
+            f"{count(len(result.runs), 'rule')}, {result.granted:,} granted"
             f"{_moved(result.moved)}  {result.seconds:.2f}s",
             err=True,
         )
@@ -123,7 +123,7 @@ def run_command(app: App, mode: Literal["once", "follow"], batch_size: int, as_j
                 with app.engine() as listener:
                     runner.follow(
                         listener.db.conn,
-                        on_idle=_waiting_once(),
+                        on_idle=waiting_once("events"),
                         # a server restart is not the end of a follower: it reconnects
                         reconnect=lambda: connect(app.database_url),
                         on_lost=lambda message: click.echo(message, err=True),
@@ -135,8 +135,8 @@ def run_command(app: App, mode: Literal["once", "follow"], batch_size: int, as_j
     if totals["events"]:
         rate = totals["events"] / totals["seconds"] if totals["seconds"] else 0.0
         click.echo(
-            f"processed {_count(totals['events'], 'event')} in "
-            f"{_count(totals['batches'], 'batch')}, "
+            f"processed {count(totals['events'], 'event')} in "
+            f"{count(totals['batches'], 'batch')}, "
             f"{totals['granted']:,} granted{_moved(int(totals['moved']))} "
             f"({totals['seconds']:.1f}s, {rate:,.0f} events/s)",
             err=True,
@@ -158,21 +158,8 @@ def _moved(n: int) -> str:
     return f", {n:,} moved earlier" if n else ""
 
 
-def _count(n: int | float, noun: str) -> str:
-    plural = noun + ("es" if noun.endswith("ch") else "s")
-    return f"{n:,} {noun if n == 1 else plural}"
 
 
-def _waiting_once() -> Callable[[], None]:
-    said = False
-
-    def say() -> None:
-        nonlocal said
-        if not said:
-            click.echo("waiting for events (Ctrl-C to stop)", err=True)
-            said = True
-
-    return say
 
 
 def _grant_line(grant: NewGrant, as_json: bool) -> str:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from plaudit.cli.common import App, exit_codes
-from plaudit.cli.output import table
+from plaudit.cli.output import count, table
 from plaudit.model.config import DURATION_REQUIREMENT, is_duration
 from plaudit.runtime.contract import read_tables
 from plaudit.runtime.db import Database, connect
@@ -97,7 +97,7 @@ def schedule_command(
             removed = unschedule(site, jobs)
             for name in removed:
                 click.echo(name)
-            click.echo(f"removed {_count(len(removed), 'job')}", err=True)
+            click.echo(f"removed {count(len(removed), 'job')}", err=True)
         elif action == "status":
             _show_status(engine, site, jobs)
         else:
@@ -110,7 +110,7 @@ def schedule_command(
                       for c in ("created", "updated", "unchanged")}
             click.echo(
                 f"pg_cron {site.version} in database {site.database}: "
-                f"{_count(len(changes), 'job')} ({counts['created']} created, "
+                f"{count(len(changes), 'job')} ({counts['created']} created, "
                 f"{counts['updated']} updated, {counts['unchanged']} unchanged), "
                 f"run as {site.db.conn.info.user}",
                 err=True,
@@ -267,8 +267,6 @@ def _seconds(text: str) -> float:
     return int(match.group(1)) * unit
 
 
-def _count(n: int, noun: str) -> str:
-    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def report_runner_role(engine: Engine, app: App, role: str) -> None:

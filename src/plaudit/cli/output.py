@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+
+import click
 
 from plaudit.authoring.preview import Preview
 from plaudit.model.kinds import KINDS
@@ -187,3 +189,22 @@ def preview_text(result: Preview, plans: bool = False) -> str:
             else "Incremental runs read no app table by sequential scan."
         )
     return "\n".join(lines)
+
+
+def count(n: int | float, noun: str) -> str:
+    """`1 event`, `2,000 events`, `3 batches`."""
+    plural = noun + ("es" if noun.endswith("ch") else "s")
+    return f"{n:,} {noun if n == 1 else plural}"
+
+
+def waiting_once(what: str) -> Callable[[], None]:
+    """An idle callback for --follow loops: says `waiting for <what>` on stderr, once."""
+    said = False
+
+    def say() -> None:
+        nonlocal said
+        if not said:
+            click.echo(f"waiting for {what} (Ctrl-C to stop)", err=True)
+            said = True
+
+    return say
