@@ -141,7 +141,8 @@ def entry(results: list[SizeResult], command: str, server: dict[str, Any], took:
     ]
     for result in results:
         parts += [
-            f"### {result.users:,} users, {result.activities:,} activities",
+            f"### {result.users:,} users, {result.activities:,} activities"
+            if result.activities else f"### {result.users:,} users (synthetic grants only)",
             "",
             table(result),
             "",

@@ -159,7 +159,8 @@ def test_group_on_the_command_line(grouped, run_cli):
     result = run_cli(grouped, "leaderboard", "--group", "classroom:7", "--json")
     assert [r["user_id"] for r in json.loads(result.stdout)] == [1, 3, 4]
     for args, says in ((["--group", "classroom"], "is not NAME:KEY, like classroom:7"),
-                       (["--group", "team:1"], "unknown group team")):
+                       (["--group", "team:1"], "unknown group team"),
+                       (["--group", "classroom:seven"], "invalid input syntax for type integer")):
         result = run_cli(grouped, "leaderboard", *args)
         assert result.exit_code == 2 and says in result.stderr, result.output
 

@@ -249,7 +249,8 @@ CREATE OR REPLACE TRIGGER score_points_changed AFTER UPDATE OF points ON {{ sche
 
 -- The members of one group (plaudit.yaml `groups:`, synced by deploy into leaderboard_group):
 -- the group's SELECT runs under the rule boundary (query_rows, 008_boundary.sql), as analysts
--- write it like a rule. A key is compared as text, whatever the type of group_id.
+-- write it like a rule. The key is read as the type of group_id (an untyped literal), so an
+-- index on the group column serves it.
 CREATE OR REPLACE FUNCTION {{ schema }}.group_members(p_group text, p_key text)
 RETURNS TABLE (user_id {{ user_id_type }})
 LANGUAGE plpgsql AS $function$
@@ -268,7 +269,7 @@ BEGIN
         RETURN QUERY
         SELECT DISTINCT m.user_id
         FROM {{ schema }}.query_rows(format(
-            'SELECT g.user_id::{{ user_id_type }} FROM (%s) AS g WHERE g.group_id::text = %L',
+            'SELECT g.user_id::{{ user_id_type }} FROM (%s) AS g WHERE g.group_id = %L',
             v_query, p_key)) AS m (user_id {{ user_id_type }})
         WHERE m.user_id IS NOT NULL;
         RAISE EXCEPTION USING ERRCODE = 'P0P01';
