@@ -172,18 +172,11 @@ BEGIN
 END;
 $function$;
 
-CREATE OR REPLACE FUNCTION {{ schema }}.score_grants_added() RETURNS trigger
+-- grants added or removed: both triggers name their transition table touched_grants
+CREATE OR REPLACE FUNCTION {{ schema }}.score_grants_touched() RETURNS trigger
 LANGUAGE plpgsql AS $function$
 BEGIN
-    PERFORM {{ schema }}.score_note(ARRAY(SELECT DISTINCT n.user_id FROM new_grants AS n));
-    RETURN NULL;
-END;
-$function$;
-
-CREATE OR REPLACE FUNCTION {{ schema }}.score_grants_removed() RETURNS trigger
-LANGUAGE plpgsql AS $function$
-BEGIN
-    PERFORM {{ schema }}.score_note(ARRAY(SELECT DISTINCT o.user_id FROM old_grants AS o));
+    PERFORM {{ schema }}.score_note(ARRAY(SELECT DISTINCT t.user_id FROM touched_grants AS t));
     RETURN NULL;
 END;
 $function$;
@@ -233,11 +226,11 @@ CREATE CONSTRAINT TRIGGER score_at_commit AFTER INSERT ON {{ schema }}.score_pen
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION {{ schema }}.score_at_commit();
 CREATE OR REPLACE TRIGGER score_grants_added AFTER INSERT ON {{ schema }}.user_badge
-    REFERENCING NEW TABLE AS new_grants
-    FOR EACH STATEMENT EXECUTE FUNCTION {{ schema }}.score_grants_added();
+    REFERENCING NEW TABLE AS touched_grants
+    FOR EACH STATEMENT EXECUTE FUNCTION {{ schema }}.score_grants_touched();
 CREATE OR REPLACE TRIGGER score_grants_removed AFTER DELETE ON {{ schema }}.user_badge
-    REFERENCING OLD TABLE AS old_grants
-    FOR EACH STATEMENT EXECUTE FUNCTION {{ schema }}.score_grants_removed();
+    REFERENCING OLD TABLE AS touched_grants
+    FOR EACH STATEMENT EXECUTE FUNCTION {{ schema }}.score_grants_touched();
 CREATE OR REPLACE TRIGGER score_grants_changed AFTER UPDATE ON {{ schema }}.user_badge
     REFERENCING OLD TABLE AS old_grants NEW TABLE AS new_grants
     FOR EACH STATEMENT EXECUTE FUNCTION {{ schema }}.score_grants_changed();
