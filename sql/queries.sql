@@ -117,6 +117,26 @@ SELECT o.slug FROM {{ schema }}.badge_run_order AS o
 WHERE o.slug = ANY ($1::text[])
 ORDER BY o.depth, o.slug;
 
+-- name: rule_dependencies
+-- Which deployed badges each deployed badge reads (badge('slug')): (slug, dependency) edges.
+SELECT b.slug, d.dependency
+FROM {{ schema }}.badge AS b
+CROSS JOIN LATERAL jsonb_array_elements_text(
+    coalesce(b.definition -> 'depends_on', '[]')) AS d (dependency);
+
+-- name: backfill_estimates
+-- How long each of the badges $1 took in its last complete backfill that succeeded, in
+-- seconds: the order in which `backfill --jobs` starts them (longest first).
+SELECT b.badge, x.seconds
+FROM unnest($1::text[]) AS b (badge)
+CROSS JOIN LATERAL (
+    SELECT extract(epoch FROM r.finished_at - r.started_at)::float8 AS seconds
+    FROM {{ schema }}.run AS r
+    WHERE r.badge = b.badge AND r.mode = 'backfill' AND r.status = 'ok' AND r.params = '{}'
+    ORDER BY r.started_at DESC
+    LIMIT 1
+) AS x;
+
 -- name: batch_reset
 -- An empty batch, e.g. for the grant events of a backfill's run (its dependents re-check them).
 SELECT {{ schema }}.batch_reset();

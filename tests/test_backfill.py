@@ -127,8 +127,17 @@ def test_second_backfill_grants_nothing_and_changes_nothing(demo_project, engine
     assert sql("SELECT * FROM plaudit.user_progress ORDER BY 1, 2, 3") == progress
     # one run row per rule and backfill, in run order: composite rules after what they read
     assert [r.slug for r in first] == [s for s in slugs if s != "all_rounder"] + ["all_rounder"]
-    assert sql("SELECT badge, status, granted FROM plaudit.run ORDER BY run_id") == [
-        (r.slug, "ok", r.granted) for r in first] + [(r.slug, "ok", 0) for r in second]
+    runs = sql("SELECT badge, status, granted FROM plaudit.run ORDER BY run_id")
+    # the first in run order (nothing measured yet); the second starts the rules that took
+    # longest in the first, but still the composite last, after the rules it reads
+    assert runs[:len(slugs)] == [(r.slug, "ok", r.granted) for r in first]
+    assert sorted(runs[len(slugs):]) == sorted((r.slug, "ok", 0) for r in second)
+    second_order = [badge for badge, _, _ in runs[len(slugs):]]
+    [reads] = sql("SELECT definition -> 'depends_on' FROM plaudit.badge "
+                  "WHERE slug = 'all_rounder'")[0]
+    assert reads and all(
+        second_order.index(slug) < second_order.index("all_rounder") for slug in reads)
+    assert runs[len(slugs)][0] != slugs[0], "the longest rule of the first backfill goes first"
 
 
 def test_backfill_is_quiet_and_records_the_run(count_project, sql):
@@ -439,3 +448,34 @@ def test_a_backfills_dependents_run_under_their_own_timeouts_not_its(project, en
     assert sql("SELECT badge, mode, status FROM plaudit.run ORDER BY run_id") == [
         ("fast", "backfill", "ok"), ("slow_reader", "incremental", "ok")]
     assert sql("SELECT badge FROM plaudit.user_badge ORDER BY 1") == [("fast",), ("slow_reader",)]
+
+
+def test_backfill_on_several_connections_equals_one_and_waits_for_what_a_rule_reads(
+        demo_project, engine_for, sql):
+    sql("SELECT * FROM demo_generate(200, 10000)")
+    engine = engine_for(demo_project)
+    deploy_rules(engine, demo_project.rules())
+    parallel = engine.backfill(demo_project.rules(), jobs=4)
+    assert all(r.status == "ok" for r in parallel)
+    grants = sql("SELECT user_id, badge, level, scope, achieved_at FROM plaudit.user_badge "
+                 "ORDER BY 1, 2, 3, 4")
+    progress = sql("SELECT user_id, badge, scope, value, next_level FROM plaudit.user_progress "
+                   "ORDER BY 1, 2, 3")
+    runs = sql("SELECT badge, started_at, finished_at FROM plaudit.run ORDER BY run_id")
+    # several rules really ran at once
+    assert any(a[1] < b[2] and b[1] < a[2] for a in runs for b in runs if a[0] < b[0])
+    # the composite started after the rules it reads had finished
+    [reads] = sql("SELECT definition -> 'depends_on' FROM plaudit.badge "
+                  "WHERE slug = 'all_rounder'")[0]
+    start = {badge: started for badge, started, _ in runs}
+    end = {badge: finished for badge, _, finished in runs}
+    assert reads and all(end[slug] <= start["all_rounder"] for slug in reads)
+
+    sql("TRUNCATE plaudit.user_badge, plaudit.user_progress")
+    sequential = engine.backfill(demo_project.rules(), jobs=1)
+    assert [r.slug for r in sequential] == [r.slug for r in parallel]
+    assert [r.granted for r in sequential] == [r.granted for r in parallel]
+    assert sql("SELECT user_id, badge, level, scope, achieved_at FROM plaudit.user_badge "
+               "ORDER BY 1, 2, 3, 4") == grants
+    assert sql("SELECT user_id, badge, scope, value, next_level FROM plaudit.user_progress "
+               "ORDER BY 1, 2, 3") == progress

@@ -11,6 +11,7 @@ import itertools
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TextIO
 
@@ -44,9 +45,11 @@ class ProgressLine:
             self.stream.write(f"\r  {self.label} {frame} {self.elapsed:5.1f}s")
             self.stream.flush()
 
-    def done(self, outcome: str) -> None:
+    def done(self, outcome: str, seconds: float | None = None) -> None:
+        """The outcome, and how long it took (`seconds`, else since the line began)."""
         self._finish()
-        line = f"  {self.label} {outcome}  {self.elapsed:.1f}s"
+        took = self.elapsed if seconds is None else seconds
+        line = f"  {self.label} {outcome}  {took:.1f}s"
         if self.stream.isatty():
             self.stream.write("\r\033[K")
         click.echo(line, file=self.stream)
@@ -61,3 +64,36 @@ class ProgressLine:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._finish()
+
+
+class InOrder:
+    """Progress lines for units of work done several at once (`backfill --jobs`), printed in
+    a fixed order all the same: a unit finished early waits for the ones before it, and the
+    first unfinished one is the line that animates. Thread-safe."""
+
+    def __init__(self, labels: Sequence[str], stream: TextIO | None = None):
+        self.labels = list(labels)
+        self.stream = stream
+        self.next = 0
+        self.outcomes: dict[str, tuple[str, float]] = {}
+        self.lock = threading.Lock()
+        self.line = self._open()
+
+    def _open(self) -> ProgressLine | None:
+        if self.next >= len(self.labels):
+            return None
+        return ProgressLine(self.labels[self.next], self.stream).__enter__()
+
+    def done(self, label: str, outcome: str, seconds: float) -> None:
+        with self.lock:
+            self.outcomes[label] = (outcome, seconds)
+            while self.line is not None and self.labels[self.next] in self.outcomes:
+                self.line.done(*self.outcomes.pop(self.labels[self.next]))
+                self.next += 1
+                self.line = self._open()
+
+    def close(self) -> None:
+        with self.lock:
+            if self.line is not None:
+                self.line.__exit__(None, None, None)
+                self.line = None

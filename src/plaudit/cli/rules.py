@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,7 @@ from plaudit.cli.common import (
     select_option,
 )
 from plaudit.cli.output import grant_summary, table, trophy_case
-from plaudit.cli.progress import ProgressLine
+from plaudit.cli.progress import InOrder
 from plaudit.errors import EXIT_FAILED, EXIT_SKIPPED, ConfigError
 from plaudit.model.config import is_identifier
 from plaudit.model.face import LOCALE_REQUIREMENT, is_locale
@@ -186,6 +187,10 @@ def render_command(app: App, slug: str, mode: Mode, params: tuple[str, ...]) -> 
 @click.option("--wait", is_flag=True,
               help="Wait for a rule another run holds (within backfill_timeout) instead of "
                    "skipping it.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=os.cpu_count() or 1,
+              show_default="the number of cores",
+              help="How many rules run at once, each on its own connection; a composite "
+                   "rule starts after the rules it reads.")
 @click.pass_obj
 def backfill(
     app: App,
@@ -195,6 +200,7 @@ def backfill(
     announce: bool,
     as_json: bool,
     wait: bool,
+    jobs: int,
 ) -> None:
     """Run the rules over all history, awarding everything already earned, with real dates.
 
@@ -220,10 +226,7 @@ def backfill(
                 "run `plaudit deploy` first"
             )
         verb = "would grant" if dry_run else "granted"
-        lines: dict[str, ProgressLine] = {}
-
-        def start(rule: Rule) -> None:
-            lines[rule.slug] = ProgressLine(rule.slug).__enter__()
+        lines = InOrder([rule.slug for rule in engine.run_order(rules)])
 
         def done(rule: Rule, result: RunResult) -> None:
             outcome = (
@@ -235,12 +238,15 @@ def backfill(
                 outcome += f", {result.moved:,} moved earlier"
             if result.revoked:  # `revoke: true` rules
                 outcome += f", {result.revoked:,} revoked"
-            lines.pop(rule.slug).done(outcome)
+            lines.done(rule.slug, outcome, result.seconds)
 
-        results = engine.backfill(
-            rules, given, announce=announce, dry_run=dry_run, wait=wait, on_start=start,
-            on_done=done,
-        )
+        try:
+            results = engine.backfill(
+                rules, given, announce=announce, dry_run=dry_run, wait=wait, jobs=jobs,
+                on_done=done,
+            )
+        finally:
+            lines.close()
         if as_json:
             for result in results:
                 click.echo(json.dumps({

@@ -23,6 +23,8 @@ from plaudit.model.dependencies import event_types, references
 from plaudit.model.face import categories_json, translations_json
 from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
+from plaudit.runtime.backfill import Schedule, closure
+from plaudit.runtime.backfill import run as run_backfill
 from plaudit.runtime.db import Database, connect
 from plaudit.runtime.migrate import Upgrade, upgrade
 from plaudit.runtime.rows import (
@@ -168,6 +170,7 @@ class Engine:
     def __init__(self, db: Database, config: Config, dsn: str | None = None):
         self.db = db
         self.config = config
+        self.dsn = dsn  # for more connections: `backfill(jobs=N)`
         # with the DSN, a watchdog connection enforces each batch rule's deadline
         self.watchdog = (
             Watchdog(dsn, config.schema, db.conn.info.backend_pid) if dsn is not None else None
@@ -305,25 +308,50 @@ class Engine:
         announce: bool = False,
         dry_run: bool = False,
         wait: bool = False,
+        jobs: int = 1,
         on_start: Callable[[Rule], None] | None = None,
         on_done: Callable[[Rule, RunResult], None] | None = None,
     ) -> list[RunResult]:
-        """Run each rule over all history, in run order. A failing rule does not stop the
-        others. Composite rules run after the rules whose grants they read."""
-        results = []
+        """Run each rule over all history; the results in run order. A failing rule does not
+        stop the others. With `jobs` > 1, that many rules run at once, each on its own
+        connection (runtime/backfill.py); in any case a composite rule starts after the
+        rules whose grants it reads have committed. `on_start` and `on_done` may be called
+        from several threads."""
         order = self.run_order(rules)
-        for index, rule in enumerate(order):
+        slugs = [rule.slug for rule in order]
+        schedule = Schedule(
+            order,
+            closure((row["slug"], row["dependency"])
+                    for row in self.db.execute("rule_dependencies")),
+            {row["badge"]: row["seconds"]
+             for row in self.db.execute("backfill_estimates", [slugs])},
+        )
+
+        def run_one(engine: Engine, rule: Rule) -> RunResult:
             if on_start:
                 on_start(rule)
-            later = [r.slug for r in order[index + 1:]]
-            result = self.run_rule(
-                rule, "backfill", params, announce=announce, dry_run=dry_run, then=later,
-                wait=wait,
+            # the other selected rules are backfilled anyway: they are not re-checked for
+            # this rule's grants (a rule reading these grants starts after this one commits)
+            result = engine.run_rule(
+                rule, "backfill", params, announce=announce, dry_run=dry_run,
+                then=[slug for slug in slugs if slug != rule.slug], wait=wait,
             )
             if on_done:
                 on_done(rule, result)
-            results.append(result)
-        return results
+            return result
+
+        jobs = max(1, min(jobs, len(order)))
+        if jobs > 1 and self.dsn is None:
+            raise ConfigError("running rules at once needs a database URL (Engine.connect)")
+        extra: list[Engine] = []
+        try:
+            for _ in range(jobs - 1):
+                extra.append(Engine.connect(self.config, cast(str, self.dsn)))
+            results = run_backfill([self, *extra], schedule, run_one)
+        finally:
+            for engine in extra:
+                engine.close()
+        return [results[slug] for slug in slugs]
 
     def rule_states(self) -> tuple[list[str], list[str]]:
         """The deployed rules that are dirty (a failed run left them behind) and those due
