@@ -137,6 +137,14 @@ CROSS JOIN LATERAL (
     LIMIT 1
 ) AS x;
 
+-- name: defer_scores
+-- This transaction's leaderboard scores wait for score_catch_up (a backfill of several rules).
+SELECT {{ schema }}.defer_scores();
+
+-- name: score_catch_up
+-- Recompute the scores of up to $1 users that deferred transactions left; how many.
+SELECT {{ schema }}.score_catch_up($1) AS users;
+
 -- name: batch_reset
 -- An empty batch, e.g. for the grant events of a backfill's run (its dependents re-check them).
 SELECT {{ schema }}.batch_reset();
@@ -398,6 +406,11 @@ ORDER BY r.mode, r.status;
 SELECT count(*) AS pending,
        extract(epoch FROM now() - min(e.tracked_at))::float8 AS oldest_seconds
 FROM {{ schema }}.event AS e;
+
+-- name: status_scores
+-- Users whose leaderboard scores a backfill deferred and has not recomputed yet.
+SELECT count(*) AS users, extract(epoch FROM now() - min(s.since))::float8 AS oldest_seconds
+FROM {{ schema }}.score_stale AS s;
 
 -- name: status_rules
 -- Every deployed rule with its last run, and whether its last backfill skipped it (busy).

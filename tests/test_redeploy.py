@@ -264,3 +264,11 @@ def test_deploy_says_which_capture_triggers_it_installs_and_removes_dry_run_too(
     assert (removed.exit_code, removed.stdout) == (
         0, "events.comment_created: capture trigger on comments removed\n")
     assert triggers() == []
+
+
+def test_a_removed_badge_takes_its_progress_with_it(talking, run_cli, sql):
+    assert sql("SELECT count(*) FROM plaudit.user_progress WHERE badge = 'talker'")[0][0] > 0
+    (talking.path / "rules" / "talker.yaml").unlink()
+    forced = run_cli(talking, "deploy", "--force")
+    assert forced.exit_code == 0, forced.stderr
+    assert sql("SELECT badge FROM plaudit.user_progress") == []

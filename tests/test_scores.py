@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from plaudit.model.rules import load_rules
 from plaudit.runtime.deploy import deploy_rules
 from plaudit.runtime.engine import Event
+from plaudit.runtime.jobs import status
 
 RULES = {
     "helper": """
@@ -280,3 +281,29 @@ def test_a_change_of_points_racing_a_grant_leaves_the_right_score(scored, dsn, s
         second.commit()
         done.join(timeout=30)
     assert sql("SELECT points FROM plaudit.score WHERE user_id = 1 AND period = 'all'") == [(99,)]
+
+
+def test_a_backfill_of_several_rules_recomputes_each_user_once_at_its_end(scored, sql):
+    """Each rule's transaction defers its users' scores (plaudit.score_stale); the backfill
+    recomputes them when every rule ran, and a backfill that died half-way leaves them for
+    `plaudit status` to report and the next backfill to recompute."""
+    engine = scored()
+    rules = {rule.slug: rule for rule in engine_rules(scored, engine)}
+    sql("INSERT INTO posts (author_id, kind, title, created_at) "
+        "SELECT 1 + g % 6, 'article', 't', timestamptz '2025-01-01' + g * interval '1 day' "
+        "FROM generate_series(1, 20) AS g")
+    # a backfill that dies after its first rule committed, before catching up
+    engine.run_rule(rules["poster"], "backfill", defer_scores=True)
+    assert sql("SELECT count(*) FROM plaudit.user_badge")[0][0] > 0
+    assert sql("SELECT count(*) FROM plaudit.score")[0][0] == 0
+    assert sql("SELECT count(*) FROM plaudit.score_stale")[0][0] == 6
+    sql("UPDATE plaudit.score_stale SET since = now() - interval '1 hour'")
+    report = status(engine, 300.0)
+    assert report.scores_waiting == 6
+    assert any("leaderboard scores of 6 users" in line for line in report.attention)
+
+    results = engine.backfill(list(rules.values()), jobs=2)
+    assert all(r.status == "ok" for r in results)
+    assert sql("SELECT count(*) FROM plaudit.score_stale")[0][0] == 0
+    assert_consistent(engine, sql, "Europe/Berlin")
+    assert status(engine, 300.0).scores_waiting == 0

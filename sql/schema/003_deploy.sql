@@ -74,3 +74,18 @@ BEGIN
     RETURN CASE WHEN v_old_hash IS NULL THEN 'created' ELSE 'changed' END;
 END;
 $function$;
+
+-- A deleted badge's progress goes with it (what user_progress's foreign key did with ON
+-- DELETE CASCADE until migration 0008 dropped the per-row check).
+CREATE OR REPLACE FUNCTION {{ schema }}.badge_deleted() RETURNS trigger
+LANGUAGE plpgsql AS $function$
+BEGIN
+    DELETE FROM {{ schema }}.user_progress AS up
+    WHERE up.badge IN (SELECT d.slug FROM deleted_badges AS d);
+    RETURN NULL;
+END;
+$function$;
+
+CREATE OR REPLACE TRIGGER badge_deleted AFTER DELETE ON {{ schema }}.badge
+    REFERENCING OLD TABLE AS deleted_badges
+    FOR EACH STATEMENT EXECUTE FUNCTION {{ schema }}.badge_deleted();

@@ -119,7 +119,7 @@ BEGIN
         RETURN false;
     END IF;
     LOCK TABLE {{ schema }}.score IN SHARE ROW EXCLUSIVE MODE;
-    TRUNCATE {{ schema }}.score, {{ schema }}.score_count;
+    TRUNCATE {{ schema }}.score, {{ schema }}.score_count, {{ schema }}.score_stale;
     INSERT INTO {{ schema }}.meta AS m (key, value) VALUES ('score_timezone', p_timezone)
     ON CONFLICT (key) DO UPDATE SET value = excluded.value;
     INSERT INTO {{ schema }}.score (user_id, period, period_start, points, badges, reached_at)
@@ -160,15 +160,52 @@ $function$;
 
 -- SECURITY DEFINER: a deferred trigger runs as the role that commits (before PostgreSQL 18),
 -- say an app role that may only EXECUTE plaudit.check, not read score_pending.
+-- A transaction of a backfill of several rules (plaudit.defer_scores) leaves its users to
+-- plaudit.score_catch_up instead, which recomputes each once at the backfill's end.
 CREATE OR REPLACE FUNCTION {{ schema }}.score_at_commit() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
 BEGIN
-    PERFORM {{ schema }}.score_refresh(ARRAY(
+    IF current_setting('plaudit.defer_scores', true) = '{{ schema }}' THEN
+        INSERT INTO {{ schema }}.score_stale (user_id)
         SELECT DISTINCT p.user_id FROM {{ schema }}.score_pending AS p
-        WHERE p.txid = new.txid));
+        WHERE p.txid = new.txid
+        ORDER BY 1
+        ON CONFLICT (user_id) DO NOTHING;
+    ELSE
+        PERFORM {{ schema }}.score_refresh(ARRAY(
+            SELECT DISTINCT p.user_id FROM {{ schema }}.score_pending AS p
+            WHERE p.txid = new.txid));
+    END IF;
     DELETE FROM {{ schema }}.score_pending AS p WHERE p.txid = new.txid;
     DELETE FROM {{ schema }}.score_pending_tx AS t WHERE t.txid = new.txid;
     RETURN NULL;
+END;
+$function$;
+
+-- The rest of this transaction leaves its scores to plaudit.score_catch_up (a backfill of
+-- several rules: the runner catches up once all ran). Transaction-local, like the batch.
+CREATE OR REPLACE FUNCTION {{ schema }}.defer_scores() RETURNS void
+LANGUAGE sql AS $function$
+    SELECT set_config('plaudit.defer_scores', '{{ schema }}', true);
+$function$;
+
+-- Recompute the scores of up to p_limit users a deferred transaction left (score_stale), in
+-- key order; how many. The caller commits and calls again until it returns 0: each call is
+-- one bounded transaction, so leaderboards are never locked for long.
+CREATE OR REPLACE FUNCTION {{ schema }}.score_catch_up(p_limit int) RETURNS int
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_users {{ user_id_type }}[];
+BEGIN
+    WITH taken AS (
+        DELETE FROM {{ schema }}.score_stale AS s
+        WHERE s.user_id IN (SELECT t.user_id FROM {{ schema }}.score_stale AS t
+                            ORDER BY t.user_id LIMIT p_limit FOR UPDATE SKIP LOCKED)
+        RETURNING s.user_id
+    )
+    SELECT array_agg(t.user_id ORDER BY t.user_id) INTO v_users FROM taken AS t;
+    PERFORM {{ schema }}.score_refresh(v_users);
+    RETURN coalesce(cardinality(v_users), 0);
 END;
 $function$;
 
@@ -202,7 +239,7 @@ $function$;
 CREATE OR REPLACE FUNCTION {{ schema }}.score_grants_truncated() RETURNS trigger
 LANGUAGE plpgsql AS $function$
 BEGIN
-    TRUNCATE {{ schema }}.score, {{ schema }}.score_count;
+    TRUNCATE {{ schema }}.score, {{ schema }}.score_count, {{ schema }}.score_stale;
     RETURN NULL;
 END;
 $function$;

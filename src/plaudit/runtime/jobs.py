@@ -227,6 +227,10 @@ class Status:
     attention: list[str] = field(default_factory=list)
     # the webhooks' outbox (add_outbox)
     outbox: OutboxStatus = field(default_factory=OutboxStatus)
+    # users whose leaderboard scores a backfill deferred (plaudit.score_stale), and how long
+    # the first has waited
+    scores_waiting: int = 0
+    scores_waiting_seconds: float | None = None
 
     @property
     def dirty(self) -> list[str]:
@@ -255,6 +259,8 @@ class Status:
             "quiet_rules": [_jsonable(q) for q in self.quiet],
             "attention": self.attention,
             "outbox": self.outbox.as_json(),
+            "scores_waiting": self.scores_waiting,
+            "scores_waiting_seconds": self.scores_waiting_seconds,
         }
 
 
@@ -298,6 +304,18 @@ def status(engine: Engine, max_lag_seconds: float) -> Status:
         )
     if report.quiet:
         report.attention.append(quiet_sentence(report.quiet, report.quiet_days))
+    waiting = db.one("status_scores")
+    assert waiting is not None
+    report.scores_waiting = int(waiting["users"])
+    report.scores_waiting_seconds = waiting["oldest_seconds"]
+    waited = report.scores_waiting_seconds
+    if waited is not None and waited > max_lag_seconds:
+        report.attention.append(
+            f"the leaderboard scores of {report.scores_waiting:,} users have waited "
+            f"{duration(waited)} for a backfill to recompute them "
+            "(more than --max-lag): a backfill stopped half-way; the next `plaudit backfill` "
+            "recomputes them"
+        )
     add_outbox(report, engine, max_lag_seconds)
     return report
 
