@@ -307,3 +307,20 @@ def test_a_backfill_of_several_rules_recomputes_each_user_once_at_its_end(scored
     assert sql("SELECT count(*) FROM plaudit.score_stale")[0][0] == 0
     assert_consistent(engine, sql, "Europe/Berlin")
     assert status(engine, 300.0).scores_waiting == 0
+
+
+def test_the_nightly_job_recomputes_the_scores_its_backfills_deferred(scored, dsn, sql):
+    engine = scored()
+    sql("INSERT INTO posts (author_id, kind, title, created_at) "
+        "SELECT 1 + g % 6, 'article', 't', timestamptz '2025-01-01' + g * interval '1 day' "
+        "FROM generate_series(1, 20) AS g")
+    engine.award("helper", 2, "test", level="silver", achieved_at=MOMENTS[0])
+    engine.db.conn.commit()
+    sql("INSERT INTO plaudit.score_stale (user_id) VALUES (4)")  # left by a dead backfill
+    sql("UPDATE plaudit.badge SET due = 'changed'")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CALL plaudit.job_nightly()")
+    assert sql("SELECT badge, status FROM plaudit.run WHERE mode = 'backfill' ORDER BY 1") == [
+        ("helper", "ok"), ("poster", "ok")]
+    assert sql("SELECT count(*) FROM plaudit.score_stale") == [(0,)]
+    assert_consistent(engine, sql, "Europe/Berlin")

@@ -142,8 +142,11 @@ END;
 $procedure$;
 
 -- The nightly job: backfill the due rules (due_rules()), one committed transaction each, each
--- under the watchdog; then retention: old runs, and delivered outbox rows (012_outbox.sql).
--- Raises at the end if a rule failed.
+-- under the watchdog; several of them defer their users' leaderboard scores and recompute
+-- each user once when all ran (score_catch_up, as `plaudit backfill` does); then retention:
+-- old runs, and delivered outbox rows (012_outbox.sql). Raises at the end if a rule failed.
+-- The rules run one after another: a pg_cron job is one backend (`plaudit backfill --jobs`
+-- runs them at once from the command line; docs/operations.md).
 -- CALL {{ schema }}.job_nightly();
 CREATE OR REPLACE PROCEDURE {{ schema }}.job_nightly(
     p_timeout text DEFAULT '{{ defaults.backfill_timeout }}',  -- backfill_timeout: each due rule reads all history
@@ -156,14 +159,23 @@ DECLARE
     v_run record;
     v_runs int := 0;
     v_failed text[] := '{}';
-BEGIN
     -- the list is fixed before the first commit: a rule repaired by the loop stays in it
-    FOREACH v_slug IN ARRAY ARRAY(SELECT d.slug FROM {{ schema }}.due_rules() AS d) LOOP
+    v_due text[] := ARRAY(SELECT d.slug FROM {{ schema }}.due_rules() AS d);
+BEGIN
+    FOREACH v_slug IN ARRAY v_due LOOP
+        IF cardinality(v_due) > 1 THEN
+            PERFORM {{ schema }}.defer_scores();
+        END IF;
         SELECT * INTO v_run FROM {{ schema }}.run_timed(v_slug, 'backfill', p_timeout);
         v_runs := v_runs + 1;
         IF v_run.status = 'failed' THEN
             v_failed := v_failed || v_run.message;
         END IF;
+        COMMIT;
+    END LOOP;
+    -- bounded transactions: the leaderboard is never locked for long (and whatever a backfill
+    -- that died half-way left)
+    WHILE {{ schema }}.score_catch_up({{ defaults.score_chunk }}) > 0 LOOP
         COMMIT;
     END LOOP;
     PERFORM {{ schema }}.prune(p_keep_runs);

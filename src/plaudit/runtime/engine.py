@@ -18,7 +18,7 @@ from typing import Any, cast
 import psycopg
 
 from plaudit.errors import ConfigError, RenderError
-from plaudit.model.config import Config
+from plaudit.model.config import DEFAULTS, Config
 from plaudit.model.dependencies import event_types, references
 from plaudit.model.face import categories_json, translations_json
 from plaudit.model.modes import Mode
@@ -41,11 +41,6 @@ from plaudit.runtime.rows import (
 )
 from plaudit.runtime.watchdog import Watchdog
 from plaudit.sqlgen.render import bind_params, modes, render
-
-# Users whose deferred scores one transaction of catch_up_scores recomputes: large enough
-# that a backfill's catch-up is a few statements, small enough not to hold the leaderboard
-# (score_refresh locks it for more than a thousand users) for long.
-SCORE_CHUNK = 20_000
 
 
 @dataclass(frozen=True)
@@ -368,7 +363,7 @@ class Engine:
             self.catch_up_scores()
         return [results[slug] for slug in slugs]
 
-    def catch_up_scores(self, chunk: int = SCORE_CHUNK) -> int:
+    def catch_up_scores(self, chunk: int = int(DEFAULTS["score_chunk"])) -> int:
         """Recompute the leaderboard scores that backfills deferred (plaudit.score_stale),
         `chunk` users per transaction; how many users."""
         total = 0
