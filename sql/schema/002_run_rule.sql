@@ -110,9 +110,6 @@ DECLARE
         WHERE d.enabled AND coalesce(d.definition -> 'depends_on', '[]') ? p_badge);
     -- a complete backfill also removes the progress rows its result no longer supports
     v_complete boolean;
-    -- the rule's rows, as the writing statement reads them: the rule itself, or for a
-    -- complete backfill its rows staged in a temporary table first
-    v_rows text;
     v_error text;
     v_state text;
     v_detail text;
@@ -175,32 +172,12 @@ BEGIN
             VALUES (p_badge, p_mode, v_params, 'ok', v_started, v_started)
             RETURNING r.run_id INTO v_run_id;
 
-            -- A complete backfill writes the rows of every user: staged first in a temporary
-            -- table (no WAL) and analyzed, so that the writes below are planned on their
-            -- real number (hash joins against the badge's progress, not a probe per row).
-            -- Measured (BENCHMARKS.md, 2026-11-30, issue 16): progress unchanged since the
-            -- last backfill is then left alone at a fraction of the cost of upserting it.
-            IF v_complete THEN
-                DROP TABLE IF EXISTS pg_temp.plaudit_rows;
-                CREATE TEMPORARY TABLE plaudit_rows (
-                    user_id {{ user_id_type }}, scope text, level text, achieved_at timestamptz,
-                    value numeric, meta jsonb, is_progress boolean
-                ) ON COMMIT DROP;
-                INSERT INTO pg_temp.plaudit_rows
-                SELECT * FROM {{ schema }}.rule_rows(v_sql, p_params, v_path);
-                ANALYZE pg_temp.plaudit_rows;
-                v_rows := 'NOT MATERIALIZED (SELECT * FROM pg_temp.plaudit_rows)';
-            ELSE
-                v_rows := format('MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%L, $1, $2))',
-                                 v_sql);
-            END IF;
-
             -- Grants are only ever added. A grant already held keeps its row, except that a
             -- rule grant moves to an earlier achieved_at when the history shows one (an event
             -- that arrived late): this keeps incremental runs equal to a backfill. A revoked
             -- grant (suppressed_grant) is not granted again.
             EXECUTE format($q$
-                WITH r AS %9$s,
+                WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1, $2)),
                 granted AS (
                     INSERT INTO {{ schema }}.user_badge AS ub
                         (user_id, badge, level, scope, achieved_at, value, meta, source, run_id, seen_at)
@@ -246,17 +223,7 @@ BEGIN
                     -- carries the time of the latest source row counted (count, sum, gauge)
                     SELECT r.user_id, %2$L, r.scope, r.value, r.level, r.achieved_at,
                            (r.meta ->> 'through')::timestamptz, now()
-                    FROM r
-                    -- only what changed: a row that would not change is not written (nor
-                    -- locked, nor its key probed twice)
-                    LEFT JOIN {{ schema }}.user_progress AS p
-                        ON p.user_id = r.user_id AND p.badge = %2$L AND p.scope = r.scope
-                    WHERE r.is_progress AND r.value IS NOT NULL AND NOT %5$L::boolean
-                      AND (p.user_id IS NULL
-                           OR (p.value, p.next_level, p.expires_at, p.through_at)
-                              IS DISTINCT FROM (r.value, r.level, r.achieved_at,
-                                                (r.meta ->> 'through')::timestamptz))
-                    ORDER BY r.user_id, r.scope
+                    FROM r WHERE r.is_progress AND r.value IS NOT NULL AND NOT %5$L::boolean
                     ON CONFLICT (user_id, badge, scope) DO UPDATE
                         SET value = excluded.value, next_level = excluded.next_level,
                             expires_at = excluded.expires_at, through_at = excluded.through_at,
@@ -299,8 +266,7 @@ BEGIN
                            jsonb_build_object('level', g.level, 'scope', g.scope)
                     FROM granted AS g
                     RETURNING 1
-                )$e$, p_badge) ELSE '' END,
-                 v_rows)
+                )$e$, p_badge) ELSE '' END)
             INTO v_levels, v_moved, v_progressed, v_notified
             USING p_params, v_path;
             -- revoke: true: a complete backfill removes the rule grants it no longer returns

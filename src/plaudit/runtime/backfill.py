@@ -110,6 +110,11 @@ def run(
     for thread in threads:
         thread.start()
     work(engines[0])
+    if isinstance(schedule.failed, KeyboardInterrupt):
+        # Ctrl-C reached this thread only: cancel the other connections' rules too (each
+        # is recorded as failed and marked dirty, for the next backfill to repair)
+        for engine in engines[1:]:
+            engine.db.conn.cancel()
     for thread in threads:
         thread.join()
     if schedule.failed is not None:
