@@ -1,7 +1,8 @@
 """The benchmark database: plaudit's connection conventions plus the harness's own SQL files.
 
 bench/queries.sql holds the fixed queries (`-- name:` headers, parsed by plaudit's parser),
-bench/functions.sql the helper functions, bench/baseline.sql the bare-query macro.
+bench/functions.sql the helper functions, bench/baseline.sql the bare-query macro,
+bench/handwritten.sql the hand-written baseline (bench/handwritten.py).
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ class BenchDB:
         assert rows, f"{name} returned no row"
         return rows[0]
 
+    def script(self, name: str) -> None:
+        """Run a named multi-statement query (no parameters)."""
+        self.db.script(self.sql(name), f"bench/queries.sql: {name}")
+
     def timed(self, name: str, params: Sequence[Any] = ()) -> float:
         started = time.perf_counter()
         self.rows(name, params)
@@ -87,6 +92,15 @@ class BenchDB:
         with self.db.conn.transaction():
             self.rows("as_run_rule")
             return self.timed_text(text, params)
+
+    def timed_transaction(self, text: str, params: Sequence[Any] = ()) -> float:
+        """Run a rendered statement in a transaction of its own, with the settings
+        plaudit.run_rule gives its queries; the wall time to its commit included."""
+        started = time.perf_counter()
+        with self.db.conn.transaction():
+            self.rows("as_run_rule")
+            self.db.conn.execute(text, params)
+        return time.perf_counter() - started
 
     def install_functions(self) -> None:
         text = render_sql((BENCH_DIR / "functions.sql").read_text(), self.db.schema)
