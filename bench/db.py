@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 
 from plaudit.model.config import Config
+from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
 from plaudit.runtime.db import Database, connect, render_sql
 from plaudit.sqlfiles import parse_queries
@@ -39,7 +40,7 @@ def _macros() -> Any:
     return env.get_template("baseline.sql").module
 
 
-def bare_sql(rule: Rule, config: Config, mode: str = "backfill") -> str:
+def bare_sql(rule: Rule, config: Config, mode: Mode = "backfill") -> str:
     """The rule's own SELECT for `mode`, aggregated the plain way (bench/baseline.sql)."""
     query = render_query(rule, mode, config)
     columns = output_columns(rule, query) or ()

@@ -16,6 +16,7 @@ from typing import Any
 import jinja2
 
 from plaudit.model.config import Config
+from plaudit.model.kinds import KINDS as REGISTERED_KINDS
 from plaudit.model.rules import Rule
 from plaudit.sqlgen.render import output_columns, render_query, sql_string
 
@@ -63,7 +64,7 @@ def handwritten(rule: Rule, config: Config) -> Handwritten:
     macro = getattr(_macros(), rule.kind)
     has_scope = "scope" in columns
     if rule.kind in ("streak", "growth"):
-        period = rule.period or ("day" if rule.kind == "streak" else "month")
+        period = rule.period or REGISTERED_KINDS[rule.kind].default_period
         timezone = rule.timezone or config.timezone
         if rule.kind == "streak":
             sql = macro(rule, query, has_scope, period, timezone)

@@ -14,11 +14,11 @@
   independent implementation of each kind's semantics (sql/kinds/*.sql, docs/rules.md): the
   benchmark checks it returns what plaudit wrote, EXCEPT both ways (backfill.py).
 
-  Arguments: `rule` (slug, kind, levels, period, timezone), `query` (the rule's SELECT
-  rendered for a backfill), `has_scope`, `has_amount` (growth), `schema` (plaudit's: the
-  quiet cut-off is not needed, grants are inserted as seen, as a backfill of history does).
-  Award rules have none: their query already is the grants (the bare query is the
-  hand-written one).
+  Arguments: `rule` (its slug and levels), `query` (its SELECT rendered for a backfill),
+  `has_scope`, `has_amount` (growth), the `period` and `timezone` of streak and growth.
+  Grants are inserted already seen, as plaudit's backfill inserts grants of the past (out of
+  the unseen-grants index). Award rules have none: their query already is the grants (the
+  bare query is the hand-written one).
 -#}
 
 {#- NULL and '' are the same scope, as plaudit's grants key them. -#}
