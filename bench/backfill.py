@@ -193,22 +193,17 @@ def measure(
             )
         )
     total, total_bare = sum(result.seconds.values()), sum(result.bare_seconds.values())
-    with_hand = [slug for slug in result.seconds if slug in result.hand_seconds]
     total_hand = sum(result.hand_seconds.values())
+    hand_fill = sum(result.seconds[slug] for slug in result.hand_seconds)
     result.figures += [
         Figure(
             "backfill",
-            f"the {len(with_hand)} rules with a hand-written baseline",
-            seconds(sum(result.seconds[slug] for slug in with_hand)),
+            f"the {len(result.hand_seconds)} rules with a hand-written baseline",
+            seconds(hand_fill),
             baseline=f"hand-written {seconds(total_hand)}",
-            ratio=sum(result.seconds[slug] for slug in with_hand) / total_hand
-            if total_hand
-            else None,
+            ratio=hand_fill / total_hand if total_hand else None,
             note="grants and progress checked equal (EXCEPT both ways)",
-            values={
-                "seconds": sum(result.seconds[slug] for slug in with_hand),
-                "baseline_seconds": total_hand,
-            },
+            values={"seconds": hand_fill, "baseline_seconds": total_hand},
         ),
         Figure(
             "backfill",
