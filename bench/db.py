@@ -1,7 +1,8 @@
 """The benchmark database: plaudit's connection conventions plus the harness's own SQL files.
 
 bench/queries.sql holds the fixed queries (`-- name:` headers, parsed by plaudit's parser),
-bench/functions.sql the helper functions, bench/baseline.sql the bare-query macro.
+bench/functions.sql the helper functions, bench/baseline.sql the bare-query macro,
+bench/handwritten.sql the hand-written baseline (bench/handwritten.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import jinja2
 
 from plaudit.model.config import Config
+from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
 from plaudit.runtime.db import Database, connect, render_sql
 from plaudit.sqlfiles import parse_queries
@@ -38,7 +40,7 @@ def _macros() -> Any:
     return env.get_template("baseline.sql").module
 
 
-def bare_sql(rule: Rule, config: Config, mode: str = "backfill") -> str:
+def bare_sql(rule: Rule, config: Config, mode: Mode = "backfill") -> str:
     """The rule's own SELECT for `mode`, aggregated the plain way (bench/baseline.sql)."""
     query = render_query(rule, mode, config)
     columns = output_columns(rule, query) or ()
@@ -71,6 +73,10 @@ class BenchDB:
         assert rows, f"{name} returned no row"
         return rows[0]
 
+    def script(self, name: str) -> None:
+        """Run a named multi-statement query (no parameters)."""
+        self.db.script(self.sql(name), f"bench/queries.sql: {name}")
+
     def timed(self, name: str, params: Sequence[Any] = ()) -> float:
         started = time.perf_counter()
         self.rows(name, params)
@@ -87,6 +93,15 @@ class BenchDB:
         with self.db.conn.transaction():
             self.rows("as_run_rule")
             return self.timed_text(text, params)
+
+    def timed_transaction(self, text: str, params: Sequence[Any] = ()) -> float:
+        """Run a rendered statement in a transaction of its own, with the settings
+        plaudit.run_rule gives its queries; the wall time to its commit included."""
+        started = time.perf_counter()
+        with self.db.conn.transaction():
+            self.rows("as_run_rule")
+            self.db.conn.execute(text, params)
+        return time.perf_counter() - started
 
     def install_functions(self) -> None:
         text = render_sql((BENCH_DIR / "functions.sql").read_text(), self.db.schema)

@@ -179,3 +179,59 @@ SELECT count(*) AS weeks FROM {{ schema }}.grants_per_week(NULL, 'UTC', NULL);
 SELECT ub.badge, ub.level, count(DISTINCT ub.user_id) AS holders
 FROM {{ schema }}.user_badge AS ub
 GROUP BY ub.badge, ub.level;
+
+-- The hand-written baseline (bench/handwritten.sql, bench/handwritten.py) ---------------
+
+-- name: handwritten_tables
+-- Its tables, empty: plaudit's grants and progress tables copied (columns, defaults, checks,
+-- primary keys, indexes) with the same foreign keys, in a schema of their own, so that the
+-- hand-written upserts pay what plaudit's pay for the same rows.
+CREATE SCHEMA IF NOT EXISTS bench;
+DROP TABLE IF EXISTS bench.user_badge, bench.user_progress;
+CREATE TABLE bench.user_badge (
+    LIKE {{ schema }}.user_badge INCLUDING ALL,
+    FOREIGN KEY (badge, level) REFERENCES {{ schema }}.badge_level (badge, key)
+);
+CREATE TABLE bench.user_progress (
+    LIKE {{ schema }}.user_progress INCLUDING ALL,
+    FOREIGN KEY (badge) REFERENCES {{ schema }}.badge (slug) ON DELETE CASCADE
+);
+
+-- name: handwritten_reset
+-- Every hand-written pass starts from empty tables, as plaudit's first backfill does.
+TRUNCATE bench.user_badge, bench.user_progress;
+
+-- name: handwritten_diff
+-- What plaudit and the hand-written SQL do not both hold for badge $1, EXCEPT both ways:
+-- grants (user_id, level, scope, achieved_at), progress (user_id, scope, value, next_level).
+-- One row per (rows, side) that differs, counted, with $2 examples.
+WITH plaudit_grants AS (
+    SELECT user_id, level, scope, achieved_at FROM {{ schema }}.user_badge
+    WHERE badge = $1 AND source = 'rule'
+),
+hand_grants AS (
+    SELECT user_id, level, scope, achieved_at FROM bench.user_badge WHERE badge = $1
+),
+plaudit_progress AS (
+    SELECT user_id, scope, value, next_level FROM {{ schema }}.user_progress WHERE badge = $1
+),
+hand_progress AS (
+    SELECT user_id, scope, value, next_level FROM bench.user_progress WHERE badge = $1
+),
+diff AS (
+    SELECT 'grant' AS rows, 'only in plaudit''s' AS side, to_jsonb(d) AS row
+    FROM (SELECT * FROM plaudit_grants EXCEPT SELECT * FROM hand_grants) AS d
+    UNION ALL
+    SELECT 'grant', 'only in the hand-written', to_jsonb(d)
+    FROM (SELECT * FROM hand_grants EXCEPT SELECT * FROM plaudit_grants) AS d
+    UNION ALL
+    SELECT 'progress', 'only in plaudit''s', to_jsonb(d)
+    FROM (SELECT * FROM plaudit_progress EXCEPT SELECT * FROM hand_progress) AS d
+    UNION ALL
+    SELECT 'progress', 'only in the hand-written', to_jsonb(d)
+    FROM (SELECT * FROM hand_progress EXCEPT SELECT * FROM plaudit_progress) AS d
+)
+SELECT rows, side, count(*) AS n, (array_agg(row ORDER BY row::text))[1:$2::int] AS examples
+FROM diff
+GROUP BY rows, side
+ORDER BY rows, side;

@@ -21,6 +21,9 @@ class Figure:
     measured: str
     baseline: str = ""
     ratio: float | None = None  # measured / baseline; for replay, replay / backfill
+    # measured / a second baseline named second in `baseline` (backfill: the bare query,
+    # after the hand-written SQL)
+    second_ratio: float | None = None
     target: str = ""
     met: bool | None = None  # None: no target, reported only
     note: str = ""
@@ -29,6 +32,13 @@ class Figure:
     @property
     def verdict(self) -> str:
         return {True: "met", False: "MISSED", None: "-"}[self.met]
+
+    @property
+    def ratios(self) -> str:
+        """The ratio cell: both ratios, in the order `baseline` names their baselines."""
+        if self.second_ratio is None:
+            return ratio(self.ratio)
+        return f"{ratio(self.ratio) or '–'}; {ratio(self.second_ratio)}"
 
 
 def not_measured(section: str, item: str, reason: str) -> Figure:
@@ -99,7 +109,7 @@ def table(result: SizeResult) -> str:
     ]
     for f in result.figures:
         measured = f.measured + (f" ({f.note})" if f.note else "")
-        cells = [f.section, f.item, measured, f.baseline, ratio(f.ratio), f.target, f.verdict]
+        cells = [f.section, f.item, measured, f.baseline, f.ratios, f.target, f.verdict]
         lines.append(_row(cells))
     return "\n".join(lines)
 
@@ -118,7 +128,7 @@ def scale_table(results: list[SizeResult]) -> str:
         for result in results:
             found = [f for f in result.figures if (f.section, f.item) == (section, item)]
             cells.append(
-                f"{found[0].measured} ({ratio(found[0].ratio)})".replace(" ()", "") if found else ""
+                f"{found[0].measured} ({found[0].ratios})".replace(" ()", "") if found else ""
             )
         lines.append(_row(cells))
     return "\n".join(lines)

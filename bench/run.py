@@ -7,7 +7,8 @@ For each size: regenerate the demo data (sql/demo/), install plaudit and the rul
 project, then measure, each against a baseline from the same run:
   data         the generator (+ VACUUM) vs writing as many rows with generate_series
   replay       a uniform slice of the history through plaudit.check, extrapolated, vs backfill
-  backfill     each rule's backfill (dates, grants, progress, run log) vs its bare query
+  backfill     each rule's backfill (dates, grants, progress, run log) vs the SQL an expert
+               writes by hand for the same rows (checked equal) and vs its bare query
   memory       peak RSS of `plaudit backfill` vs the idle runner
   check        p50/p99 of plaudit.check on one new event vs the bare queries for it
   incremental  `plaudit run` events/s per batch size vs the bare queries per batch
@@ -38,6 +39,7 @@ from . import boards as boards_section
 from . import events as event_sections
 from .dataset import Size, embedded_dsn, install, load, parse_size, with_timeout
 from .db import BenchDB
+from .handwritten import HandwrittenMismatch
 from .report import SECTIONS, SizeResult, append, entry, not_measured, table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,7 +96,7 @@ def measure(
             say(f"{size.label}: replaying {replay_events:,} past events through plaudit.check")
             replayed = event_sections.replay(bench, engine, config, replay_events, seed)
 
-        say(f"{size.label}: backfill vs bare queries, {reps} repetition(s)")
+        say(f"{size.label}: backfill vs hand-written SQL and bare queries, {reps} repetition(s)")
         decompose = size.activities <= SMALL_ACTIVITIES
         fill = backfill_section.measure(
             bench, engine, config, rules, reps, dsn, project, decompose, default_timeout
@@ -291,7 +293,7 @@ def main(
         bench = BenchDB(target, load_config(project).schema)
         server = bench.one("server") | {"timeout": f"{timeout} (plaudit.yaml: {default_timeout})"}
         bench.close()
-    except PlauditError as exc:
+    except (PlauditError, HandwrittenMismatch) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

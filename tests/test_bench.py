@@ -1,8 +1,11 @@
 """The benchmark suite (bench/, `make bench`) at a tiny size, so that it cannot rot.
 
 Timings at this size mean nothing and are not asserted; what is asserted is that every
-section runs against the current engine and rules, with sane ratios, and that the entry
-appended to BENCHMARKS.md names the date, machine and command.
+section runs against the current engine and rules, with sane ratios, that the entry
+appended to BENCHMARKS.md names the date, machine and command, and that the hand-written
+baseline (bench/handwritten.sql) writes exactly what plaudit writes: on the demo data for
+every bundled rule, and on every case of the kinds' specification (tests/kinds/), so that
+it cannot drift from plaudit's semantics.
 """
 
 from __future__ import annotations
@@ -15,15 +18,19 @@ from pathlib import Path
 
 import pytest
 
+from plaudit.authoring.testcases import load_cases
 from plaudit.model.config import load_config
 from plaudit.model.rules import load_rules
+from plaudit.runtime.deploy import deploy_rules
+from plaudit.runtime.engine import Engine
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # bench/ is a top-level package of the checkout, not installed
     sys.path.insert(0, str(REPO))
 
-from bench.dataset import duration_seconds, parse_size, with_timeout  # noqa: E402
-from bench.db import bare_sql  # noqa: E402
+from bench import handwritten as hand  # noqa: E402
+from bench.dataset import duration_seconds, install, load, parse_size, with_timeout  # noqa: E402
+from bench.db import BenchDB, bare_sql  # noqa: E402
 from bench.events import percentile  # noqa: E402
 from bench.report import SECTIONS  # noqa: E402
 
@@ -72,6 +79,113 @@ def test_every_bundled_rule_has_a_bare_baseline():
         assert sql.startswith("SELECT count(*) AS users FROM ("), rule.slug
         if rule.kind != "award":
             assert "GROUP BY src.user_id" in sql and "HAVING" in sql, rule.slug
+
+
+def test_every_bundled_rule_has_a_handwritten_baseline_or_says_why_not():
+    config = load_config(REPO)
+    for rule in load_rules(config.rules_dir, root=REPO):
+        written = hand.handwritten(rule, config)
+        if rule.kind == "award":
+            assert (written.sql, written.reason) == (None, hand.AWARD_REASON), rule.slug
+        else:
+            assert rule.kind in hand.KINDS, rule.slug
+            assert written.sql is not None, rule.slug
+            assert "INSERT INTO bench.user_badge" in written.sql, rule.slug
+            assert "INSERT INTO bench.user_progress" in written.sql, rule.slug
+            assert written.sql.count("ON CONFLICT") == 2, rule.slug
+            # dates by window functions (a gauge's are plain filtered minimums)
+            assert ("OVER" in written.sql) == (rule.kind != "gauge"), rule.slug
+
+
+def _run_by_hand(bench: BenchDB, written: hand.Handwritten) -> None:
+    assert written.sql is not None
+    bench.timed_transaction(written.sql, [None] * len(written.rule.params))
+
+
+def test_the_handwritten_sql_writes_what_plaudit_writes_on_the_demo_data(dsn):
+    config = load_config(REPO)
+    rules = [r for r in load_rules(config.rules_dir, root=REPO) if r.enabled]
+    bench = BenchDB(dsn, config.schema)
+    try:
+        load(bench, parse_size("300:6000"))
+        install(bench, config, rules)
+        assert all(run.status == "ok" for run in Engine(bench.db, config).backfill(rules))
+        hand.create_tables(bench)
+        checked = [r for r in rules if r.kind in hand.KINDS]
+        assert len(checked) == 16
+        for rule in checked:
+            _run_by_hand(bench, hand.handwritten(rule, config))
+        hand.check_equal(bench, checked)
+        granted = bench.db.conn.execute("SELECT count(*) AS n FROM bench.user_badge").fetchone()
+        # the data crosses thresholds: the tables are not equal by being empty
+        assert granted and granted["n"] > 100
+
+        # the check fails loudly, naming the rule and the rows, when one row differs
+        bench.db.conn.execute(
+            "UPDATE bench.user_progress SET value = value + 1 WHERE (user_id, badge) = "
+            "(SELECT min(user_id), 'commentator' FROM bench.user_progress WHERE badge = 'commentator')"
+        )
+        bench.db.conn.execute(
+            "DELETE FROM bench.user_badge WHERE (user_id, badge, level) = "
+            "(SELECT min(user_id), 'sharpshooter', 'bronze' FROM bench.user_badge "
+            " WHERE badge = 'sharpshooter' AND level = 'bronze')"
+        )
+        with pytest.raises(hand.HandwrittenMismatch) as failed:
+            hand.check_equal(bench, checked)
+        message = str(failed.value)
+        assert "commentator (count): 1 progress rows only in plaudit's, e.g. {" in message
+        assert "commentator (count): 1 progress rows only in the hand-written" in message
+        assert "sharpshooter (gauge): 1 grant rows only in plaudit's" in message
+        assert "meaning_builder" not in message
+    finally:
+        bench.close()
+
+
+KINDS = REPO / "tests" / "kinds"
+
+
+def test_the_handwritten_sql_writes_what_plaudit_writes_in_every_kind_case(dsn):
+    """The kinds' specification pins ties, scopes ('' and NULL), negative amounts, time zones
+    and DST, weeks and months: each backfill case, plaudit's rows against the hand-written."""
+    config = load_config(KINDS)
+    rules = load_rules(config.rules_dir, root=KINDS)
+    cases, problems = load_cases(config, rules)
+    assert problems == []
+    cases = [c for c in cases if c.rule.kind in hand.KINDS and "backfill" in c.modes]
+    assert {c.rule.kind for c in cases} == set(hand.KINDS)
+    bench = BenchDB(dsn, config.schema)
+    try:
+        bench.db.script((KINDS / "activity.sql").read_text(), "activity.sql")
+        engine = Engine(bench.db, config)
+        engine.init()
+        deploy_rules(engine, rules)
+        hand.create_tables(bench)
+        failures = []
+        for case in cases:
+            assert set(case.given) <= {"activity"}, case.id
+            bench.rows("reset_grants")
+            hand.reset(bench)
+            bench.db.conn.execute("TRUNCATE activity")
+            given = case.given.get("activity", [])
+            rows = (
+                f"SELECT jsonb_agg(to_jsonb(g)) FROM ({given}) AS g"
+                if isinstance(given, str)
+                else "SELECT $1::jsonb"
+            )
+            bench.db.conn.execute(
+                f"INSERT INTO activity SELECT * FROM jsonb_populate_recordset(NULL::activity, ({rows}))",
+                [] if isinstance(given, str) else [json.dumps(given, default=str)],
+            )
+            run = engine.run_rule(case.rule, "backfill", case.params)
+            assert run.status == "ok", (case.id, run.message)
+            _run_by_hand(bench, hand.handwritten(case.rule, config))
+            diff = hand.differences(bench, case.rule.slug)
+            if diff:
+                failures.append((case.id, diff))
+        assert not failures, "\n".join(f"{case}: {diff}" for case, diff in failures)
+        assert len(cases) > 40
+    finally:
+        bench.close()
 
 
 @pytest.mark.slow
