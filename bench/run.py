@@ -99,7 +99,8 @@ def measure(
         say(f"{size.label}: backfill vs hand-written SQL and bare queries, {reps} repetition(s)")
         decompose = size.activities <= SMALL_ACTIVITIES
         fill = backfill_section.measure(
-            bench, engine, config, rules, reps, dsn, project, decompose, default_timeout
+            bench, engine, config, rules, reps, dsn, project, decompose, default_timeout,
+            size.users,
         )
         if "replay" in sections:
             result.add(

@@ -178,8 +178,12 @@ def test_backfill_one_challenge_with_a_param(run_cli, demo_project, sql):
     run_cli(demo_project, "deploy")
     result = run_cli(demo_project, "backfill", "--param", "challenge_id=3")
     assert result.exit_code == 0, result.output
-    # the rules declaring the param: top 5 and the podium's medals
-    assert [line.split()[0] for line in result.stderr.splitlines()] == ["podium", "top5_challenge"]
+    # the rules declaring the param: top 5 and the podium's medals; then the leaderboard
+    # scores of the users they granted to, recomputed once for both rules
+    lines = result.stderr.splitlines()
+    assert [line.split()[0] for line in lines] == ["podium", "top5_challenge", "leaderboard"]
+    users = sql("SELECT count(DISTINCT user_id) FROM plaudit.user_badge")[0][0]
+    assert lines[2].split()[:5] == ["leaderboard", "scores", str(users), "users", "recomputed"]
     assert sql("SELECT DISTINCT badge, scope FROM plaudit.user_badge ORDER BY 1") == [
         ("podium", "3"), ("top5_challenge", "3")]
     assert sql("SELECT badge, count(*) FROM plaudit.user_badge GROUP BY 1 ORDER BY 1") == [

@@ -27,6 +27,7 @@ class ProgressLine:
         self.started = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._said = False  # the outcome printed (done)
 
     @property
     def elapsed(self) -> float:
@@ -48,6 +49,7 @@ class ProgressLine:
     def done(self, outcome: str, seconds: float | None = None) -> None:
         """The outcome, and how long it took (`seconds`, else since the line began)."""
         self._finish()
+        self._said = True
         took = self.elapsed if seconds is None else seconds
         line = f"  {self.label} {outcome}  {took:.1f}s"
         if self.stream.isatty():
@@ -64,6 +66,8 @@ class ProgressLine:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._finish()
+        if not self._said and self.stream.isatty():  # no outcome: no spinner left behind
+            self.stream.write("\r\033[K")
 
 
 class InOrder:

@@ -23,7 +23,7 @@ from plaudit.cli.common import (
     select_option,
 )
 from plaudit.cli.output import grant_summary, table, trophy_case
-from plaudit.cli.progress import InOrder
+from plaudit.cli.progress import InOrder, ProgressLine
 from plaudit.errors import EXIT_FAILED, EXIT_SKIPPED, ConfigError
 from plaudit.model.config import is_identifier
 from plaudit.model.face import LOCALE_REQUIREMENT, is_locale
@@ -243,10 +243,15 @@ def backfill(
         try:
             results = engine.backfill(
                 rules, given, announce=announce, dry_run=dry_run, wait=wait, jobs=jobs,
-                on_done=done,
+                catch_up=False, on_done=done,
             )
         finally:
             lines.close()
+        if not dry_run:  # the leaderboard scores the rules left for the end (several rules)
+            with ProgressLine("leaderboard scores") as line:
+                users = engine.catch_up_scores()
+                if users or len(rules) > 1:
+                    line.done(f"{users:,} users recomputed")
         if as_json:
             for result in results:
                 click.echo(json.dumps({

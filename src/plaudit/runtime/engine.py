@@ -312,14 +312,17 @@ class Engine:
         dry_run: bool = False,
         wait: bool = False,
         jobs: int = 1,
+        catch_up: bool = True,
         on_start: Callable[[Rule], None] | None = None,
         on_done: Callable[[Rule, RunResult], None] | None = None,
     ) -> list[RunResult]:
         """Run each rule over all history; the results in run order. A failing rule does not
         stop the others. With `jobs` > 1, that many rules run at once, each on its own
         connection (runtime/backfill.py); in any case a composite rule starts after the
-        rules whose grants it reads have committed. `on_start` and `on_done` may be called
-        from several threads."""
+        rules whose grants it reads have committed. Several rules leave their users'
+        leaderboard scores for the end: recomputed then, unless not `catch_up` (the caller
+        calls catch_up_scores). `on_start` and `on_done` may be called from several
+        threads."""
         order = self.run_order(rules)
         slugs = [rule.slug for rule in order]
         schedule = Schedule(
@@ -359,7 +362,7 @@ class Engine:
         finally:
             for engine in extra:
                 engine.close()
-        if not dry_run:  # this backfill's deferred scores, and any a dead one left
+        if catch_up and not dry_run:  # this backfill's deferred scores, any a dead one left
             self.catch_up_scores()
         return [results[slug] for slug in slugs]
 
