@@ -333,6 +333,8 @@ def render(rule: Rule, mode: Mode, config: Config | None = None) -> Rendered:
     # what the macro declares it takes, built from the rule and the registry entry
     wanted = set(macro.arguments)
     arguments = _macro_arguments(rule, has, config.timezone if config else "UTC", wanted)
+    if "citus" in wanted:  # the shape Citus can run shard by shard (docs/citus.md)
+        arguments["citus"] = bool(config and config.citus)
     if mode == "incremental":
 
         def held(user: str, level: str, scope: str) -> str:
