@@ -23,3 +23,19 @@ LEFT JOIN LATERAL (
     FROM pg_dist_partition AS d WHERE d.logicalrelid = c.oid) AS p ON true
 WHERE c.relnamespace = '{{ schema }}'::regnamespace AND c.relkind IN ('r', 'p')
 ORDER BY c.relname;
+
+-- name: citus_routes
+-- how each deployed rule's complete backfill runs on Citus: on the workers or through the
+-- coordinator, and why (013_citus.sql citus_route, from Citus's EXPLAIN)
+SELECT c.badge AS slug, r.route, r.reason
+FROM {{ schema }}.compiled_rule AS c
+CROSS JOIN LATERAL {{ schema }}.citus_route(
+    c.sql, '{}', (SELECT m.value FROM {{ schema }}.meta AS m WHERE m.key = 'rule_search_path')) AS r
+WHERE c.mode = 'backfill'
+ORDER BY c.badge;
+
+-- name: citus_rule_route
+-- one rule's: its rendered backfill SQL $1 with params $2
+SELECT r.route, r.reason
+FROM {{ schema }}.citus_route($1, $2::text[], (SELECT m.value FROM {{ schema }}.meta AS m
+                                              WHERE m.key = 'rule_search_path')) AS r;

@@ -34,6 +34,7 @@ BEGIN
     -- (Citus shows "Could not get remote plan") leaves its side of the transaction aborted
     BEGIN
         PERFORM set_config('search_path', p_search_path, true) WHERE p_search_path IS NOT NULL;
+        PERFORM set_config('citus.enable_repartition_joins', 'on', true);  -- as run_rule
         SELECT string_agg(line, E'\n') INTO v_plan
         FROM {{ schema }}.citus_explain(p_sql, p_params) AS line;
         RAISE EXCEPTION USING ERRCODE = 'P0P01', MESSAGE = v_plan;
@@ -55,9 +56,16 @@ BEGIN
             'distribution column'::text;
     ELSIF v_plan ~ 'INSERT/SELECT method: pull to coordinator' THEN
         RETURN QUERY SELECT 'coordinator'::text,
-            'Citus pulls the rows to the coordinator: the rule''s query cannot run shard by '
-            'shard (a table not co-located or not joined on its user column, a local table, '
-            'or a grouping, window or LIMIT across users)'::text;
+            'Citus pulls the rows to the coordinator: ' || CASE
+            WHEN v_plan ~ 'MapMergeJob' THEN
+                'the rule joins tables on other columns than their user columns (Citus '
+                'repartitions the join)'
+            WHEN v_subplans > 0 THEN format(
+                'parts of the rule''s query are computed first (%s subplans: a table on the '
+                'coordinator, a CTE, a window, LIMIT or grouping not by user) and the rest '
+                'cannot run shard by shard', v_subplans)
+            ELSE 'the rule''s query cannot run shard by shard (a table not co-located or not '
+                 'joined on its user column, or a grouping, window or LIMIT across users)' END;
     ELSIF v_plan ~ 'Custom Scan \(Citus Adaptive\)' THEN
         v_tasks := substring(v_plan FROM 'Task Count: (\d+)');
         RETURN QUERY SELECT 'workers'::text,
