@@ -26,7 +26,9 @@ from typing import Any
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
+from plaudit.cli import cli
 from plaudit.errors import UnsupportedServer
 from plaudit.local.citus import CitusCluster, has_citus
 from plaudit.model.config import load_config
@@ -247,3 +249,21 @@ def test_a_database_without_citus_refuses_init_citus(dsn, citus_project):
     with Engine(Database(connect(dsn), "plaudit"), load_config(citus_project)) as engine, \
             pytest.raises(UnsupportedServer, match="no citus extension"):
         engine.init(citus=True)
+
+
+def test_preview_says_which_way_a_rule_runs_on_citus(citus_url, citus_project):
+    load_demo(citus_url, SMALL_USERS, SMALL_ACTIVITIES, citus=True)
+    with deployed_engine(citus_url, citus_project, citus=True):
+        pass
+    runner = CliRunner()
+    args = ["--dsn", citus_url, "--project", str(citus_project), "preview"]
+    pushed = runner.invoke(cli, [*args, "commentator"], catch_exceptions=False)
+    assert pushed.exit_code == 0, pushed.output
+    assert ("On Citus, a backfill runs on the workers: pushed down: one task per shard "
+            "(8 tasks)") in pushed.stdout
+    pulled = runner.invoke(cli, [*args, "popular_author"], catch_exceptions=False)
+    assert pulled.exit_code == 0, pulled.output
+    assert ("On Citus, a backfill runs on the coordinator: Citus pulls the rows to the "
+            "coordinator: the rule joins tables on other columns than their user columns "
+            "(Citus repartitions the join)") in pulled.stdout
+    assert "On Citus, incremental runs fail (complex joins" in pulled.stdout
