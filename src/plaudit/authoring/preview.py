@@ -4,9 +4,10 @@ The rule is rendered from its file (it need not be deployed), its contract check
 its backfill SQL run inside a read-only transaction that is rolled back: per level the
 grants it would add and the grants that exist, a sample of the new ones, and the plan.
 On Citus, which way a backfill of it runs: on the workers or through the coordinator, and
-why (from Citus's EXPLAIN). For a rule with triggers, the plan of its incremental SQL too, for a batch of one event per
-trigger (by a sampled user), with the app tables it would read by sequential scan: an
-incremental run should read its users' rows through an index, not the whole table.
+why (from Citus's EXPLAIN). For a rule with triggers, the plan of its incremental SQL too,
+for a batch of one event per trigger (by a sampled user), with the app tables it would read
+by sequential scan: an incremental run should read its users' rows through an index, not
+the whole table.
 """
 
 from __future__ import annotations
