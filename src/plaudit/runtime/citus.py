@@ -12,12 +12,11 @@ from plaudit.sqlfiles import sql_dir
 
 # what `init` says on Citus: the features that do not work there, plainly
 CITUS_NOTE = (
-    "citus: user_badge, user_progress and suppressed_grant are distributed by user_id; "
-    "badges, levels and compiled rules are reference tables; the run log, the event queue, "
-    "the outbox and the leaderboard tables stay on the coordinator. Not on Citus: "
-    "leaderboard scores (no score triggers on distributed tables: `plaudit leaderboard` "
-    "shows nothing new) and `events:` capture triggers on distributed app tables (call "
-    "plaudit.track() instead). docs/citus.md")
+    "citus: user_badge, user_progress and suppressed_grant are distributed by user_id, "
+    "co-located; the other tables stay on the coordinator. Not on Citus: leaderboard scores "
+    "(no score triggers on distributed tables: `plaudit leaderboard` shows nothing new) and "
+    "`events:` capture triggers on distributed app tables (call plaudit.track() instead). "
+    "docs/citus.md")
 
 
 def is_distributed(db: Database) -> bool:
