@@ -29,7 +29,7 @@ import pytest
 from click.testing import CliRunner
 
 from plaudit.cli import cli
-from plaudit.errors import UnsupportedServer
+from plaudit.errors import ClusterError, UnsupportedServer
 from plaudit.local.citus import CitusCluster, has_citus
 from plaudit.model.config import load_config
 from plaudit.model.rules import load_rules
@@ -267,3 +267,8 @@ def test_preview_says_which_way_a_rule_runs_on_citus(citus_url, citus_project):
             "coordinator: the rule joins tables on other columns than their user columns "
             "(Citus repartitions the join)") in pulled.stdout
     assert "On Citus, incremental runs fail (complex joins" in pulled.stdout
+
+
+def test_a_cluster_started_with_other_workers_is_refused_with_what_it_is(citus_url):
+    with pytest.raises(ClusterError, match="holds a Citus cluster of 2 workers, not one of 3"):
+        CitusCluster(CITUS_DIR, 3, dbname="plaudit_citus").start()
