@@ -45,13 +45,15 @@ REQUIRE_CITUS = "PLAUDIT_REQUIRE_CITUS"
 USERS, ACTIVITIES = 400, 16_000  # the same-answers comparison (a few seconds a side)
 SMALL_USERS, SMALL_ACTIVITIES = 60, 2_000  # the equivalence property
 # The demo rules whose backfill Citus pushes down to the workers: their sources are activity
-# tables distributed by their user column, co-located, and grouped by user. The others join
-# on another column (popular_author, influencer, sound_scholar, word_collector: reads or
-# comments to posts by post id), read plaudit's tables on the coordinator (all_rounder's
-# badge()), rank across users (rising_star), use a simple CASE that Citus 13.2 cannot push
-# into INSERT ... SELECT (podium), or a lateral running total (sum, streak, gauge): through
-# the coordinator.
-PUSHED_DOWN = {"active_reader", "activity_milestone", "commentator", "first_post", "top5_challenge"}
+# tables distributed by their user column, co-located, grouped or windowed by user. The
+# others join on another column (popular_author, influencer: comments to posts by post id),
+# read plaudit's tables on the coordinator (all_rounder's badge()), rank across users
+# (rising_star), use a simple CASE that Citus 13.2 cannot push into INSERT ... SELECT
+# (podium), or a lateral lookup per user (streak, gauge): through the coordinator.
+PUSHED_DOWN = {
+    "active_reader", "activity_milestone", "commentator", "first_post", "meaning_builder",
+    "points_milestone", "practice_builder", "sound_scholar", "top5_challenge", "word_collector",
+}
 # plaudit.yaml for Citus: no `events:` (capture triggers cannot go on distributed tables)
 CONFIG = """
 rules: rules

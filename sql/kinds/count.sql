@@ -41,7 +41,9 @@
 WITH src AS NOT MATERIALIZED (
 {{ query }}
 ),
-totals AS (
+{#- read twice (levels, progress): on Citus inlined, so that each shard computes it in the
+    pushed-down statement, rather than materialized as a subplan through the coordinator #}
+totals AS {% if citus %}NOT MATERIALIZED {% endif %}(
     -- NULL and '' are the same scope: they must count together (one grant per scope)
     SELECT src.user_id, {{ scope(has_scope) }} AS scope,
            count(*) AS value, max(src.occurred_at::timestamptz) AS through_at

@@ -21,7 +21,9 @@
 WITH src AS NOT MATERIALIZED (
 {{ query }}
 ),
-totals AS (
+{#- read twice (levels, progress): on Citus inlined, so that each shard computes it in the
+    pushed-down statement, rather than materialized as a subplan through the coordinator #}
+totals AS {% if citus %}NOT MATERIALIZED {% endif %}(
     SELECT src.user_id, {{ scope(has_scope) }} AS scope,
            coalesce(sum(src.amount), 0)::numeric AS value,
            coalesce(bool_or(src.amount < 0), false) AS dips,
@@ -49,8 +51,9 @@ carried AS (
 -- the running sum to its threshold for the first time (above every earlier step)
 {%- if citus %}
 -- (on Citus: the same steps from windows partitioned by user, which Citus runs shard by
--- shard, instead of a lateral subquery per user, which it cannot: docs/citus.md)
-steps AS (
+-- shard, instead of a lateral subquery per user, which it cannot: docs/citus.md; read
+-- twice, inlined like totals)
+steps AS NOT MATERIALIZED (
     SELECT t.user_id, t.scope, t.value, r.occurred_at, r.running, r.before
     FROM (
         SELECT q.user_id, q.scope, q.occurred_at, q.running,
