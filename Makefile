@@ -44,4 +44,4 @@ bench: $(STAMP) ## Benchmarks at SIZES (10k,100k,1m), appended to BENCHMARKS.md
 clean: ## Stop the embedded clusters and remove .venv and .plaudit*
 	-$(BIN)/plaudit db stop
 	-$(BIN)/python -m bench.run --stop-cluster
-	rm -rf $(VENV) .plaudit .plaudit-test .plaudit-bench
+	rm -rf $(VENV) .plaudit .plaudit-test .plaudit-test-citus .plaudit-bench .plaudit-bench-citus

@@ -14,6 +14,11 @@ project, then measure, each against a baseline from the same run:
   incremental  `plaudit run` events/s per batch size vs the bare queries per batch
   boards       leaderboards and ranks on synthetic grants (bench/boards.py) vs by hand
 The run database is scratch: the demo tables and the plaudit schema are dropped and rebuilt.
+
+    python -m bench.run --sizes 100k --citus 2   # one server vs Citus (bench/citus.py)
+
+With --citus N, only the backfill of the bundled rules, on one server vs a local Citus
+cluster of a coordinator and N workers (in .plaudit-bench-citus/), printed per rule.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 import click
 
 from plaudit.errors import PlauditError
+from plaudit.local.citus import CitusCluster, citus_workers
 from plaudit.local.cluster import Cluster
 from plaudit.model.config import load_config
 from plaudit.model.rules import load_rules
@@ -36,6 +42,7 @@ from plaudit.runtime.engine import Engine
 
 from . import backfill as backfill_section
 from . import boards as boards_section
+from . import citus as citus_section
 from . import events as event_sections
 from .dataset import Size, embedded_dsn, install, load, parse_size, with_timeout
 from .db import BenchDB
@@ -44,6 +51,7 @@ from .report import SECTIONS, SizeResult, append, entry, not_measured, table
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_CLUSTER = REPO / ".plaudit-bench"  # not the tests' .plaudit-test nor the demo's .plaudit
+CITUS_CLUSTER = REPO / ".plaudit-bench-citus"  # --citus: a coordinator and its workers
 # Up to this many activities the backfill is repeated 3 times by default (the best counts)
 # and each rule's rows are also computed alone, unwritten; above, one pass of each: at 10M
 # activities one backfill of every rule takes minutes.
@@ -243,6 +251,13 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
 @click.option("--no-append", is_flag=True, help="Print only; leave --out alone.")
 @click.option("--stop-cluster", is_flag=True, help="Stop the cluster in .plaudit-bench/ and exit.")
 @click.option(
+    "--citus",
+    "workers",
+    type=click.IntRange(min=1),
+    help="Compare the backfill on one server with a local Citus cluster of a coordinator "
+    "and this many workers (bench/citus.py); nothing else is measured.",
+)
+@click.option(
     "--json",
     "json_out",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -263,11 +278,17 @@ def main(
     out: Path,
     no_append: bool,
     stop_cluster: bool,
+    workers: int | None,
     json_out: Path | None,
 ) -> None:
     """Benchmark plaudit on the demo app at each size; print and append the figures."""
     if stop_cluster:
         Cluster(BENCH_CLUSTER).stop()
+        if citus_workers(CITUS_CLUSTER):
+            CitusCluster(CITUS_CLUSTER, citus_workers(CITUS_CLUSTER)).stop()
+        return
+    if workers:
+        _citus(sizes, workers, project, timeout, json_out)
         return
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="plaudit-bench-"))
@@ -309,6 +330,31 @@ def main(
         say(f"appended to {out}")
     if json_out:
         json_out.write_text(json.dumps([r.as_json() for r in results], indent=2) + "\n")
+
+
+def _citus(sizes: list[Size], workers: int, project: Path, timeout: str,
+           json_out: Path | None) -> None:
+    """--citus: the backfill on one server vs the Citus cluster, per size."""
+    workdir = Path(tempfile.mkdtemp(prefix="plaudit-bench-"))
+    found = []
+    try:
+        for size in sizes:
+            sides = citus_section.compare(size, workers, project.resolve(), timeout, workdir,
+                                          BENCH_CLUSTER, CITUS_CLUSTER, say)
+            click.echo(f"\n{size.users:,} users, {size.activities:,} activities\n")
+            click.echo(citus_section.table(sides))
+            found.append({"size": size.label, "users": size.users,
+                          "activities": size.activities,
+                          "sides": [{"name": s.name, "load_s": s.load_s, "routes": s.routes,
+                                     "rules": {k: {"seconds": v[0], "granted": v[1]}
+                                               for k, v in s.rules.items()}}
+                                    for s in sides]})
+    except PlauditError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    if json_out:
+        json_out.write_text(json.dumps(found, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -250,6 +250,12 @@ SELECT {{ schema }}.delete_grants($1, $2, 'deploy --force: level removed from th
 SELECT {{ schema }}.delete_grants($1, NULL, 'deploy --force: rule file removed') AS grants;
 
 -- name: remove_badge_row
+-- its levels, compiled SQL, progress and revocations with it (the foreign keys' cascade,
+-- said again for Citus, where these tables keep none: docs/citus.md)
+WITH progress AS (DELETE FROM {{ schema }}.user_progress WHERE badge = $1),
+     revoked AS (DELETE FROM {{ schema }}.suppressed_grant WHERE badge = $1),
+     compiled AS (DELETE FROM {{ schema }}.compiled_rule WHERE badge = $1),
+     levels AS (DELETE FROM {{ schema }}.badge_level WHERE badge = $1)
 DELETE FROM {{ schema }}.badge WHERE slug = $1;
 
 -- name: set_timezone

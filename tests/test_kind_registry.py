@@ -19,7 +19,7 @@ def test_each_kind_has_its_macro_taking_what_render_passes(name):
     macro = getattr(environment().get_template(kind.macro).module, name)
     assert macro.arguments[0] == "query"
     # render passes has_<column> for each optional column the macro declares
-    known = {"levels", "default_level", "period", "timezone", "held", "window", "carry"}
+    known = {"levels", "default_level", "period", "timezone", "held", "window", "carry", "citus"}
     known |= {f"has_{column}" for column in kind.optional}
     assert set(macro.arguments[1:]) <= known
     assert ("period" in macro.arguments) == (kind.default_period is not None)

@@ -25,17 +25,25 @@
   the rows after its `through_at`, read through `carry.query` (the query for every batch
   user) one index range per user. `carry.progress` holds their progress rows.
 
+  On Citus (`citus`), the dates come from a window over each user's rows instead of the
+  lateral lookup with a LIMIT per user, which Citus cannot run shard by shard (nor at all over
+  an inlined CTE): row_number() partitioned by user is computed where the user's rows are, so
+  the rule's statement is pushed down to the workers when its source tables are co-located
+  (docs/citus.md). It sorts every source row, which the lookup avoids on one server.
+
   Output: canonical rows (user_id, scope, level, achieved_at, value, meta, is_progress);
   progress rows carry the next level to reach (NULL once all are reached), and in meta the
   time of the latest row counted ({"through": ...}).
 -#}
-{% macro count(query, levels, has_scope, held=none, carry=none) -%}
+{% macro count(query, levels, has_scope, held=none, carry=none, citus=false) -%}
 {%- set first_free = levels[0].threshold == 1 %}
 {%- set looked_up = levels[1:] if first_free else levels %}
 WITH src AS NOT MATERIALIZED (
 {{ query }}
 ),
-totals AS (
+{#- read twice (levels, progress): on Citus inlined, so that each shard computes it in the
+    pushed-down statement, rather than materialized as a subplan through the coordinator #}
+totals AS {% if citus %}NOT MATERIALIZED {% endif %}(
     -- NULL and '' are the same scope: they must count together (one grant per scope)
     SELECT src.user_id, {{ scope(has_scope) }} AS scope,
            count(*) AS value, max(src.occurred_at::timestamptz) AS through_at
@@ -67,7 +75,20 @@ FROM totals AS t
 UNION ALL
 {%- endif %}
 {%- endif %}
-{%- if looked_up %}
+{%- if looked_up and citus %}
+SELECT hit.user_id, hit.scope, l.key AS level, hit.occurred_at::timestamptz AS achieved_at,
+       hit.value::numeric AS value, NULL::jsonb AS meta, false AS is_progress
+FROM (
+    SELECT s.user_id, {{ scope(has_scope, 's') }} AS scope, s.occurred_at,
+           row_number() OVER w AS n, count(*) OVER (PARTITION BY s.user_id, {{ scope(has_scope, 's') }}) AS value
+    FROM src AS s
+    WINDOW w AS (PARTITION BY s.user_id, {{ scope(has_scope, 's') }} ORDER BY s.occurred_at)
+) AS hit
+JOIN levels AS l ON l.threshold = hit.n{% if first_free %} AND l.threshold > 1{% endif %}
+{%- if held %}
+WHERE NOT {{ held('hit.user_id', 'l.key', 'hit.scope') }}
+{%- endif %}
+{%- elif looked_up %}
 SELECT t.user_id, coalesce(t.scope::text, '') AS scope, l.key AS level,
        hit.occurred_at::timestamptz AS achieved_at, t.value::numeric AS value,
        NULL::jsonb AS meta, false AS is_progress

@@ -17,11 +17,13 @@
   done with the rule (`carry` is set) are carried forward like count's: the total in
   user_progress plus the amounts after its `through_at`.
 -#}
-{% macro sum(query, levels, has_scope, carry=none) -%}
+{% macro sum(query, levels, has_scope, carry=none, citus=false) -%}
 WITH src AS NOT MATERIALIZED (
 {{ query }}
 ),
-totals AS (
+{#- read twice (levels, progress): on Citus inlined, so that each shard computes it in the
+    pushed-down statement, rather than materialized as a subplan through the coordinator #}
+totals AS {% if citus %}NOT MATERIALIZED {% endif %}(
     SELECT src.user_id, {{ scope(has_scope) }} AS scope,
            coalesce(sum(src.amount), 0)::numeric AS value,
            coalesce(bool_or(src.amount < 0), false) AS dips,
@@ -47,6 +49,31 @@ carried AS (
 {{ levels_cte(levels) }},
 -- the new highs of each candidate's running sum: a level is reached by the step that lifts
 -- the running sum to its threshold for the first time (above every earlier step)
+{%- if citus %}
+-- (on Citus: the same steps from windows partitioned by user, which Citus runs shard by
+-- shard, instead of a lateral subquery per user, which it cannot: docs/citus.md; read
+-- twice, inlined like totals)
+steps AS NOT MATERIALIZED (
+    SELECT t.user_id, t.scope, t.value, r.occurred_at, r.running, r.before
+    FROM (
+        SELECT q.user_id, q.scope, q.occurred_at, q.running,
+               max(q.running) OVER (PARTITION BY q.user_id, q.scope ORDER BY q.occurred_at
+                                    ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+        FROM (
+            SELECT x.user_id, {{ scope(has_scope, 'x') }} AS scope,
+                   x.occurred_at::timestamptz AS occurred_at,
+                   sum(sum(x.amount)) OVER (PARTITION BY x.user_id, {{ scope(has_scope, 'x') }}
+                                            ORDER BY x.occurred_at) AS running
+            FROM src AS x
+            WHERE x.occurred_at IS NOT NULL
+            GROUP BY 1, 2, x.occurred_at
+        ) AS q
+    ) AS r
+    JOIN totals AS t ON t.user_id = r.user_id AND t.scope = r.scope
+    WHERE (r.before IS NULL OR r.running > r.before)
+      AND (t.value >= {{ levels[0].threshold }} OR t.dips)
+),
+{%- else %}
 steps AS (
     SELECT t.user_id, t.scope, t.value, s.occurred_at, s.running, s.before
     FROM totals AS t
@@ -69,6 +96,7 @@ steps AS (
     ) AS s
     WHERE t.value >= {{ levels[0].threshold }} OR t.dips
 ),
+{%- endif %}
 peaks AS (
     SELECT s.user_id, s.scope, max(s.running) AS peak
     FROM steps AS s

@@ -4,8 +4,8 @@
 -- written: measured at 100k users (BENCHMARKS.md, 2026-11-30), 89,091 progress rows took
 -- 2.8 s with it and 1.0-2.0 s without. What it guaranteed is kept otherwise: plaudit.run_rule
 -- locks its badge row (FOR KEY SHARE) once per run, so a badge cannot be deleted while a run
--- writes its progress, and deleting a badge deletes its progress (the trigger badge_deleted,
--- sql/schema/003_deploy.sql), as ON DELETE CASCADE did.
+-- writes its progress, and deploy deletes a removed badge's progress with its row
+-- (sql/queries.sql, remove_badge_row), as ON DELETE CASCADE did.
 ALTER TABLE {{ schema }}.user_progress DROP CONSTRAINT IF EXISTS user_progress_badge_fkey;
 
 -- The users whose leaderboard scores wait to be recomputed: a backfill of several rules

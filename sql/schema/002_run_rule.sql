@@ -151,7 +151,10 @@ BEGIN
     -- the rules it reads wrote theirs, by the million, before autovacuum analyzes them: plan
     -- it on fresh statistics. Measured at 1M users (bench/): all_rounder 94 s on stale
     -- statistics, 12 s on fresh ones; the ANALYZE (a sample) takes about a second.
-    IF p_mode = 'backfill' AND strpos(v_sql, '{{ schema }}.user_badge') > 0 THEN
+    -- (Not on Citus: ANALYZE of a distributed table is a command on every shard, which Citus
+    -- refuses in a transaction that read them over several connections; each worker's
+    -- autovacuum analyzes its shards, which is what the workers plan with.)
+    IF p_mode = 'backfill' AND strpos(v_sql, '{{ schema }}.user_badge') > 0 AND NOT {{ citus }} THEN
         ANALYZE {{ schema }}.user_badge;
     END IF;
 
@@ -176,6 +179,17 @@ BEGIN
             -- rule grant moves to an earlier achieved_at when the history shows one (an event
             -- that arrived late): this keeps incremental runs equal to a backfill. A revoked
             -- grant (suppressed_grant) is not granted again.
+{%- if citus %}
+            -- On Citus, statements Citus can run, on the workers where it can (013_citus.sql).
+            -- A rule joining tables on other columns than their user columns needs
+            -- repartitioning.
+            PERFORM set_config('citus.enable_repartition_joins', 'on', true);
+            SELECT c.levels, c.moved, c.progressed, c.notified
+            INTO v_levels, v_moved, v_progressed, v_notified
+            FROM {{ schema }}.citus_run(p_badge, v_sql, p_params, v_path, v_run_id,
+                                        v_quiet_before, v_filtered, v_complete, v_role,
+                                        v_channel, v_events) AS c;
+{%- else %}
             EXECUTE format($q$
                 WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1, $2)),
                 granted AS (
@@ -269,6 +283,7 @@ BEGIN
                 )$e$, p_badge) ELSE '' END)
             INTO v_levels, v_moved, v_progressed, v_notified
             USING p_params, v_path;
+{%- endif %}
             -- revoke: true: a complete backfill removes the rule grants it no longer returns
             IF p_mode = 'backfill' AND NOT v_filtered
                AND (SELECT b.revoke FROM {{ schema }}.badge AS b WHERE b.slug = p_badge) THEN
@@ -306,7 +321,7 @@ BEGIN
         -- runs took 3.3 s instead of milliseconds after its backfill at 1M users, and 136 ms
         -- per batch at 10k users after it wrote 304 grants. ANALYZE reads a sample: a third
         -- of a second at 5M grants.
-        IF p_mode = 'backfill' AND NOT p_dry_run AND v_granted > 0 THEN
+        IF p_mode = 'backfill' AND NOT p_dry_run AND v_granted > 0 AND NOT {{ citus }} THEN
             ANALYZE {{ schema }}.user_badge;
         END IF;
     EXCEPTION WHEN query_canceled OR others THEN

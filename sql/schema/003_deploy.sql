@@ -62,6 +62,19 @@ BEGIN
         points = excluded.points, icon = excluded.icon, description = excluded.description,
         hint = excluded.hint;
     -- a removed level that still has grants fails here on the user_badge foreign key
+{%- if citus %}
+    -- (on Citus, which keeps no foreign keys from the per-user tables: docs/citus.md, here)
+    IF EXISTS (SELECT 1 FROM {{ schema }}.user_badge AS ub
+               WHERE ub.badge = v_slug AND ub.level <> ALL (ARRAY(
+                   SELECT lv ->> 'key' FROM jsonb_array_elements(p_def -> 'levels') AS lv)))
+    THEN
+        RAISE EXCEPTION 'badge % has grants of a level the rule no longer has', v_slug
+            USING ERRCODE = 'foreign_key_violation';
+    END IF;
+    DELETE FROM {{ schema }}.suppressed_grant AS sg
+    WHERE sg.badge = v_slug AND sg.level <> ALL (ARRAY(
+        SELECT lv ->> 'key' FROM jsonb_array_elements(p_def -> 'levels') AS lv));
+{%- endif %}
     DELETE FROM {{ schema }}.badge_level
     WHERE badge = v_slug
       AND key NOT IN (SELECT lv ->> 'key' FROM jsonb_array_elements(p_def -> 'levels') AS lv);
@@ -74,18 +87,3 @@ BEGIN
     RETURN CASE WHEN v_old_hash IS NULL THEN 'created' ELSE 'changed' END;
 END;
 $function$;
-
--- A deleted badge's progress goes with it (what user_progress's foreign key did with ON
--- DELETE CASCADE until migration 0008 dropped the per-row check).
-CREATE OR REPLACE FUNCTION {{ schema }}.badge_deleted() RETURNS trigger
-LANGUAGE plpgsql AS $function$
-BEGIN
-    DELETE FROM {{ schema }}.user_progress AS up
-    WHERE up.badge IN (SELECT d.slug FROM deleted_badges AS d);
-    RETURN NULL;
-END;
-$function$;
-
-CREATE OR REPLACE TRIGGER badge_deleted AFTER DELETE ON {{ schema }}.badge
-    REFERENCING OLD TABLE AS deleted_badges
-    FOR EACH STATEMENT EXECUTE FUNCTION {{ schema }}.badge_deleted();

@@ -367,14 +367,18 @@ SELECT {{ schema }}.retire_result('{{ schema }}.run_grants(bigint[])', 'icon');
 CREATE OR REPLACE FUNCTION {{ schema }}.run_grants(p_run_ids bigint[])
 RETURNS TABLE (user_id {{ user_id_type }}, badge text, level text, scope text, badge_name text,
                level_name text, points int, icon text, achieved_at timestamptz)
-LANGUAGE sql STABLE AS $function$
-    SELECT ub.user_id, ub.badge, ub.level, ub.scope, b.name, l.name, l.points, l.icon,
-           ub.achieved_at
-    FROM {{ schema }}.user_badge AS ub
-    JOIN {{ schema }}.badge AS b ON b.slug = ub.badge
-    JOIN {{ schema }}.badge_level AS l ON l.badge = ub.badge AND l.key = ub.level
-    WHERE ub.run_id = ANY(p_run_ids) AND ub.seen_at IS NULL
-    ORDER BY ub.run_id, ub.achieved_at, ub.user_id, l.position, ub.scope;
+LANGUAGE plpgsql STABLE AS $function$
+BEGIN
+    -- PL/pgSQL, not SQL: Citus plans no LANGUAGE sql function reading its tables
+    RETURN QUERY
+        SELECT ub.user_id, ub.badge, ub.level, ub.scope, b.name, l.name, l.points, l.icon,
+               ub.achieved_at
+        FROM {{ schema }}.user_badge AS ub
+        JOIN {{ schema }}.badge AS b ON b.slug = ub.badge
+        JOIN {{ schema }}.badge_level AS l ON l.badge = ub.badge AND l.key = ub.level
+        WHERE ub.run_id = ANY(p_run_ids) AND ub.seen_at IS NULL
+        ORDER BY ub.run_id, ub.achieved_at, ub.user_id, l.position, ub.scope;
+END;
 $function$;
 
 -- Run the rules that the given events trigger, now, in the caller's transaction, and return
@@ -424,14 +428,18 @@ SELECT {{ schema }}.retire_result('{{ schema }}.unseen({{ user_id_type }})', 'ic
 CREATE OR REPLACE FUNCTION {{ schema }}.unseen(p_user_id {{ user_id_type }})
 RETURNS TABLE (badge text, level text, scope text, badge_name text, level_name text,
                points int, icon text, achieved_at timestamptz, awarded_at timestamptz)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
-    SELECT ub.badge, ub.level, ub.scope, b.name, l.name, l.points, l.icon, ub.achieved_at,
-           ub.awarded_at
-    FROM {{ schema }}.user_badge AS ub
-    JOIN {{ schema }}.badge AS b ON b.slug = ub.badge
-    JOIN {{ schema }}.badge_level AS l ON l.badge = ub.badge AND l.key = ub.level
-    WHERE ub.user_id = p_user_id AND ub.seen_at IS NULL
-    ORDER BY ub.awarded_at, ub.achieved_at, b.name, l.position, ub.scope;
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+BEGIN
+    -- PL/pgSQL, not SQL: Citus plans no LANGUAGE sql function reading its tables
+    RETURN QUERY
+        SELECT ub.badge, ub.level, ub.scope, b.name, l.name, l.points, l.icon, ub.achieved_at,
+               ub.awarded_at
+        FROM {{ schema }}.user_badge AS ub
+        JOIN {{ schema }}.badge AS b ON b.slug = ub.badge
+        JOIN {{ schema }}.badge_level AS l ON l.badge = ub.badge AND l.key = ub.level
+        WHERE ub.user_id = p_user_id AND ub.seen_at IS NULL
+        ORDER BY ub.awarded_at, ub.achieved_at, b.name, l.position, ub.scope;
+END;
 $function$;
 SELECT {{ schema }}.regrant('{{ schema }}.unseen({{ user_id_type }})');
 
@@ -443,16 +451,22 @@ CREATE OR REPLACE FUNCTION {{ schema }}.mark_seen(
     p_level text DEFAULT NULL,
     p_scope text DEFAULT NULL
 ) RETURNS int
-LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
-    WITH marked AS (
-        UPDATE {{ schema }}.user_badge AS ub SET seen_at = now()
-        WHERE ub.user_id = p_user_id AND ub.seen_at IS NULL
-          AND (p_badge IS NULL OR ub.badge = p_badge)
-          AND (p_level IS NULL OR ub.level = p_level)
-          AND (p_scope IS NULL OR ub.scope = p_scope)
-        RETURNING 1
-    )
-    SELECT count(*)::int FROM marked;
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
+DECLARE
+    v_count int;
+BEGIN
+    -- PL/pgSQL, not SQL: Citus plans no LANGUAGE sql function reading its tables
+        WITH marked AS (
+            UPDATE {{ schema }}.user_badge AS ub SET seen_at = now()
+            WHERE ub.user_id = p_user_id AND ub.seen_at IS NULL
+              AND (p_badge IS NULL OR ub.badge = p_badge)
+              AND (p_level IS NULL OR ub.level = p_level)
+              AND (p_scope IS NULL OR ub.scope = p_scope)
+            RETURNING 1
+        )
+        SELECT count(*)::int INTO v_count FROM marked;
+    RETURN v_count;
+END;
 $function$;
 
 -- Trigger capture: a statement-level trigger per configured event turns the rows an app

@@ -52,6 +52,10 @@ LANGUAGE plpgsql AS $function$
 DECLARE
     v_revoked int;
 BEGIN
+{%- if citus %}
+    -- on Citus, in statements Citus can run (013_citus.sql)
+    v_revoked := {{ schema }}.citus_revoke_stale(p_badge, p_sql, p_params, p_run_id, p_announce);
+{%- else %}
     EXECUTE format($q$
         WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1, $2)),
         gone AS (
@@ -87,6 +91,7 @@ BEGIN
     USING p_params, coalesce(
         (SELECT m.value FROM {{ schema }}.meta AS m WHERE m.key = 'rule_search_path'),
         current_setting('search_path'));
+{%- endif %}
     UPDATE {{ schema }}.run AS r SET revoked = v_revoked WHERE r.run_id = p_run_id;
     RETURN v_revoked;
 END;
@@ -96,19 +101,25 @@ $function$;
 -- written to the log with the reason. Returns how many.
 CREATE OR REPLACE FUNCTION {{ schema }}.delete_grants(p_badge text, p_level text, p_reason text)
 RETURNS int
-LANGUAGE sql AS $function$
-    WITH deleted AS (
-        DELETE FROM {{ schema }}.user_badge AS ub
-        WHERE ub.badge = p_badge AND (p_level IS NULL OR ub.level = p_level)
-        RETURNING ub.user_id, ub.badge, ub.level, ub.scope, ub.source, ub.achieved_at
-    ), logged AS (
-        INSERT INTO {{ schema }}.grant_log
-            (user_id, badge, level, scope, action, source, reason, achieved_at)
-        SELECT d.user_id, d.badge, d.level, d.scope, 'revoke', d.source, p_reason, d.achieved_at
-        FROM deleted AS d
-        RETURNING 1
-    )
-    SELECT count(*)::int FROM logged;
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_count int;
+BEGIN
+    -- PL/pgSQL, not SQL: Citus plans no LANGUAGE sql function reading its tables
+        WITH deleted AS (
+            DELETE FROM {{ schema }}.user_badge AS ub
+            WHERE ub.badge = p_badge AND (p_level IS NULL OR ub.level = p_level)
+            RETURNING ub.user_id, ub.badge, ub.level, ub.scope, ub.source, ub.achieved_at
+        ), logged AS (
+            INSERT INTO {{ schema }}.grant_log
+                (user_id, badge, level, scope, action, source, reason, achieved_at)
+            SELECT d.user_id, d.badge, d.level, d.scope, 'revoke', d.source, p_reason, d.achieved_at
+            FROM deleted AS d
+            RETURNING 1
+        )
+        SELECT count(*)::int INTO v_count FROM logged;
+    RETURN v_count;
+END;
 $function$;
 
 -- The level a manual award or revocation names: p_level, or the badge's only level.

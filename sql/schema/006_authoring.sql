@@ -18,6 +18,35 @@ CREATE OR REPLACE FUNCTION {{ schema }}.new_grants(
                  value numeric)
 LANGUAGE plpgsql AS $function$
 BEGIN
+{%- if citus %}
+    -- On Citus (013_citus.sql): the rows, the badge's grants and its revocations read apart,
+    -- then compared on the coordinator (Citus cannot join a function's rows to a distributed
+    -- table, and a preview writes no staging table: it runs read-only)
+    PERFORM set_config('citus.enable_repartition_joins', 'on', true);  -- as run_rule
+    RETURN QUERY
+    WITH r AS MATERIALIZED (
+        SELECT * FROM {{ schema }}.rule_rows(p_sql, p_params, p_search_path) AS x
+        WHERE NOT x.is_progress
+    ),
+    held AS MATERIALIZED (
+        SELECT * FROM jsonb_to_recordset((
+            SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'user_id', ub.user_id, 'level', ub.level, 'scope', ub.scope)), '[]')
+            FROM {{ schema }}.user_badge AS ub WHERE ub.badge = p_badge))
+        AS h (user_id {{ user_id_type }}, level text, scope text)
+        UNION ALL
+        SELECT * FROM jsonb_to_recordset((
+            SELECT coalesce(jsonb_agg(jsonb_build_object(
+                       'user_id', sg.user_id, 'level', sg.level, 'scope', sg.scope)), '[]')
+            FROM {{ schema }}.suppressed_grant AS sg WHERE sg.badge = p_badge))
+        AS h (user_id {{ user_id_type }}, level text, scope text)
+    )
+    SELECT r.user_id, r.level, r.scope, r.achieved_at, r.value
+    FROM r
+    WHERE NOT EXISTS (SELECT 1 FROM held AS h
+                      WHERE h.user_id = r.user_id AND h.level = r.level AND h.scope = r.scope);
+    RETURN;
+{%- endif %}
     RETURN QUERY EXECUTE format($q$
         SELECT r.user_id, r.level, r.scope, r.achieved_at, r.value
         FROM {{ schema }}.rule_rows(%1$L, $1, $2) AS r

@@ -262,6 +262,10 @@ DROP TRIGGER IF EXISTS score_at_commit ON {{ schema }}.score_pending_tx;
 CREATE CONSTRAINT TRIGGER score_at_commit AFTER INSERT ON {{ schema }}.score_pending_tx
     DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION {{ schema }}.score_at_commit();
+{% if not citus -%}
+-- (On Citus, user_badge is a distributed table and badge_level a reference table, on which
+-- Citus runs no statement triggers with transition tables and no trigger at all unless
+-- citus.enable_unsafe_triggers: scores are not kept there, docs/citus.md.)
 CREATE OR REPLACE TRIGGER score_grants_added AFTER INSERT ON {{ schema }}.user_badge
     REFERENCING NEW TABLE AS touched_grants
     FOR EACH STATEMENT EXECUTE FUNCTION {{ schema }}.score_grants_touched();
@@ -276,6 +280,7 @@ CREATE OR REPLACE TRIGGER score_grants_truncated AFTER TRUNCATE ON {{ schema }}.
 CREATE OR REPLACE TRIGGER score_points_changed AFTER UPDATE OF points ON {{ schema }}.badge_level
     FOR EACH ROW WHEN (old.points IS DISTINCT FROM new.points)
     EXECUTE FUNCTION {{ schema }}.score_points_changed();
+{% endif -%}
 
 -- The members of one group (plaudit.yaml `groups:`, synced by deploy into leaderboard_group):
 -- the group's SELECT runs under the rule boundary (query_rows, 008_boundary.sql), as analysts

@@ -40,7 +40,7 @@ def parse_queries(text: str) -> dict[str, str]:
     return queries
 
 
-QUERY_FILES = ("queries.sql", "migrate.sql", "export.sql", "report.sql")
+QUERY_FILES = ("queries.sql", "migrate.sql", "export.sql", "report.sql", "citus/queries.sql")
 
 
 @cache

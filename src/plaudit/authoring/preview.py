@@ -3,9 +3,11 @@
 The rule is rendered from its file (it need not be deployed), its contract checked, and
 its backfill SQL run inside a read-only transaction that is rolled back: per level the
 grants it would add and the grants that exist, a sample of the new ones, and the plan.
-For a rule with triggers, the plan of its incremental SQL too, for a batch of one event per
-trigger (by a sampled user), with the app tables it would read by sequential scan: an
-incremental run should read its users' rows through an index, not the whole table.
+On Citus, which way a backfill of it runs: on the workers or through the coordinator, and
+why (from Citus's EXPLAIN). For a rule with triggers, the plan of its incremental SQL too,
+for a batch of one event per trigger (by a sampled user), with the app tables it would read
+by sequential scan: an incremental run should read its users' rows through an index, not
+the whole table.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class Preview:
     sample: list[dict[str, Any]] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)
     incremental_plan: list[str] = field(default_factory=list)
+    # on Citus: where a complete backfill runs ("workers" or "coordinator") and why, from
+    # Citus's EXPLAIN of the rule's statement (sql/schema/013_citus.sql citus_route)
+    route: tuple[str, str] | None = None
+    # on Citus: why Citus cannot plan the rule's incremental SQL, when it cannot
+    incremental_problem: str | None = None
 
     @property
     def total(self) -> int:
@@ -73,6 +80,11 @@ def preview(engine: Engine, rule: Rule, params: Mapping[str, str] | None = None)
         for held in db.execute("badge_level_grants", [[rule.slug]]):
             result.existing[held["level"]] = held["grants"]
         result.plan = [r["line"] for r in db.execute("explain_rule", [sql, values])]
+    if config.citus:
+        with db.conn.transaction(force_rollback=True):
+            routed = db.one("citus_rule_route", [sql, values])
+        if routed is not None:
+            result.route = (routed["route"], routed["reason"])
     if rule.triggers and result.sample:
         events = [
             {"type": t, "user_id": result.sample[0]["user_id"], "payload": {}}
@@ -81,6 +93,13 @@ def preview(engine: Engine, rule: Rule, params: Mapping[str, str] | None = None)
         incremental = render(rule, "incremental", config).sql
         with db.conn.transaction(force_rollback=True):
             db.execute("preview_batch", [json.dumps(events)])
-            plan = db.execute("explain_rule", [incremental, values])
+            try:
+                plan = db.execute("explain_rule", [incremental, values])
+            except DatabaseError as exc:
+                if not config.citus:
+                    raise
+                # Citus cannot plan it: incremental runs fail, the nightly backfill repairs
+                result.incremental_problem = str(exc).splitlines()[0]
+                plan = []
             result.incremental_plan = [r["line"] for r in plan]
     return result

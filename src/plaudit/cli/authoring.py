@@ -205,7 +205,10 @@ def preview(app: App, slug: str, params: tuple[str, ...], plans: bool, as_json: 
         click.echo(json_text({
             "rule": rule.slug, "would_add": result.would_add, "total": result.total,
             "existing": result.existing, "sample": result.sample, "plan": result.plan,
-            "incremental_plan": result.incremental_plan, "seq_scans": result.seq_scans}))
+            "incremental_plan": result.incremental_plan, "seq_scans": result.seq_scans,
+            "citus": None if result.route is None else {
+                "runs_on": result.route[0], "reason": result.route[1],
+                "incremental_problem": result.incremental_problem}}))
     else:
         click.echo(preview_text(result, plans))
 

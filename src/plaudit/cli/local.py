@@ -9,7 +9,8 @@ import click
 from plaudit.cli.common import App, exit_codes
 from plaudit.cli.progress import ProgressLine
 from plaudit.cli.rules import backfill, leaderboard, user
-from plaudit.local.cluster import embedded_cluster, not_a_project
+from plaudit.local.citus import CitusCluster, citus_workers
+from plaudit.local.cluster import EMBEDDED_DIR, embedded_cluster, not_a_project
 from plaudit.runtime.deploy import deploy_rules
 
 CLUSTER_EXITS = exit_codes(usage="the embedded cluster cannot be created, started or stopped")
@@ -21,19 +22,32 @@ def db() -> None:
 
 
 @db.command("start", epilog=CLUSTER_EXITS)
+@click.option("--citus", "workers", type=click.IntRange(1, 16), metavar="N",
+              help="A Citus cluster: the coordinator and N workers, each on its own port "
+              "(Citus is built from the vendored source when missing; docs/citus.md).")
 @click.pass_obj
-def db_start(app: App) -> None:
+def db_start(app: App, workers: int | None) -> None:
     """Start the embedded cluster (creating it the first time) and print its URL."""
     if not app.is_project:
         raise not_a_project(app.project_dir)
-    click.echo(embedded_cluster(app.project_dir).start())
+    if workers is None:
+        workers = citus_workers(app.project_dir / EMBEDDED_DIR) or None
+    if workers:
+        click.echo(CitusCluster(app.project_dir / EMBEDDED_DIR, workers).start())
+    else:
+        click.echo(embedded_cluster(app.project_dir).start())
 
 
 @db.command("stop", epilog=CLUSTER_EXITS)
 @click.pass_obj
 def db_stop(app: App) -> None:
-    """Stop the embedded cluster; its data stays in .plaudit/."""
-    embedded_cluster(app.project_dir).stop()
+    """Stop the embedded cluster (a Citus cluster's workers too); its data stays in
+    .plaudit/."""
+    workers = citus_workers(app.project_dir / EMBEDDED_DIR)
+    if workers:
+        CitusCluster(app.project_dir / EMBEDDED_DIR, workers).stop()
+    else:
+        embedded_cluster(app.project_dir).stop()
     click.echo("stopped", err=True)
 
 

@@ -173,6 +173,13 @@ def preview_text(result: Preview, plans: bool = False) -> str:
             for s in result.sample
         ]
         lines += [table(("user_id", "level", "scope", "achieved_at", "value"), rows), ""]
+    if result.route is not None:
+        where, why = result.route
+        lines += [f"On Citus, a backfill runs on the {where}: {why}", ""]
+    if result.incremental_problem is not None:
+        lines += [f"On Citus, incremental runs fail ({result.incremental_problem}): each "
+                  "marks the rule dirty and the nightly backfill brings its grants up to date",
+                  ""]
     if plans:
         lines.append("Plan (backfill)")
         lines += [f"  {line}" for line in result.plan]

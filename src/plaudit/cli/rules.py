@@ -29,6 +29,7 @@ from plaudit.model.config import is_identifier
 from plaudit.model.face import LOCALE_REQUIREMENT, is_locale
 from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
+from plaudit.runtime.citus import CITUS_NOTE
 from plaudit.runtime.engine import RunResult
 from plaudit.sqlgen.render import bind_params, render
 
@@ -45,8 +46,15 @@ if TYPE_CHECKING:
     help="Run rule queries as this role (created NOLOGIN if missing), which may write only "
     "the plaudit schema and read what you grant it; prints the GRANTs the rules still need.",
 )
+@click.option(
+    "--citus",
+    is_flag=True,
+    help="On a Citus coordinator: distribute grants and progress by user, make the badge "
+    "tables reference tables, keep the rest on the coordinator (docs/citus.md). Later inits "
+    "keep it so.",
+)
 @click.pass_obj
-def init(app: App, runner_role: str | None) -> None:
+def init(app: App, runner_role: str | None, citus: bool) -> None:
     """Create or upgrade the plaudit schema (re-runnable), then deploy the rules."""
     from plaudit.runtime.deploy import deploy_rules
 
@@ -56,7 +64,9 @@ def init(app: App, runner_role: str | None) -> None:
         )
     rules = app.rules
     with app.engine() as engine:
-        changed = engine.init()
+        changed = engine.init(citus)
+        if changed.citus:
+            click.echo(CITUS_NOTE, err=True)
         for name in changed.applied:
             click.echo(f"applied migration {name}", err=True)
         for what in changed.dropped:  # plaudit's own, no longer defined

@@ -28,8 +28,13 @@ from plaudit.errors import ClusterError, NoProject
 
 SERVER_ROOT = Path("/var/tmp/plaudit-clusters")
 PG_USER = "postgres"  # OS user when we are root, and the database superuser in every case
+# The settings of a local Citus node: 8 shards per table (Citus's default, 32, is meant for
+# many cores; 4 per worker keep both cores of a 2-worker cluster busy).
+CITUS_SETTINGS = {"citus.shard_count": "8"}
 SOCKET_PATH_MAX = 107  # sun_path is 108 bytes including the trailing NUL
 SETTINGS_FILE = "plaudit.conf"
+# A node of a local Citus cluster (local/citus.py) holds this file: it preloads citus.
+CITUS_MARKER = "citus-node"
 INCLUDE_LINE = f"include_if_exists = '{SETTINGS_FILE}'"
 
 
@@ -279,11 +284,17 @@ class Cluster:
             "shared_buffers": "256MB",
             "max_connections": "200",
         }
+        preload = []
+        if (self.directory / CITUS_MARKER).is_file():
+            preload.append("citus")  # citus must come first (it says so when it is not)
+            settings.update(CITUS_SETTINGS)
         if has_pg_cron(bindir):
-            settings["shared_preload_libraries"] = "'pg_cron'"
+            preload.append("pg_cron")
             settings["cron.database_name"] = f"'{self.dbname}'"
             # job sessions connect like clients: over TCP, to the address the server listens on
             settings["cron.host"] = "'127.0.0.1'"
+        if preload:
+            settings["shared_preload_libraries"] = f"'{','.join(preload)}'"
         return settings
 
     @staticmethod
@@ -370,4 +381,7 @@ def resolve_dsn(
                 f"no embedded cluster in {project_dir / EMBEDDED_DIR} yet: `plaudit init` "
                 "creates it (or name a database with --dsn)"
             )
-    return cluster.start()
+    from plaudit.local.citus import CitusCluster, citus_workers  # it builds on this module
+
+    workers = citus_workers(cluster.directory)
+    return CitusCluster(cluster.directory, workers).start() if workers else cluster.start()

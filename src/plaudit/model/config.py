@@ -123,6 +123,9 @@ class Config:
     quiet_days: int = DEFAULT_QUIET_DAYS
     # where `plaudit deliver` posts the outbox (model/webhooks.py); None: no webhooks
     webhooks: Webhooks | None = None
+    # the schema is placed on a Citus cluster (`init --citus`): not from plaudit.yaml, the
+    # engine finds it in the database; the kinds render SQL Citus can run (docs/citus.md)
+    citus: bool = False
 
     def timeout(self, mode: Mode) -> str:
         """The default timeout of a rule run in `mode` (a rule's own `timeout:` wins)."""

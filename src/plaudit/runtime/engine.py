@@ -10,7 +10,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -25,6 +25,7 @@ from plaudit.model.modes import Mode
 from plaudit.model.rules import Rule
 from plaudit.runtime.backfill import Schedule, closure
 from plaudit.runtime.backfill import run as run_backfill
+from plaudit.runtime.citus import is_distributed
 from plaudit.runtime.db import Database, connect
 from plaudit.runtime.migrate import Upgrade, upgrade
 from plaudit.runtime.rows import (
@@ -169,7 +170,8 @@ class Engine:
 
     def __init__(self, db: Database, config: Config, dsn: str | None = None):
         self.db = db
-        self.config = config
+        # on Citus, rules render in the shape Citus runs (model/config.py `citus`)
+        self.config = replace(config, citus=True) if is_distributed(db) else config
         self.dsn = dsn  # for more connections: `backfill(jobs=N)`
         # with the DSN, a watchdog connection enforces each batch rule's deadline
         self.watchdog = (
@@ -203,13 +205,16 @@ class Engine:
 
     # -- schema and rules ------------------------------------------------------------------
 
-    def init(self) -> Upgrade:
+    def init(self, citus: bool = False) -> Upgrade:
         """Create or upgrade the schema: the pending migrations, then every function, view and
         trigger (runtime/migrate.py). One transaction; concurrent inits wait for each other.
-        Refuses a server older than PostgreSQL 14 and a schema a newer plaudit upgraded."""
+        Refuses a server older than PostgreSQL 14 and a schema a newer plaudit upgraded.
+        `citus`: place the tables on the Citus cluster (docs/citus.md)."""
         with self.db.conn.transaction():
             self.db.execute("init_lock")
-            return upgrade(self.db, self.config.user_id_type)
+            done = upgrade(self.db, self.config.user_id_type, citus)
+        self.config = replace(self.config, citus=done.citus)
+        return done
 
     def configure(self, dry_run: bool = False) -> list[TriggerChange]:
         """Sync plaudit.yaml's notify settings, `categories:`, leaderboard groups,

@@ -23,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from plaudit.errors import DatabaseError, SchemaTooNew, UnsupportedServer
+from plaudit.runtime.citus import check_citus, distribute, is_distributed
 from plaudit.runtime.db import Database, describe, render_sql
 from plaudit.sqlfiles import migrations, schema_files
 
@@ -64,17 +65,25 @@ class Upgrade:
 
     applied: list[str]  # "0001_baseline"
     dropped: list[str]  # "function plaudit.process_events(integer)", "view plaudit.x"
+    citus: bool = False  # the tables are placed on a Citus cluster
 
 
-def upgrade(db: Database, user_id_type: str) -> Upgrade:
+def upgrade(db: Database, user_id_type: str, citus: bool = False) -> Upgrade:
     """Bring db.schema to this code's schema, inside the caller's transaction (which holds
-    the init lock)."""
+    the init lock). `citus`: place the tables on the Citus cluster (runtime/citus.py); a
+    schema placed once stays Citus-shaped at every later init."""
     row = db.one("server_version_num")
     assert row is not None
     check_server_version(row["num"])
+    if citus:
+        check_citus(db)
     applied = apply_migrations(db, user_id_type)
     names = {m.version: f"{m.version:04d}_{m.name}" for m in migrations()}
-    return Upgrade([names[v] for v in applied], recreate_functions(db, user_id_type))
+    citus = citus or is_distributed(db)
+    dropped = recreate_functions(db, user_id_type, citus)
+    if citus:
+        distribute(db, user_id_type)
+    return Upgrade([names[v] for v in applied], dropped, citus)
 
 
 def apply_migrations(db: Database, user_id_type: str) -> list[int]:
@@ -102,11 +111,12 @@ def apply_migrations(db: Database, user_id_type: str) -> list[int]:
     return done
 
 
-def recreate_functions(db: Database, user_id_type: str) -> list[str]:
+def recreate_functions(db: Database, user_id_type: str, citus: bool = False) -> list[str]:
     """Re-create the functions, views and triggers; drop plaudit's that no file defines any
-    more. Returns what it dropped."""
+    more. Returns what it dropped. `citus`: without what Citus cannot run (the files say)."""
     texts = [
-        (path, render_sql(path.read_text(), db.schema, user_id_type=user_id_type))
+        (path, render_sql(path.read_text(), db.schema, user_id_type=user_id_type,
+                          citus=citus))
         for path in schema_files()
     ]
     routines: set[str] = set(RETIRED_ROUTINES)

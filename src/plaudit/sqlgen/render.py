@@ -216,7 +216,11 @@ def render_query(rule: Rule, mode: Mode, config: Config | None = None) -> str:
         template = environment().from_string(rule.query)
         template.name = template.filename = name
         schema = config.schema if config else "plaudit"
-        query = template.render(template_context(rule, mode, schema)).strip().rstrip(";")
+        # on Citus, no shortcut for users done with the rule: its lookup of their grants
+        # inside the batch's subquery is a correlated subquery Citus cannot plan
+        skip_done = False if config and config.citus else None
+        query = template.render(template_context(rule, mode, schema, skip_done))
+        query = query.strip().rstrip(";")
     except jinja2.TemplateSyntaxError as exc:
         raise RenderError(
             f"{rule.location(exc.lineno - 1)}: template error: {exc.message}"
@@ -333,6 +337,8 @@ def render(rule: Rule, mode: Mode, config: Config | None = None) -> Rendered:
     # what the macro declares it takes, built from the rule and the registry entry
     wanted = set(macro.arguments)
     arguments = _macro_arguments(rule, has, config.timezone if config else "UTC", wanted)
+    if "citus" in wanted:  # the shape Citus can run shard by shard (docs/citus.md)
+        arguments["citus"] = bool(config and config.citus)
     if mode == "incremental":
 
         def held(user: str, level: str, scope: str) -> str:
@@ -341,9 +347,11 @@ def render(rule: Rule, mode: Mode, config: Config | None = None) -> Rendered:
         if "held" in wanted:
             arguments["held"] = held
         # streak: reads users from their last active period (unscoped rules only)
-        if "window" in wanted and not has.get("scope"):
+        # (not on Citus: a correlated lookup of the user's last grant, which Citus cannot plan)
+        if "window" in wanted and not has.get("scope") and not (config and config.citus):
             arguments["window"] = _streak_window(rule, schema, held)
-        if "carry" in wanted and kind.carries_progress and _skips_done(rule, mode, schema):
+        if ("carry" in wanted and kind.carries_progress and _skips_done(rule, mode, schema)
+                and not (config and config.citus)):
             arguments["carry"] = _carry(rule, schema)
     sql = str(macro(query, **arguments)).strip()
     if mode == "incremental" and kind.has_progress and "batch" not in _template_names(rule):
