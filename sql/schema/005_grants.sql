@@ -166,8 +166,7 @@ BEGIN
            jsonb_build_object('level', x.level, 'scope', x.scope)
     FROM jsonb_to_recordset(p_events)
         AS x (user_id {{ user_id_type }}, occurred_at timestamptz, level text, scope text);
-    PERFORM FROM {{ schema }}.run_batch();
-    DELETE FROM pg_temp.plaudit_batch;
+    PERFORM FROM {{ schema }}.run_batch();  -- which empties the batch
 END;
 $function$;
 
