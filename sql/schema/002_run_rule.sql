@@ -103,7 +103,7 @@ DECLARE
                             current_setting('search_path'));
     -- Grants are events for the rules that read them (badge('slug')): each grant this run
     -- adds or moves goes into the session's batch as a `badge:<slug>` event, so that the
-    -- loop running the batch (plaudit.next_batch_rule) re-checks those rules after this one,
+    -- loop running the batch (plaudit.run_batch) re-checks those rules after this one,
     -- in the same transaction. Only when a batch is open and an enabled rule reads this one.
     v_events boolean := to_regclass('pg_temp.plaudit_batch') IS NOT NULL AND EXISTS (
         SELECT FROM {{ schema }}.badge AS d
