@@ -222,7 +222,9 @@ SELECT {{ schema }}.delete_grants($1, $2, 'deploy --force: level removed from th
 SELECT {{ schema }}.delete_grants($1, NULL, 'deploy --force: rule file removed') AS grants;
 
 -- name: remove_badge_row
-DELETE FROM {{ schema }}.badge WHERE slug = $1;
+-- and its incremental function (008_boundary.sql)
+WITH gone AS (DELETE FROM {{ schema }}.badge WHERE slug = $1 RETURNING slug)
+SELECT {{ schema }}.install_rule_function(gone.slug, NULL) FROM gone;
 
 -- name: set_timezone
 SELECT set_config('TimeZone', $1, true);
