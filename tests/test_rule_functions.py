@@ -86,3 +86,14 @@ def test_a_function_not_made_from_the_sql_being_run_is_not_used(deployed, projec
     # the next deploy puts it right, even of an unchanged rule
     deploy_rules(engine, project.rules())
     assert called(engine, [Event("comment_created", 7, day(3))]) == {"own": 1}
+
+
+def test_a_runner_role_set_after_deploy_gets_the_rules_functions_too(
+    deployed, project, run_cli, sql, runner_role
+):
+    deployed(commentator_rule(3, 5))
+    assert run_cli(project, "init", "--runner-role", runner_role).exit_code == 0
+    assert sql("SELECT f.prosecdef, pg_get_userbyid(f.proowner), "
+               "has_function_privilege('public', f.oid, 'EXECUTE') FROM pg_proc AS f "
+               "WHERE f.oid = to_regprocedure(plaudit.rule_function('commentator') "
+               "|| '(text[], text)')") == [(True, runner_role, False)]
