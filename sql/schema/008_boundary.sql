@@ -114,6 +114,10 @@ END;
     EXECUTE format('COMMENT ON FUNCTION %s(text[], text) IS %L', v_function,
                    format('plaudit rule %s: %s', p_badge, md5(p_sql)));
     EXECUTE format('REVOKE EXECUTE ON FUNCTION %s(text[], text) FROM PUBLIC', v_function);
+    -- check() runs as plaudit's owner, whoever deployed
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s(text[], text) TO %s', v_function,
+                   (SELECT n.nspowner::regrole::text FROM pg_namespace AS n
+                    WHERE n.oid = '{{ schema }}'::regnamespace));
     PERFORM {{ schema }}.own_rule_function(
         v_function || '(text[], text)',
         (SELECT m.value FROM {{ schema }}.meta AS m WHERE m.key = 'rule_role'));
@@ -143,15 +147,27 @@ $function$;
 -- made from exactly this SQL, and with a runner role (p_role), a SECURITY DEFINER function of
 -- that role (without one, not SECURITY DEFINER). NULL otherwise: run_rule runs the SQL
 -- through rule_rows then, whose state check_boundary checks.
+-- (PL/pgSQL, not SQL: its plan is kept for the session; as a SQL function called from
+-- run_rule it was planned at every call, about 1 ms of each rule run of a check)
 CREATE OR REPLACE FUNCTION {{ schema }}.rule_function_for(p_badge text, p_sql text, p_role text)
 RETURNS text
-LANGUAGE sql STABLE AS $function$
-    SELECT {{ schema }}.rule_function(p_badge)
-    FROM pg_proc AS f
-    WHERE f.oid = to_regprocedure({{ schema }}.rule_function(p_badge) || '(text[], text)')
-      AND obj_description(f.oid, 'pg_proc') = format('plaudit rule %s: %s', p_badge, md5(p_sql))
-      AND CASE WHEN p_role IS NULL THEN NOT f.prosecdef
-               ELSE f.prosecdef AND f.proowner = to_regrole(p_role) END;
+LANGUAGE plpgsql STABLE AS $function$
+DECLARE
+    v_function text := {{ schema }}.rule_function(p_badge);
+BEGIN
+    IF EXISTS (
+        SELECT FROM pg_proc AS f
+        -- the comment (obj_description, a SQL function, would be planned at every call)
+        JOIN pg_description AS d
+          ON d.objoid = f.oid AND d.classoid = 'pg_proc'::regclass AND d.objsubid = 0
+        WHERE f.oid = to_regprocedure(v_function || '(text[], text)')
+          AND d.description = format('plaudit rule %s: %s', p_badge, md5(p_sql))
+          AND CASE WHEN p_role IS NULL THEN NOT f.prosecdef
+                   ELSE f.prosecdef AND f.proowner = to_regrole(p_role) END) THEN
+        RETURN v_function;
+    END IF;
+    RETURN NULL;
+END;
 $function$;
 
 -- The rows of a rule test case's SELECT (`given: {table: SELECT ...}`), under the same
