@@ -251,12 +251,14 @@ SELECT {{ schema }}.delete_grants($1, NULL, 'deploy --force: rule file removed')
 
 -- name: remove_badge_row
 -- its levels, compiled SQL, progress and revocations with it (the foreign keys' cascade,
--- said again for Citus, where these tables keep none: docs/citus.md)
+-- said again for Citus, where these tables keep none: docs/citus.md), and its incremental
+-- function (008_boundary.sql)
 WITH progress AS (DELETE FROM {{ schema }}.user_progress WHERE badge = $1),
      revoked AS (DELETE FROM {{ schema }}.suppressed_grant WHERE badge = $1),
      compiled AS (DELETE FROM {{ schema }}.compiled_rule WHERE badge = $1),
-     levels AS (DELETE FROM {{ schema }}.badge_level WHERE badge = $1)
-DELETE FROM {{ schema }}.badge WHERE slug = $1;
+     levels AS (DELETE FROM {{ schema }}.badge_level WHERE badge = $1),
+     gone AS (DELETE FROM {{ schema }}.badge WHERE slug = $1 RETURNING slug)
+SELECT {{ schema }}.install_rule_function(gone.slug, NULL) FROM gone;
 
 -- name: set_timezone
 SELECT set_config('TimeZone', $1, true);

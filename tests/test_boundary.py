@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from plaudit.runtime.engine import Event
+from test_rule_functions import called
 
 # name -> (the probe's body, what the database says when it is refused)
 PROBES = {
@@ -299,3 +300,22 @@ def test_an_app_role_needs_only_execute_on_the_api(guarded, project, run_cli, sq
     finally:
         sql(f'DROP OWNED BY "{app}"')
         sql(f'DROP ROLE "{app}"')
+
+
+def test_each_rules_own_function_is_behind_the_boundary(guarded, project, sql, engine_for,
+                                                        runner_role):
+    # incremental runs read a rule's rows through its own function (008_boundary.sql): the
+    # runner role's, SECURITY DEFINER, executable by no one else but plaudit's owner
+    owned = sql("SELECT obj_description(f.oid, 'pg_proc'), f.prosecdef, "
+                "pg_get_userbyid(f.proowner), has_function_privilege('public', f.oid, 'EXECUTE') "
+                "FROM pg_proc AS f WHERE f.pronamespace = 'plaudit'::regnamespace "
+                "AND f.proname LIKE 'rule\\_rows\\_%'")
+    assert len(owned) == len(PROBES)  # the victim has no triggers
+    assert {row[1:] for row in owned} == {(True, runner_role, False)}
+    engine = engine_for(project)
+    assert called(engine, [Event("comment_created", 1)]) == {"own": len(PROBES)}
+    # one no longer in that state is never run: the rule's SQL goes through rule_rows
+    sql("DO $$ BEGIN EXECUTE format('ALTER FUNCTION %s(text[], text) OWNER TO CURRENT_USER', "
+        "plaudit.rule_function('copy_to_program')); END $$")
+    assert called(engine, [Event("comment_created", 1)]) == {
+        "own": len(PROBES) - 1, "rule_rows": 1}

@@ -405,6 +405,23 @@ def test_check_runs_in_the_callers_transaction_and_leaves_the_queue_alone(deploy
     assert pending(sql) == 2
 
 
+def test_a_batch_does_not_outlive_its_transaction_and_its_table_stays_small(deployed, sql):
+    # the batch table is a plain temporary table (not ON COMMIT DELETE ROWS, which truncates
+    # it at every commit): the event loop empties it, and batch_reset truncates it when grown
+    engine = deployed(COUNT_RULE)
+    seed_comments(sql, [(7, day(d)) for d in (1, 2, 3)])
+    conn = engine.db.conn
+    batch = "SELECT count(*) AS n FROM pg_temp.plaudit_batch"
+    assert run_batch(engine, 10).events == 3
+    assert conn.execute(batch).fetchone()["n"] == 0
+    engine.check([Event("comment_created", 7, day(4))])
+    assert conn.execute(batch).fetchone()["n"] == 0
+    size = "SELECT pg_relation_size('pg_temp.plaudit_batch') AS bytes"
+    for _ in range(8):  # each check leaves dead rows behind: about 20 a page
+        engine.check([Event("comment_created", 7, day(5), {"pad": "x" * 300})] * 40)
+    assert conn.execute(size).fetchone()["bytes"] <= 65536 + 8192 * 3
+
+
 def test_check_skips_a_rule_busy_in_another_run_instead_of_waiting(deployed, dsn, sql):
     engine = deployed(COUNT_RULE)
     seed_comments(sql, [(7, day(d)) for d in (1, 2, 3)])  # queued as well

@@ -40,6 +40,8 @@ def test_carrying_progress_needs_progress_and_skipping_done_users():
             assert kind.has_progress and kind.skips_done
         if kind.skips_done and kind.has_progress:
             assert kind.carries_progress, kind.name
+        if kind.anchors_progress:  # an anchored user is carried forward like a done one
+            assert kind.carries_progress, kind.name
 
 
 def test_every_macro_file_is_a_registered_kind():

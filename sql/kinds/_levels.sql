@@ -31,10 +31,11 @@ CASE {{ n }} {% for l in levels %}WHEN {{ loop.index0 }} THEN {{ l.key | sqlstri
 
 {#-
   The progress rows of users carried forward (count, sum, gauge: `carried (user_id, value,
-  through_at)`): done with the rule, so no next level, and the time they are counted up to.
+  through_at)`): their next level (`level`, SQL; NULL for a done user), and the time they
+  are counted up to.
 -#}
-{% macro carried_progress() -%}
-SELECT c.user_id, '' AS scope, NULL AS level, NULL::timestamptz AS achieved_at,
+{% macro carried_progress(level='NULL') -%}
+SELECT c.user_id, '' AS scope, {{ level }} AS level, NULL::timestamptz AS achieved_at,
        c.value::numeric AS value, jsonb_build_object('through', c.through_at) AS meta,
        true AS is_progress
 FROM carried AS c

@@ -19,11 +19,15 @@
   not hold before the batch's earliest event: a held level's date is at or before every
   batch row, which cannot move it, so a user crossing nothing new is not read twice.
 
-  Users done with the rule (`carry` is set: every level held since before the batch, and
-  progress counting the source up to a time before it) are left out of `query` by
-  affected(); their progress is carried forward instead: the value in user_progress plus
-  the rows after its `through_at`, read through `carry.query` (the query for every batch
-  user) one index range per user. `carry.progress` holds their progress rows.
+  Anchored users (`carry` is set: progress counting the source up to a time before the
+  batch, every level below its next one held since before the batch; sql/helpers.sql,
+  `anchored`), done users among them, are left out of `query` by affected(); they are read
+  from their progress row on instead: the value in user_progress (`base`, every row up to
+  its `through_at`) plus the rows after it, read through `carry.query` (the query for every
+  batch user) one index range per user. A level crossed since is dated by the same rows:
+  its threshold-th row is the (threshold - base)-th after `through_at` (rows tied at
+  `through_at` are all in `base`, the later ones all after it). `carry.progress` holds their
+  progress rows.
 
   On Citus (`citus`), the dates come from a window over each user's rows instead of the
   lateral lookup with a LIMIT per user, which Citus cannot run shard by shard (nor at all over
@@ -56,7 +60,8 @@ every AS NOT MATERIALIZED (
 {{ carry.query }}
 ),
 carried AS (
-    SELECT p.user_id, p.value + n.value AS value, coalesce(n.through_at, p.through_at) AS through_at
+    SELECT p.user_id, p.value AS base, p.through_at AS since, p.value + n.value AS value,
+           coalesce(n.through_at, p.through_at) AS through_at
     FROM {{ carry.progress }} AS p
     CROSS JOIN LATERAL (
         SELECT count(*) AS value, max(s.occurred_at::timestamptz) AS through_at
@@ -124,6 +129,21 @@ SELECT t.user_id, coalesce(t.scope::text, '') AS scope,
 FROM totals AS t
 {%- if carry %}
 UNION ALL
-{{ carried_progress() }}
+-- the levels an anchored user crossed after `since`, each at its threshold-th row
+SELECT c.user_id, '' AS scope, l.key AS level, hit.occurred_at::timestamptz AS achieved_at,
+       c.value::numeric AS value, NULL::jsonb AS meta, false AS is_progress
+FROM carried AS c
+CROSS JOIN LATERAL (
+    SELECT s.occurred_at, c.base + row_number() OVER (ORDER BY s.occurred_at) AS n
+    FROM every AS s
+    WHERE s.user_id = c.user_id AND s.occurred_at > c.since
+    ORDER BY s.occurred_at
+    -- up to the highest threshold crossed
+    LIMIT greatest(CASE {% for l in levels | reverse %}WHEN c.value >= {{ l.threshold }} THEN {{ l.threshold }} {% endfor %}ELSE 0 END - c.base, 0)
+) AS hit
+JOIN levels AS l ON l.threshold = hit.n
+WHERE EXISTS (SELECT FROM levels AS x WHERE x.threshold > c.base AND x.threshold <= c.value)
+UNION ALL
+{{ carried_progress(next_level('c.value', levels)) }}
 {%- endif %}
 {%- endmacro %}

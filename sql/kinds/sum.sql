@@ -13,9 +13,14 @@
   total, and a level once reached stays reached.
 
   Progress: the value is the current total; the next level is the first one above the peak
-  of the running sum; meta holds the time of the latest row summed ({"through": ...}). Users
-  done with the rule (`carry` is set) are carried forward like count's: the total in
-  user_progress plus the amounts after its `through_at`.
+  of the running sum; meta holds the time of the latest row summed ({"through": ...}).
+  Anchored users (`carry` is set; done users among them) are read from their progress row
+  on, like count's: the total in user_progress (`base`) plus the amounts after its
+  `through_at`. The levels they cross are found on the running sum of those rows, started
+  at `base`: every level from the row's next one (`goal`) up is above the running sum's
+  earlier peak, so the first new step reaching its threshold is its date, and the levels
+  below `goal` are held. The next level is the first one above both the new peak and the
+  threshold below `goal` (the old peak is at least that).
 -#}
 {% macro sum(query, levels, has_scope, carry=none, citus=false) -%}
 WITH src AS NOT MATERIALIZED (
@@ -31,22 +36,50 @@ totals AS {% if citus %}NOT MATERIALIZED {% endif %}(
     FROM src
     GROUP BY 1, 2
 ),
+{{ levels_cte(levels) }},
 {%- if carry %}
 every AS NOT MATERIALIZED (
 {{ carry.query }}
 ),
 carried AS (
-    SELECT p.user_id, p.value + n.value AS value, coalesce(n.through_at, p.through_at) AS through_at
+    SELECT p.user_id, p.value AS base, p.through_at AS since, nl.threshold AS goal,
+           (SELECT max(l.threshold) FROM levels AS l
+            WHERE l.threshold < coalesce(nl.threshold, 'Infinity')) AS floor,
+           p.value + n.value AS value, n.dips, coalesce(n.through_at, p.through_at) AS through_at
     FROM {{ carry.progress }} AS p
+    LEFT JOIN levels AS nl ON nl.key = p.next_level
     CROSS JOIN LATERAL (
         SELECT coalesce(sum(s.amount), 0)::numeric AS value,
+               coalesce(bool_or(s.amount < 0), false) AS dips,
                max(s.occurred_at::timestamptz) AS through_at
         FROM every AS s
         WHERE s.user_id = p.user_id AND s.occurred_at > p.through_at
     ) AS n
 ),
+-- the new highs of an anchored user's running sum after `since`, for users it may lift to
+-- their next level
+carried_steps AS (
+    SELECT c.user_id, c.goal, c.value, s.occurred_at, s.running, s.before
+    FROM carried AS c
+    CROSS JOIN LATERAL (
+        SELECT r.occurred_at, r.running, r.before
+        FROM (
+            SELECT q.occurred_at, q.running,
+                   max(q.running) OVER (ORDER BY q.occurred_at
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+            FROM (
+                SELECT x.occurred_at::timestamptz AS occurred_at,
+                       c.base + sum(sum(x.amount)) OVER (ORDER BY x.occurred_at) AS running
+                FROM every AS x
+                WHERE x.user_id = c.user_id AND x.occurred_at > c.since
+                GROUP BY x.occurred_at
+            ) AS q
+        ) AS r
+        WHERE r.before IS NULL OR r.running > r.before
+    ) AS s
+    WHERE c.goal IS NOT NULL AND (c.value >= c.goal OR c.dips)
+),
 {%- endif %}
-{{ levels_cte(levels) }},
 -- the new highs of each candidate's running sum: a level is reached by the step that lifts
 -- the running sum to its threshold for the first time (above every earlier step)
 {%- if citus %}
@@ -115,6 +148,15 @@ FROM totals AS t
 LEFT JOIN peaks AS p ON p.user_id = t.user_id AND p.scope = t.scope
 {%- if carry %}
 UNION ALL
-{{ carried_progress() }}
+SELECT s.user_id, '' AS scope, l.key AS level, s.occurred_at AS achieved_at,
+       s.value, NULL::jsonb AS meta, false AS is_progress
+FROM carried_steps AS s
+JOIN levels AS l
+  ON l.threshold >= s.goal AND l.threshold <= s.running
+ AND (s.before IS NULL OR l.threshold > s.before)
+UNION ALL
+{{ carried_progress(next_level(
+    'greatest(c.value, c.floor, (SELECT max(s.running) FROM carried_steps AS s WHERE s.user_id = c.user_id))',
+    levels)) }}
 {%- endif %}
 {%- endmacro %}

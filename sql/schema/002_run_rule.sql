@@ -103,13 +103,16 @@ DECLARE
                             current_setting('search_path'));
     -- Grants are events for the rules that read them (badge('slug')): each grant this run
     -- adds or moves goes into the session's batch as a `badge:<slug>` event, so that the
-    -- loop running the batch (plaudit.next_batch_rule) re-checks those rules after this one,
+    -- loop running the batch (plaudit.run_batch) re-checks those rules after this one,
     -- in the same transaction. Only when a batch is open and an enabled rule reads this one.
     v_events boolean := to_regclass('pg_temp.plaudit_batch') IS NOT NULL AND EXISTS (
         SELECT FROM {{ schema }}.badge AS d
         WHERE d.enabled AND coalesce(d.definition -> 'depends_on', '[]') ? p_badge);
     -- a complete backfill also removes the progress rows its result no longer supports
     v_complete boolean;
+    -- an incremental run reads the rule's rows through the rule's own function, whose plan
+    -- the session keeps (008_boundary.sql, rule_function_for); else through rule_rows
+    v_rows text;
     v_error text;
     v_state text;
     v_detail text;
@@ -130,6 +133,9 @@ BEGIN
             USING ERRCODE = 'undefined_object', HINT = 'run `plaudit deploy`';
     END IF;
     v_complete := p_mode = 'backfill' AND NOT v_filtered;
+    IF p_mode = 'incremental' THEN
+        v_rows := {{ schema }}.rule_function_for(p_badge, v_sql, v_role) || '($1, $2)';
+    END IF;
     SELECT coalesce(jsonb_object_agg(d.def ->> 'name', p_params[d.i]), '{}')
     INTO v_params
     FROM jsonb_array_elements(v_param_defs) WITH ORDINALITY AS d (def, i)
@@ -191,7 +197,7 @@ BEGIN
                                         v_channel, v_events) AS c;
 {%- else %}
             EXECUTE format($q$
-                WITH r AS MATERIALIZED (SELECT * FROM {{ schema }}.rule_rows(%1$L, $1, $2)),
+                WITH r AS MATERIALIZED (SELECT * FROM %1$s),
                 granted AS (
                     INSERT INTO {{ schema }}.user_badge AS ub
                         (user_id, badge, level, scope, achieved_at, value, meta, source, run_id, seen_at)
@@ -266,7 +272,8 @@ BEGIN
                     (SELECT count(*) FROM granted WHERE NOT inserted),
                     (SELECT count(*) FROM progressed) + (SELECT count(*) FROM cleared),
                     (SELECT count(*) FROM notified)
-            $q$, v_sql, p_badge, v_run_id, v_quiet_before, v_filtered, v_channel,
+            $q$, coalesce(v_rows, format('{{ schema }}.rule_rows(%L, $1, $2)', v_sql)),
+                 p_badge, v_run_id, v_quiet_before, v_filtered, v_channel,
                  -- which progress rows may go: all of the badge's, or the marked users'
                  -- (an array, so that they are looked up by key, not by scanning the badge)
                  CASE WHEN v_complete THEN 'TRUE' ELSE

@@ -20,6 +20,13 @@ BEGIN
     SELECT definition_hash, enabled, due INTO v_old_hash, v_old_enabled, v_due
     FROM {{ schema }}.badge WHERE slug = v_slug;
     IF v_old_hash = p_def ->> 'hash' THEN
+        -- its incremental function (008_boundary.sql), if it has none yet (deployed by a
+        -- plaudit without them) or one not in the boundary's state
+        IF p_def -> 'compiled' ? 'incremental' AND {{ schema }}.rule_function_for(
+               v_slug, p_def -> 'compiled' ->> 'incremental',
+               (SELECT m.value FROM {{ schema }}.meta AS m WHERE m.key = 'rule_role')) IS NULL THEN
+            PERFORM {{ schema }}.install_rule_function(v_slug, p_def -> 'compiled' ->> 'incremental');
+        END IF;
         RETURN 'unchanged';
     END IF;
     IF v_old_hash IS NULL THEN
@@ -83,6 +90,8 @@ BEGIN
     INSERT INTO {{ schema }}.compiled_rule (badge, mode, sql, params)
     SELECT v_slug, c.key, c.value, p_def -> 'params'
     FROM jsonb_each_text(p_def -> 'compiled') AS c;
+    -- incremental runs read its rows through a function of its own (008_boundary.sql)
+    PERFORM {{ schema }}.install_rule_function(v_slug, p_def -> 'compiled' ->> 'incremental');
 
     RETURN CASE WHEN v_old_hash IS NULL THEN 'created' ELSE 'changed' END;
 END;

@@ -14,7 +14,7 @@ FROM {{ schema }}.user_progress AS p;
 -- The order rules run in, for every runner: composite rules read other badges' grants
 -- through badge('slug'), recorded by deploy as definition.depends_on, so a rule runs after
 -- every deployed rule it reads. Ordering by (depth, slug) runs dependencies first and is one
--- total order: the order every runner takes rule locks in (plaudit.next_batch_rule uses it).
+-- total order: the order every runner takes rule locks in (plaudit.run_batch walks it).
 CREATE OR REPLACE VIEW {{ schema }}.badge_run_order AS
 WITH RECURSIVE edge AS (
     SELECT b.slug, d.dependency
@@ -177,8 +177,7 @@ BEGIN
            jsonb_build_object('level', x.level, 'scope', x.scope)
     FROM jsonb_to_recordset(p_events)
         AS x (user_id {{ user_id_type }}, occurred_at timestamptz, level text, scope text);
-    PERFORM FROM {{ schema }}.run_batch();
-    DELETE FROM pg_temp.plaudit_batch;
+    PERFORM FROM {{ schema }}.run_batch();  -- which empties the batch
 END;
 $function$;
 

@@ -50,6 +50,126 @@ BEGIN
 END;
 $function$;
 
+-- A rule's incremental rows through a function of its own (rule_function), made by deploy
+-- from its compiled SQL: rule_rows with the SQL written in, not passed in. PL/pgSQL keeps the
+-- plan of a static statement for the session, so a rule is planned once per session (again
+-- after an ANALYZE of a table it reads: each runner batch's, so large batches are planned for
+-- their size), where rule_rows's EXECUTE planned it at every run (measured at 1M users:
+-- planning was half of a check). The same boundary as rule_rows: the runner role's SECURITY
+-- DEFINER function when one is set (own_rule_function), the rule in a subtransaction rolled
+-- back on purpose, its search_path set inside and restored when it returns. run_rule uses it
+-- only while it is in that state and was made from the SQL being run (rule_function_for);
+-- otherwise rule_rows runs the SQL as before.
+CREATE OR REPLACE FUNCTION {{ schema }}.rule_function(p_badge text) RETURNS text
+LANGUAGE sql IMMUTABLE AS $function$
+    -- slugs may be longer than an identifier: named by a hash, the slug in its comment
+    SELECT '{{ schema }}.rule_rows_' || left(md5(p_badge), 16);
+$function$;
+
+-- (Re)make the rule's function from its compiled incremental SQL, or drop it (p_sql NULL).
+-- Called by deploy_badge (003_deploy.sql) and when a badge is removed.
+CREATE OR REPLACE FUNCTION {{ schema }}.install_rule_function(p_badge text, p_sql text)
+RETURNS void
+LANGUAGE plpgsql AS $function$
+DECLARE
+    v_function text := {{ schema }}.rule_function(p_badge);
+    -- a dollar quote the SQL cannot contain (deploy compiled it; this is not the check)
+    v_quote text := '$rule_' || md5(coalesce(p_sql, '')) || '$';
+BEGIN
+    EXECUTE format('DROP FUNCTION IF EXISTS %s(text[], text)', v_function);
+    IF p_sql IS NULL THEN
+        RETURN;
+    END IF;
+    IF strpos(p_sql, v_quote) > 0 THEN
+        RAISE EXCEPTION 'rule %: its SQL contains %', p_badge, v_quote;
+    END IF;
+    -- use_column: the rule's columns named like the result's (user_id, level, ...) are its
+    -- columns; $1 is p_params, as in rule_rows
+    EXECUTE format($ddl$
+CREATE FUNCTION %1$s(p_params text[], p_search_path text)
+RETURNS TABLE (user_id {{ user_id_type }}, scope text, level text, achieved_at timestamptz,
+               value numeric, meta jsonb, is_progress boolean)
+LANGUAGE plpgsql SECURITY INVOKER
+SET search_path = pg_catalog, pg_temp
+AS %2$s
+#variable_conflict use_column
+BEGIN
+    BEGIN
+        PERFORM pg_catalog.set_config('search_path', p_search_path, true)
+        WHERE p_search_path IS NOT NULL;
+        RETURN QUERY
+        SELECT r.user_id::{{ user_id_type }}, r.scope::text, r.level::text,
+               r.achieved_at::timestamptz, r.value::numeric, r.meta::jsonb,
+               r.is_progress::boolean
+        FROM (
+%3$s
+        ) AS r;
+        RAISE EXCEPTION USING ERRCODE = 'P0P01';  -- the rollback, not an error
+    EXCEPTION WHEN SQLSTATE 'P0P01' THEN
+        NULL;
+    END;
+END;
+%2$s$ddl$, v_function, v_quote, p_sql);
+    -- which rule, and the SQL it was made from (rule_function_for compares)
+    EXECUTE format('COMMENT ON FUNCTION %s(text[], text) IS %L', v_function,
+                   format('plaudit rule %s: %s', p_badge, md5(p_sql)));
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s(text[], text) FROM PUBLIC', v_function);
+    -- check() runs as plaudit's owner, whoever deployed
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s(text[], text) TO %s', v_function,
+                   (SELECT n.nspowner::regrole::text FROM pg_namespace AS n
+                    WHERE n.oid = '{{ schema }}'::regnamespace));
+    PERFORM {{ schema }}.own_rule_function(
+        v_function || '(text[], text)',
+        (SELECT m.value FROM {{ schema }}.meta AS m WHERE m.key = 'rule_role'));
+END;
+$function$;
+
+-- The boundary for a function running rule SQL: the runner role's and SECURITY DEFINER, as
+-- apply_rule_role makes rule_rows (nothing without a runner role).
+CREATE OR REPLACE FUNCTION {{ schema }}.own_rule_function(p_signature text, p_role text)
+RETURNS void
+LANGUAGE plpgsql AS $function$
+BEGIN
+    IF p_role IS NULL THEN
+        RETURN;
+    END IF;
+    -- a new owner needs CREATE on the schema; it keeps the function when CREATE goes again
+    EXECUTE format('GRANT CREATE ON SCHEMA {{ schema }} TO %I', p_role);
+    EXECUTE format('ALTER FUNCTION %s OWNER TO %I', p_signature, p_role);
+    EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER', p_signature);
+    EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', p_signature);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', p_signature, session_user);
+    EXECUTE format('REVOKE CREATE ON SCHEMA {{ schema }} FROM %I', p_role);
+END;
+$function$;
+
+-- The rule's function (its name) to run p_sql with, if there is one in the state the boundary needs:
+-- made from exactly this SQL, and with a runner role (p_role), a SECURITY DEFINER function of
+-- that role (without one, not SECURITY DEFINER). NULL otherwise: run_rule runs the SQL
+-- through rule_rows then, whose state check_boundary checks.
+-- (PL/pgSQL, not SQL: its plan is kept for the session; as a SQL function called from
+-- run_rule it was planned at every call, about 1 ms of each rule run of a check)
+CREATE OR REPLACE FUNCTION {{ schema }}.rule_function_for(p_badge text, p_sql text, p_role text)
+RETURNS text
+LANGUAGE plpgsql STABLE AS $function$
+DECLARE
+    v_function text := {{ schema }}.rule_function(p_badge);
+BEGIN
+    IF EXISTS (
+        SELECT FROM pg_proc AS f
+        -- the comment (obj_description, a SQL function, would be planned at every call)
+        JOIN pg_description AS d
+          ON d.objoid = f.oid AND d.classoid = 'pg_proc'::regclass AND d.objsubid = 0
+        WHERE f.oid = to_regprocedure(v_function || '(text[], text)')
+          AND d.description = format('plaudit rule %s: %s', p_badge, md5(p_sql))
+          AND CASE WHEN p_role IS NULL THEN NOT f.prosecdef
+                   ELSE f.prosecdef AND f.proowner = to_regrole(p_role) END) THEN
+        RETURN v_function;
+    END IF;
+    RETURN NULL;
+END;
+$function$;
+
 -- The rows of a rule test case's SELECT (`given: {table: SELECT ...}`), under the same
 -- boundary: analysts write those too. The caller names the columns (AS g (...)).
 CREATE OR REPLACE FUNCTION {{ schema }}.query_rows(p_sql text) RETURNS SETOF record
@@ -182,9 +302,14 @@ BEGIN
                    '{{ schema }}.user_badge, {{ schema }}.user_progress TO %I', v_role);
     -- a new owner needs CREATE on the schema; it keeps the functions when CREATE goes again
     EXECUTE format('GRANT CREATE ON SCHEMA {{ schema }} TO %I', v_role);
+    -- the rules' own functions (install_rule_function) too
     FOREACH v_function IN ARRAY ARRAY['{{ schema }}.rule_rows(text, text[], text)',
                                       '{{ schema }}.explain_rule(text, text[])',
-                                      '{{ schema }}.query_rows(text)'] LOOP
+                                      '{{ schema }}.query_rows(text)'] || ARRAY(
+        SELECT f.oid::regprocedure::text FROM pg_proc AS f
+        WHERE f.pronamespace = '{{ schema }}'::regnamespace
+          AND f.proname LIKE 'rule\_rows\_%' AND obj_description(f.oid, 'pg_proc') LIKE 'plaudit rule %')
+    LOOP
         EXECUTE format('ALTER FUNCTION %s OWNER TO %I', v_function, v_role);
         EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER', v_function);
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', v_function);

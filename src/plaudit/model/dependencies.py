@@ -10,7 +10,7 @@ Grants are events for the rules that read them: a rule reading badge('x') is tri
 `badge:x` events besides its own triggers (`event_types()`), which a run of `x` adds to the
 batch for each grant it makes or moves, and `plaudit award`/`revoke` for each grant they
 add or remove. The database runs a batch's rules in the order of its `badge_run_order`
-view, asking after each rule which one comes next (`plaudit.next_batch_rule`).
+view, each rule when its turn comes if the batch triggers it by then (`plaudit.run_batch`).
 """
 
 from __future__ import annotations

@@ -60,6 +60,11 @@ class Kind:
     # A done user's progress is carried forward from user_progress.through_at (the macro's
     # `carry`) instead of read again; a skipping kind with progress must carry it.
     carries_progress: bool
+    # Not only done users: every batch user whose progress row still counts the source up
+    # to a time before the batch (and who holds the levels below its next one) is carried
+    # forward from it, the levels crossed since found among the rows after `through_at`
+    # (count, sum: a value that only adds up). Such a user is read from their new rows only.
+    anchors_progress: bool
     # The kind writes progress rows (so incremental runs clear the stale ones).
     has_progress: bool
     progress_unit: ProgressUnit
@@ -89,6 +94,7 @@ _ALL = (
         default_period=None,
         skips_done=True,
         carries_progress=True,
+        anchors_progress=True,
         has_progress=True,
         progress_unit="",
     ),
@@ -101,6 +107,7 @@ _ALL = (
         default_period=None,
         skips_done=True,
         carries_progress=True,
+        anchors_progress=True,
         has_progress=True,
         progress_unit="",
     ),
@@ -114,6 +121,7 @@ _ALL = (
         default_period="day",
         skips_done=False,
         carries_progress=False,
+        anchors_progress=False,
         has_progress=True,
         progress_unit="periods",
     ),
@@ -126,6 +134,7 @@ _ALL = (
         default_period=None,
         skips_done=True,
         carries_progress=True,
+        anchors_progress=False,
         has_progress=True,
         progress_unit="",
     ),
@@ -139,6 +148,7 @@ _ALL = (
         default_period="month",
         skips_done=False,
         carries_progress=False,
+        anchors_progress=False,
         has_progress=True,
         progress_unit="%",
     ),
@@ -151,6 +161,7 @@ _ALL = (
         default_period=None,
         skips_done=True,
         carries_progress=False,
+        anchors_progress=False,
         has_progress=False,
         progress_unit="",
     ),

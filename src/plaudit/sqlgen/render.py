@@ -105,12 +105,19 @@ def _target(rule: Rule, schema: str = "plaudit") -> dict[str, Any]:
         "schema": schema,
         "batch": BATCH_TABLE,
         "levels": len(rule.levels),
+        "level_keys": [level.key for level in rule.levels],
     }
 
 
 def _carries(rule: Rule) -> bool:
     """Whether the rule's kind carries a done user's progress forward (model/kinds.py)."""
     return KINDS[rule.kind].carries_progress
+
+
+def _anchors(rule: Rule) -> bool:
+    """Whether the rule's kind carries every anchored user's progress forward, not only a
+    done user's (model/kinds.py)."""
+    return KINDS[rule.kind].anchors_progress
 
 
 def done(rule: Rule, schema: str, column: str) -> str:
@@ -145,7 +152,9 @@ def template_context(
     def affected(column: str) -> str:
         if mode == "backfill":
             return "TRUE"
-        return str(helpers.affected(target, column, skip_done, _carries(rule)))
+        return str(
+            helpers.affected(target, column, skip_done, _carries(rule), _anchors(rule))
+        )
 
     def sql_filter(column: str, name: str) -> str:
         return str(helpers.filter(column, placeholder(name)))
@@ -361,13 +370,14 @@ def render(rule: Rule, mode: Mode, config: Config | None = None) -> Rendered:
 
 
 def _carry(rule: Rule, schema: str) -> dict[str, str]:
-    """What count, sum and gauge need to carry a done user's progress forward in an
-    incremental run (affected() leaves such users out of `query`): their progress rows, and
-    the rule's query for every batch user, read by the macro only after `through_at`."""
+    """What count, sum and gauge need to carry a done (gauge) or anchored (count, sum) user's
+    progress forward in an incremental run (affected() leaves such users out of `query`):
+    their progress rows, and the rule's query for every batch user, read by the macro only
+    after `through_at`."""
     text = environment().from_string(rule.query).render(
         template_context(rule, "incremental", schema, False)
     )
-    progress = str(_helpers().carried_users(_target(rule, schema)))
+    progress = str(_helpers().carried_users(_target(rule, schema), _anchors(rule)))
     return {"query": text.strip().rstrip(";"), "progress": progress}
 
 
