@@ -97,3 +97,19 @@ def test_a_runner_role_set_after_deploy_gets_the_rules_functions_too(
                "has_function_privilege('public', f.oid, 'EXECUTE') FROM pg_proc AS f "
                "WHERE f.oid = to_regprocedure(plaudit.rule_function('commentator') "
                "|| '(text[], text)')") == [(True, runner_role, False)]
+
+
+def test_a_name_the_tables_no_longer_have_fails_the_run_as_rule_rows_would(deployed, sql):
+    """The rule's function has no variables a name in the rule's SQL could fall back to: a
+    column dropped after deploy fails the incremental run (as it fails a backfill through
+    rule_rows), instead of reading as NULL and granting nothing, quietly."""
+    sql("ALTER TABLE comments ADD COLUMN level int NOT NULL DEFAULT 1")
+    engine = deployed(commentator_rule(2, 5).replace(
+        "WHERE {{ affected('c.author_id') }}", "WHERE {{ affected('c.author_id') }} AND level > 0"))
+    seed_comments(sql, [(7, day(1))], track=False)
+    sql("ALTER TABLE comments DROP COLUMN level")
+    seed_comments(sql, [(7, day(2))], track=False)
+    assert engine.check([Event("comment_created", 7, day(2))]) == []
+    engine.db.conn.commit()
+    [(status, message)] = sql("SELECT status, message FROM plaudit.run WHERE mode = 'incremental'")
+    assert status == "failed" and 'column "level" does not exist' in message

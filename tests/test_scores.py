@@ -324,3 +324,21 @@ def test_the_nightly_job_recomputes_the_scores_its_backfills_deferred(scored, ds
         ("helper", "ok"), ("poster", "ok")]
     assert sql("SELECT count(*) FROM plaudit.score_stale") == [(0,)]
     assert_consistent(engine, sql, "Europe/Berlin")
+
+
+def test_a_catch_up_never_takes_a_user_whose_deferred_grants_are_still_committing(
+        scored, dsn, sql):
+    """A deferred transaction that found its user already waiting (score_stale) keeps that
+    row locked until it commits: a concurrent catch-up skips the user instead of recomputing
+    them without the grants, and dropping them from the list."""
+    engine = scored()
+    sql("INSERT INTO plaudit.score_stale (user_id) VALUES (3)")  # e.g. an earlier rule's
+    with psycopg.connect(dsn) as granting, psycopg.connect(dsn, autocommit=True) as other:
+        granting.execute("SELECT plaudit.defer_scores()")
+        granting.execute("SELECT * FROM plaudit.award_badge(3, 'helper', 'bronze', '', 'test', %s)",
+                         [MOMENTS[2]])
+        granting.execute("SET CONSTRAINTS ALL IMMEDIATE")  # its commit-time trigger, now
+        other.execute("SELECT plaudit.score_catch_up(100)")
+        granting.commit()
+    engine.catch_up_scores()
+    assert_consistent(engine, sql, "Europe/Berlin")

@@ -134,7 +134,9 @@ BEGIN
     END IF;
     v_complete := p_mode = 'backfill' AND NOT v_filtered;
     IF p_mode = 'incremental' THEN
-        v_rows := {{ schema }}.rule_function_for(p_badge, v_sql, v_role) || '($1, $2)';
+        v_rows := {{ schema }}.rule_function_for(p_badge, v_sql, v_role)
+                  || '($1, $2) AS f (user_id {{ user_id_type }}, scope text, level text, '
+                  'achieved_at timestamptz, value numeric, meta jsonb, is_progress boolean)';
     END IF;
     SELECT coalesce(jsonb_object_agg(d.def ->> 'name', p_params[d.i]), '{}')
     INTO v_params

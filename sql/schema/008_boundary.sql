@@ -76,6 +76,11 @@ DECLARE
     -- a dollar quote the SQL cannot contain (deploy compiled it; this is not the check)
     v_quote text := '$rule_' || md5(coalesce(p_sql, '')) || '$';
 BEGIN
+{%- if citus %}
+    -- on Citus a rule runs through citus_run (013_citus.sql), and function DDL after writes to
+    -- distributed tables in the same transaction is refused: no per-rule functions there
+    RETURN;
+{%- endif %}
     EXECUTE format('DROP FUNCTION IF EXISTS %s(text[], text)', v_function);
     IF p_sql IS NULL THEN
         RETURN;
@@ -83,20 +88,20 @@ BEGIN
     IF strpos(p_sql, v_quote) > 0 THEN
         RAISE EXCEPTION 'rule %: its SQL contains %', p_badge, v_quote;
     END IF;
-    -- use_column: the rule's columns named like the result's (user_id, level, ...) are its
-    -- columns; $1 is p_params, as in rule_rows
+    -- No named parameters and no named result columns: PL/pgSQL would resolve a name in the
+    -- rule's SQL that is no column of its tables (a mistake, which rule_rows reports as
+    -- "column does not exist") to such a variable instead, and quietly return other rows.
+    -- $1 is the params, as in rule_rows; $2 the search_path. The caller names the columns
+    -- (run_rule: AS f (user_id, ...)).
     EXECUTE format($ddl$
-CREATE FUNCTION %1$s(p_params text[], p_search_path text)
-RETURNS TABLE (user_id {{ user_id_type }}, scope text, level text, achieved_at timestamptz,
-               value numeric, meta jsonb, is_progress boolean)
+CREATE FUNCTION %1$s(text[], text)
+RETURNS SETOF record
 LANGUAGE plpgsql SECURITY INVOKER
 SET search_path = pg_catalog, pg_temp
 AS %2$s
-#variable_conflict use_column
 BEGIN
     BEGIN
-        PERFORM pg_catalog.set_config('search_path', p_search_path, true)
-        WHERE p_search_path IS NOT NULL;
+        PERFORM pg_catalog.set_config('search_path', $2, true) WHERE $2 IS NOT NULL;
         RETURN QUERY
         SELECT r.user_id::{{ user_id_type }}, r.scope::text, r.level::text,
                r.achieved_at::timestamptz, r.value::numeric, r.meta::jsonb,

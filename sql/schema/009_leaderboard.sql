@@ -166,11 +166,13 @@ CREATE OR REPLACE FUNCTION {{ schema }}.score_at_commit() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $function$
 BEGIN
     IF current_setting('plaudit.defer_scores', true) = '{{ schema }}' THEN
-        INSERT INTO {{ schema }}.score_stale (user_id)
+        INSERT INTO {{ schema }}.score_stale AS st (user_id)
         SELECT DISTINCT p.user_id FROM {{ schema }}.score_pending AS p
         WHERE p.txid = new.txid
         ORDER BY 1
-        ON CONFLICT (user_id) DO NOTHING;
+        -- DO UPDATE, not NOTHING: the row stays locked until this transaction commits, so a
+        -- catch-up cannot take the user (SKIP LOCKED) and recompute them without its grants
+        ON CONFLICT (user_id) DO UPDATE SET since = st.since;
     ELSE
         PERFORM {{ schema }}.score_refresh(ARRAY(
             SELECT DISTINCT p.user_id FROM {{ schema }}.score_pending AS p

@@ -110,13 +110,15 @@ def run(
     for thread in threads:
         thread.start()
     work(engines[0])
-    if isinstance(schedule.failed, KeyboardInterrupt):
-        # Ctrl-C reached this thread only: cancel the other connections' rules too (each
-        # is recorded as failed and marked dirty, for the next backfill to repair)
-        for engine in engines[1:]:
-            engine.db.conn.cancel()
     for thread in threads:
-        thread.join()
+        while thread.is_alive():
+            if isinstance(schedule.failed, KeyboardInterrupt):
+                # Ctrl-C reached this thread only: cancel the other connections' rules too
+                # (each is recorded as failed and marked dirty, for the next backfill to
+                # repair), again until they stop: one between statements misses a cancel
+                for engine in engines[1:]:
+                    engine.db.conn.cancel()
+            thread.join(0.5)
     if schedule.failed is not None:
         raise schedule.failed
     return results
