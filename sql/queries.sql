@@ -142,8 +142,8 @@ CROSS JOIN LATERAL (
 SELECT {{ schema }}.defer_scores();
 
 -- name: score_catch_up
--- Recompute the scores of up to $1 users that deferred transactions left; how many.
-SELECT {{ schema }}.score_catch_up($1) AS users;
+-- Recompute the scores of the next users that deferred transactions left; how many.
+SELECT {{ schema }}.score_catch_up() AS users;
 
 -- name: batch_reset
 -- An empty batch, e.g. for the grant events of a backfill's run (its dependents re-check them).

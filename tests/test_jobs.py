@@ -371,7 +371,7 @@ def test_nightly_job_backfills_due_rules_and_prunes_old_runs(project, run_cli, d
     sql("UPDATE plaudit.badge SET dirty = true WHERE slug = 'commentator'")
     result = run_cli(project, "backfill", "--select", "state:due")
     assert [line.split()[0] for line in result.stderr.splitlines()] == [
-        "b_fast", "commentator", "all_in"]
+        "b_fast", "commentator", "all_in", "leaderboard"]
 
 
 def test_the_history_job_prunes_only_old_rows_of_plaudits_jobs(project, run_cli, dsn, cron):

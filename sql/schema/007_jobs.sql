@@ -175,7 +175,7 @@ BEGIN
     END LOOP;
     -- bounded transactions: the leaderboard is never locked for long (and whatever a backfill
     -- that died half-way left)
-    WHILE {{ schema }}.score_catch_up({{ defaults.score_chunk }}) > 0 LOOP
+    WHILE {{ schema }}.score_catch_up() > 0 LOOP
         COMMIT;
     END LOOP;
     PERFORM {{ schema }}.prune(p_keep_runs);

@@ -193,8 +193,11 @@ $function$;
 
 -- Recompute the scores of up to p_limit users a deferred transaction left (score_stale), in
 -- key order; how many. The caller commits and calls again until it returns 0: each call is
--- one bounded transaction, so leaderboards are never locked for long.
-CREATE OR REPLACE FUNCTION {{ schema }}.score_catch_up(p_limit int) RETURNS int
+-- one bounded transaction, so leaderboards are never locked for long (20,000 users: a few
+-- statements for a million, each holding the table lock score_refresh takes for more than
+-- a thousand users for a second or two).
+DROP FUNCTION IF EXISTS {{ schema }}.score_catch_up(int);
+CREATE OR REPLACE FUNCTION {{ schema }}.score_catch_up(p_limit int DEFAULT 20000) RETURNS int
 LANGUAGE plpgsql AS $function$
 DECLARE
     v_users {{ user_id_type }}[];

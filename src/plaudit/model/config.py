@@ -68,10 +68,6 @@ DEFAULTS: Mapping[str, str] = MappingProxyType({
     "retention_job_runs": "7 days",
     # how long the outbox keeps what every webhook has delivered (sql/schema/012_outbox.sql)
     "retention_outbox": "7 days",
-    # users whose deferred leaderboard scores one transaction recomputes at the end of a
-    # backfill of several rules (plaudit.score_catch_up): a few statements for a million
-    # users, and the leaderboard (locked for more than a thousand) never held for long
-    "score_chunk": "20000",
 })
 
 

@@ -18,7 +18,7 @@ from typing import Any, cast
 import psycopg
 
 from plaudit.errors import ConfigError, RenderError
-from plaudit.model.config import DEFAULTS, Config
+from plaudit.model.config import Config
 from plaudit.model.dependencies import event_types, references
 from plaudit.model.face import categories_json, translations_json
 from plaudit.model.modes import Mode
@@ -371,17 +371,17 @@ class Engine:
             self.catch_up_scores()
         return [results[slug] for slug in slugs]
 
-    def catch_up_scores(self, chunk: int = int(DEFAULTS["score_chunk"])) -> int:
+    def catch_up_scores(self) -> int:
         """Recompute the leaderboard scores that backfills deferred (plaudit.score_stale),
-        `chunk` users per transaction; how many users."""
+        in bounded transactions (plaudit.score_catch_up); how many users."""
         total = 0
         while True:
             with self.db.conn.transaction():
-                row = self.db.one("score_catch_up", [chunk])
+                row = self.db.one("score_catch_up")
             done = int(row["users"]) if row else 0
-            total += done
-            if done < chunk:
+            if not done:
                 return total
+            total += done
 
     def rule_states(self) -> tuple[list[str], list[str]]:
         """The deployed rules that are dirty (a failed run left them behind) and those due
