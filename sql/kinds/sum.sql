@@ -22,6 +22,29 @@
   below `goal` are held. The next level is the first one above both the new peak and the
   threshold below `goal` (the old peak is at least that).
 -#}
+{#-
+  The steps of one user's running sum (in occurred_at order, rows at one time added
+  together) that rise above every earlier step: the rows a level can be reached on.
+  `source` is read as x, filtered by `where` (the user, and what else); `base` is added to
+  the running sum (an anchored user's value, carried: see below).
+-#}
+{% macro new_highs(source, where, base='') -%}
+        SELECT r.occurred_at, r.running, r.before
+        FROM (
+            SELECT q.occurred_at, q.running,
+                   max(q.running) OVER (ORDER BY q.occurred_at
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
+            FROM (
+                SELECT x.occurred_at::timestamptz AS occurred_at,
+                       {{ base }}sum(sum(x.amount)) OVER (ORDER BY x.occurred_at) AS running
+                FROM {{ source }} AS x
+                WHERE {{ where }}
+                GROUP BY x.occurred_at
+            ) AS q
+        ) AS r
+        WHERE r.before IS NULL OR r.running > r.before
+{%- endmacro %}
+
 {% macro sum(query, levels, has_scope, carry=none, citus=false) -%}
 WITH src AS NOT MATERIALIZED (
 {{ query }}
@@ -62,20 +85,7 @@ carried_steps AS (
     SELECT c.user_id, c.goal, c.value, s.occurred_at, s.running, s.before
     FROM carried AS c
     CROSS JOIN LATERAL (
-        SELECT r.occurred_at, r.running, r.before
-        FROM (
-            SELECT q.occurred_at, q.running,
-                   max(q.running) OVER (ORDER BY q.occurred_at
-                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
-            FROM (
-                SELECT x.occurred_at::timestamptz AS occurred_at,
-                       c.base + sum(sum(x.amount)) OVER (ORDER BY x.occurred_at) AS running
-                FROM every AS x
-                WHERE x.user_id = c.user_id AND x.occurred_at > c.since
-                GROUP BY x.occurred_at
-            ) AS q
-        ) AS r
-        WHERE r.before IS NULL OR r.running > r.before
+{{ new_highs('every', 'x.user_id = c.user_id AND x.occurred_at > c.since', 'c.base + ') }}
     ) AS s
     WHERE c.goal IS NOT NULL AND (c.value >= c.goal OR c.dips)
 ),
@@ -111,21 +121,7 @@ steps AS (
     SELECT t.user_id, t.scope, t.value, s.occurred_at, s.running, s.before
     FROM totals AS t
     CROSS JOIN LATERAL (
-        SELECT r.occurred_at, r.running, r.before
-        FROM (
-            SELECT q.occurred_at, q.running,
-                   max(q.running) OVER (ORDER BY q.occurred_at
-                                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS before
-            FROM (
-                SELECT x.occurred_at::timestamptz AS occurred_at,
-                       sum(sum(x.amount)) OVER (ORDER BY x.occurred_at) AS running
-                FROM src AS x
-                WHERE x.user_id = t.user_id{% if has_scope %} AND {{ scope(true, 'x') }} = t.scope{% endif %}
-                  AND x.occurred_at IS NOT NULL
-                GROUP BY x.occurred_at
-            ) AS q
-        ) AS r
-        WHERE r.before IS NULL OR r.running > r.before
+{{ new_highs('src', 'x.user_id = t.user_id' ~ (' AND ' ~ scope(true, 'x') ~ ' = t.scope' if has_scope else '') ~ ' AND x.occurred_at IS NOT NULL') }}
     ) AS s
     WHERE t.value >= {{ levels[0].threshold }} OR t.dips
 ),
