@@ -184,18 +184,16 @@ GROUP BY ub.badge, ub.level;
 
 -- name: handwritten_tables
 -- Its tables, empty: plaudit's grants and progress tables copied (columns, defaults, checks,
--- primary keys, indexes) with the same foreign keys, in a schema of their own, so that the
--- hand-written upserts pay what plaudit's pay for the same rows.
+-- primary keys, indexes) with the same foreign keys (grants to their level; progress has
+-- none since migration 0008), in a schema of their own, so that the hand-written upserts
+-- pay what plaudit's pay for the same rows.
 CREATE SCHEMA IF NOT EXISTS bench;
 DROP TABLE IF EXISTS bench.user_badge, bench.user_progress;
 CREATE TABLE bench.user_badge (
     LIKE {{ schema }}.user_badge INCLUDING ALL,
     FOREIGN KEY (badge, level) REFERENCES {{ schema }}.badge_level (badge, key)
 );
-CREATE TABLE bench.user_progress (
-    LIKE {{ schema }}.user_progress INCLUDING ALL,
-    FOREIGN KEY (badge) REFERENCES {{ schema }}.badge (slug) ON DELETE CASCADE
-);
+CREATE TABLE bench.user_progress (LIKE {{ schema }}.user_progress INCLUDING ALL);
 
 -- name: handwritten_reset
 -- Every hand-written pass starts from empty tables, as plaudit's first backfill does.
