@@ -19,7 +19,6 @@ RETURNS void
 LANGUAGE plpgsql AS $function$
 DECLARE
     v_tz text;
-    v_gone jsonb;
 BEGIN
     IF coalesce(cardinality(p_users), 0) = 0 THEN
         RETURN;
@@ -41,44 +40,69 @@ BEGIN
         RETURN;  -- no scores yet: the first deploy builds them (sync_scores)
     END IF;
 
-    WITH gone AS (
-        DELETE FROM {{ schema }}.score AS s
-        USING (SELECT DISTINCT u FROM unnest(p_users) AS u) AS t (user_id)
-        WHERE s.user_id = t.user_id
-        RETURNING s.period, s.period_start, s.points, s.badges
-    )
-    SELECT jsonb_agg(c) INTO v_gone
-    FROM (SELECT g.period, g.period_start, m.measure, m.value, -count(*) AS n
-          FROM gone AS g
-          CROSS JOIN LATERAL (VALUES ('points', g.points), ('badges', g.badges::bigint))
-              AS m (measure, value)
-          GROUP BY 1, 2, 3, 4) AS c;
-
-    WITH fresh AS (
-        INSERT INTO {{ schema }}.score
-            (user_id, period, period_start, points, badges, reached_at)
-        SELECT ub.user_id, p.period, p.period_start, sum(l.points), count(*),
-               max(ub.achieved_at)
-        FROM (SELECT DISTINCT u FROM unnest(p_users) AS u) AS t (user_id)
+    -- Only the score rows whose values changed are written: a new grant changes its user's
+    -- all-time row and the rows of its month and year, not the user's other periods
+    -- (measured at 1M users: rewriting every row of 152 users, 2.7k rows in 3 indexes, took
+    -- 960 ms of a batch of 1,000 events; BENCHMARKS.md, issue 16).
+    WITH users AS (
+        SELECT DISTINCT u AS user_id FROM unnest(p_users) AS u
+    ),
+    fresh AS (
+        SELECT ub.user_id, p.period, p.period_start, sum(l.points) AS points,
+               count(*)::int AS badges, max(ub.achieved_at) AS reached_at
+        FROM users AS t
         JOIN {{ schema }}.user_badge AS ub ON ub.user_id = t.user_id
         JOIN {{ schema }}.badge_level AS l ON l.badge = ub.badge AND l.key = ub.level
         CROSS JOIN LATERAL {{ schema }}.score_periods(ub.achieved_at, v_tz) AS p
         GROUP BY 1, 2, 3
-        RETURNING period, period_start, points, badges
     ),
+    old AS (
+        SELECT s.user_id, s.period, s.period_start, s.points, s.badges, s.reached_at
+        FROM users AS t
+        JOIN {{ schema }}.score AS s ON s.user_id = t.user_id
+    ),
+    diff AS MATERIALIZED (
+        SELECT coalesce(f.user_id, o.user_id) AS user_id, coalesce(f.period, o.period) AS period,
+               coalesce(f.period_start, o.period_start) AS period_start,
+               o.user_id IS NOT NULL AS had, o.points AS old_points, o.badges AS old_badges,
+               f.user_id IS NOT NULL AS has, f.points, f.badges, f.reached_at
+        FROM fresh AS f
+        FULL JOIN old AS o
+            ON o.user_id = f.user_id AND o.period = f.period AND o.period_start = f.period_start
+        WHERE (f.points, f.badges, f.reached_at) IS DISTINCT FROM (o.points, o.badges, o.reached_at)
+    ),
+    removed AS (
+        DELETE FROM {{ schema }}.score AS s
+        USING diff AS d
+        WHERE d.had AND NOT d.has AND s.user_id = d.user_id AND s.period = d.period
+          AND s.period_start = d.period_start
+    ),
+    updated AS (
+        UPDATE {{ schema }}.score AS s
+        SET points = d.points, badges = d.badges, reached_at = d.reached_at
+        FROM diff AS d
+        WHERE d.had AND d.has AND s.user_id = d.user_id AND s.period = d.period
+          AND s.period_start = d.period_start
+    ),
+    added AS (
+        INSERT INTO {{ schema }}.score
+            (user_id, period, period_start, points, badges, reached_at)
+        SELECT d.user_id, d.period, d.period_start, d.points, d.badges, d.reached_at
+        FROM diff AS d
+        WHERE d.has AND NOT d.had
+    ),
+    -- score_count: the old values leave (-1), the new ones come (+1)
     delta AS (
-        SELECT d.period, d.period_start, d.measure, d.value, sum(d.n) AS n
-        FROM (SELECT f.period, f.period_start, m.measure, m.value, 1 AS n
-              FROM fresh AS f
-              CROSS JOIN LATERAL (VALUES ('points', f.points), ('badges', f.badges::bigint))
-                  AS m (measure, value)
-              UNION ALL
-              SELECT o.period, o.period_start, o.measure, o.value, o.n
-              FROM jsonb_to_recordset(coalesce(v_gone, '[]')) AS o
-                  (period text, period_start timestamptz, measure text, value bigint, n bigint)
-             ) AS d
+        SELECT c.period, c.period_start, c.measure, c.value, sum(c.n) AS n
+        FROM (SELECT d.period, d.period_start, m.measure, m.value, m.n
+              FROM diff AS d
+              CROSS JOIN LATERAL (VALUES ('points', d.old_points, -1), ('badges', d.old_badges, -1),
+                                         ('points', d.points, 1), ('badges', d.badges, 1))
+                  AS m (measure, value, n)
+              WHERE (m.n = 1 AND d.has) OR (m.n = -1 AND d.had)
+             ) AS c
         GROUP BY 1, 2, 3, 4
-        HAVING sum(d.n) <> 0
+        HAVING sum(c.n) <> 0
     ),
     folded AS (
         DELETE FROM {{ schema }}.score_count AS c
