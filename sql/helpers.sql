@@ -85,22 +85,31 @@ coalesce((SELECT plaudit_due.due IS NULL FROM {{ r.schema }}.badge AS plaudit_du
 {%- endif %})
 {%- endmacro %}
 
+{#- The time of the user `user`'s earliest event in the batch among the rule's triggers: a
+    user's own bound, not the batch's (`batch_start`), so that a user read up to a time
+    after another user's earliest event (a queue drained in batches) is still anchored. -#}
+{% macro user_batch_start(r, user) -%}
+(SELECT min(plaudit_first.occurred_at) FROM {{ r.batch }} AS plaudit_first {#
+#}WHERE plaudit_first.user_id = {{ user }} AND {{ for_rule(r, 'plaudit_first') }})
+{%- endmacro %}
+
 {#- The user `column` is anchored (kinds that anchor progress: count, sum): the rule is not
-    due, their progress row counts the source up to a time before the batch's earliest event
-    (`through_at`), and they hold every level below the progress row's next level, each
-    achieved no later than that event. No row at or before `through_at` can then be missing
-    from the value (a row arriving later comes with an event dated at its time, in this batch
-    or a later one, which reads the user in full), so the value goes on from the row: the
-    user's rows after `through_at` are all the batch can add, and the levels they cross are
-    found among them. A done user is an anchored one with no level left (`r.level_keys[:0]` are
-    the levels below the first; all of them below none). Never NULL: `affected()` and
-    `carried_users` split the batch's users by it. -#}
+    due, their progress row counts the source up to a time before the user's earliest event
+    in the batch (`through_at`), and they hold every level below the progress row's next
+    level, each achieved no later than that event. No row at or before `through_at` can then
+    be missing from the value (a row arriving later comes with an event of its user dated at
+    its time, in this batch or a later one, which reads the user in full), so the value goes
+    on from the row: the user's rows after `through_at` are all the batch can add, and the
+    levels they cross are found among them. A done user is an anchored one with no level left
+    (`r.level_keys[:0]` are the levels below the first; all of them below none). Never NULL:
+    `affected()` and `carried_users` split the batch's users by it. -#}
 {% macro anchored(r, column) -%}
-coalesce(({{ trusted(r) }} AND (SELECT plaudit_anchor.through_at < {{ batch_start(r) }} {#
+coalesce(({{ trusted(r) }} AND (SELECT plaudit_anchor.through_at < {{ user_batch_start(r, 'plaudit_anchor.user_id') }} {#
 #}AND (SELECT count(*) FROM {{ r.schema }}.user_badge AS plaudit_below {#
 #}WHERE plaudit_below.user_id = plaudit_anchor.user_id {#
 #}AND plaudit_below.badge = {{ r.slug | sqlstring }} AND plaudit_below.scope = '' {#
-#}AND plaudit_below.source = 'rule' AND plaudit_below.achieved_at <= {{ batch_start(r) }} {#
+#}AND plaudit_below.source = 'rule' {#
+#}AND plaudit_below.achieved_at <= {{ user_batch_start(r, 'plaudit_anchor.user_id') }} {#
 #}AND plaudit_below.level = ANY ({{ below_next(r, 'plaudit_anchor.next_level') }})) {#
 #}= cardinality({{ below_next(r, 'plaudit_anchor.next_level') }}) {#
 #}FROM {{ r.schema }}.user_progress AS plaudit_anchor {#

@@ -172,3 +172,41 @@ def test_a_running_sum_crosses_several_levels_in_one_batch_and_dips(deployed, pr
     assert grants == [(7, "tally", "bronze", day(2)), (7, "tally", "gold", day(5)),
                       (7, "tally", "silver", day(4))]
     assert progress == [(7, "tally", 2, None, day(6))]
+
+
+def test_each_user_is_anchored_by_their_own_earliest_event(deployed, project, sql):
+    # user 8's late event starts the batch before user 7's through_at: user 7 is anchored
+    # all the same, by their own event after it. A row deleted without an event stays
+    # counted until a complete backfill (events.md): proof that user 7 was read from the
+    # progress row (the batch's earliest event would have read them in full)
+    engine = ready(deployed, project, COUNT_RULE)
+    for d in (2, 3):
+        comment(sql, 7, day(d))
+    comment(sql, 8, day(5))
+    run(engine)
+    sql("DELETE FROM comments WHERE author_id = 7 AND created_at = %s", [day(2)])
+    comment(sql, 8, day(1))
+    comment(sql, 7, day(6))
+    run(engine)
+    assert state(sql)[1] == [(7, "commentator", 3, "silver", day(6)),
+                             (8, "commentator", 2, "bronze", day(5))]
+
+
+def test_a_batch_takes_its_users_later_events_and_stays_anchored(deployed, project, sql):
+    # A queue drained in batches: the rows of a user's later events are in the tables when
+    # an earlier batch reads the user. take_events takes those events with it, so no later
+    # batch has an event of theirs dated before the progress it wrote, which would read
+    # them in full (the deleted row would no longer be counted).
+    engine = ready(deployed, project, COUNT_RULE)
+    comment(sql, 7, day(1))
+    run(engine)
+    sql("DELETE FROM comments WHERE author_id = 7 AND created_at = %s", [day(1)])
+    comment(sql, 7, day(2))
+    comment(sql, 8, day(2))
+    comment(sql, 7, day(3))
+    first = run_batch(engine, 1)
+    assert first.events == 2 and not first.failed  # user 7's two events, not user 8's
+    assert sql("SELECT user_id FROM plaudit.event") == [(8,)]
+    run(engine)
+    assert state(sql)[1] == [(7, "commentator", 3, "silver", day(3)),
+                             (8, "commentator", 1, "bronze", day(2))]

@@ -139,14 +139,15 @@ def test_run_with_nothing_pending(project, run_cli):
 def test_insert_then_run_grants_once(counting, run_cli, sql):
     for d in (1, 2, 3):
         comment(sql, 7, f"2024-01-0{d} 10:00+00")
+    comment(sql, 1, "2024-01-01 11:00+00")
     result = run_cli(counting, "run", "--batch-size", "2")
     assert result.exit_code == 0, result.output
     assert result.stdout == "7\tcommentator\tbronze\t2024-01-03 10:00:00+00:00\n"
     lines = result.stderr.splitlines()
-    # the rule reads the comments table: the first batch already sees all three comments
-    assert re.fullmatch(r"batch 1: 2 events, 1 rule, 1 granted  \d+\.\d\ds", lines[0])
+    # a batch of 2 takes user 7's third event with their first two (take_events), then user 1's
+    assert re.fullmatch(r"batch 1: 3 events, 1 rule, 1 granted  \d+\.\d\ds", lines[0])
     assert re.fullmatch(r"batch 2: 1 event, 1 rule, 0 granted  \d+\.\d\ds", lines[1])
-    assert re.fullmatch(r"processed 3 events in 2 batches, 1 granted "
+    assert re.fullmatch(r"processed 4 events in 2 batches, 1 granted "
                         r"\(\d+\.\ds, [\d,]+ events/s\)", lines[2])
     assert len(lines) == 3
     again = run_cli(counting, "run", "--json")

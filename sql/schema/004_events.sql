@@ -79,7 +79,8 @@ BEGIN
 END;
 $function$;
 
--- Take up to p_limit pending events into the batch, consuming them in this transaction.
+-- Take up to p_limit pending events into the batch, with up to p_limit later events of their
+-- users, consuming them in this transaction.
 -- SKIP LOCKED instead of an event_id high-water mark: an event whose transaction commits
 -- after later events were processed is simply still in the queue, and concurrent runners
 -- take disjoint batches.
@@ -89,13 +90,30 @@ DECLARE
     v_taken int;
 BEGIN
     PERFORM {{ schema }}.batch_reset();
-    WITH taken AS (
+    WITH head AS (
+        SELECT q.event_id, q.user_id FROM {{ schema }}.event AS q
+        ORDER BY q.event_id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ),
+    -- and the same users' later events, up to as many again: a queue drained in batches
+    -- (a backlog) has rows of a user's later events in the tables already, which this batch
+    -- reads; left for a later batch, they would be dated at or before the progress this
+    -- batch writes, and read that user in full again instead of from it (sql/helpers.sql,
+    -- `anchored`; measured at 1M users: BENCHMARKS.md, issue 16)
+    rest AS (
+        SELECT q.event_id FROM {{ schema }}.event AS q
+        WHERE q.user_id IN (SELECT h.user_id FROM head AS h)
+          AND q.event_id NOT IN (SELECT h.event_id FROM head AS h)
+        ORDER BY q.event_id
+        LIMIT p_limit
+        FOR UPDATE SKIP LOCKED
+    ),
+    taken AS (
         DELETE FROM {{ schema }}.event AS e
-        WHERE e.event_id IN (
-            SELECT q.event_id FROM {{ schema }}.event AS q
-            ORDER BY q.event_id
-            LIMIT p_limit
-            FOR UPDATE SKIP LOCKED)
+        WHERE e.event_id IN (SELECT h.event_id FROM head AS h
+                             UNION ALL
+                             SELECT r.event_id FROM rest AS r)
         RETURNING e.event_id, e.type, e.user_id, e.occurred_at, e.payload, e.rule
     )
     INSERT INTO pg_temp.plaudit_batch (event_id, type, user_id, occurred_at, payload, rule)

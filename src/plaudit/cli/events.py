@@ -84,7 +84,7 @@ def _payload(text: str) -> dict[str, Any]:
               help="Then keep waiting (LISTEN) for new events, reconnecting after a lost "
                    "connection; Ctrl-C stops between batches.")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
-              help="Events per transaction.")
+              help="Events per transaction, and up to as many later events of their users.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new grants as JSON lines.")
 @click.pass_obj
 def run_command(app: App, mode: Literal["once", "follow"], batch_size: int, as_json: bool) -> None:

@@ -63,7 +63,8 @@ def _engine_and_dsn(app: App) -> Iterator[tuple[Engine, str]]:
               help="When the nightly job backfills the due rules (plaudit.due_rules()) and "
                    "prunes old runs (pg_cron schedule, in GMT).")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(min=1),
-              help="Events per transaction in the events job.")
+              help="Events per transaction in the events job, and up to as many later "
+                   "events of their users.")
 @click.option("--cron-dsn", metavar="DSN",
               help="pg_cron's database. Default: this server's cron.database_name.")
 @click.option("--remove", "action", flag_value="remove",
