@@ -59,6 +59,9 @@ FROM (
 ) AS s
 ORDER BY occurred_at, type, user_id;
 
+-- name: users_count
+SELECT count(*) AS users FROM public.users;
+
 -- name: last_activity
 -- New activity starts after everything in the history.
 SELECT greatest(max(created_at), now()) + interval '1 day' AS at FROM public.comments;

@@ -16,6 +16,8 @@ project, then measure, each against a baseline from the same run:
 The run database is scratch: the demo tables and the plaudit schema are dropped and rebuilt.
 
     python -m bench.run --sizes 100k --citus 2   # one server vs Citus (bench/citus.py)
+    python -m bench.run --sizes 1m --sections check,incremental --reuse   # the event side
+                                                 # again, on the data an earlier run left
 
 With --citus N, only the backfill of the bundled rules, on one server vs a local Citus
 cluster of a coordinator and N workers (in .plaudit-bench-citus/), printed per rule.
@@ -36,8 +38,8 @@ import click
 from plaudit.errors import PlauditError
 from plaudit.local.citus import CitusCluster, citus_workers
 from plaudit.local.cluster import Cluster
-from plaudit.model.config import load_config
-from plaudit.model.rules import load_rules
+from plaudit.model.config import Config, load_config
+from plaudit.model.rules import Rule, load_rules
 from plaudit.runtime.engine import Engine
 
 from . import backfill as backfill_section
@@ -73,6 +75,7 @@ def measure(
     batch_sizes: list[int],
     seed: float,
     sections: frozenset[str] = frozenset(SECTIONS),
+    reuse: bool = False,
 ) -> SizeResult:
     """Every section at one size, in an order where each finds the state it needs: the
     replay starts from no grants, the checks and `plaudit run` from a full backfill. The
@@ -92,6 +95,9 @@ def measure(
             for figure in boards_section.measure(bench, size.users, seed):
                 result.add(figure)
             return result
+        if reuse:
+            return _reused(bench, config, rules, dsn, size, result, sections, checks=checks,
+                           events=events, batch_sizes=batch_sizes, seed=seed)
         say(f"{size.label}: generating {size.users:,} users, {size.activities:,} activities")
         for figure in load(bench, size):
             result.add(figure)
@@ -140,6 +146,50 @@ def measure(
                 result.add(figure)
     finally:
         bench.close()
+    return result
+
+
+def _reused(
+    bench: BenchDB,
+    config: Config,
+    rules: list[Rule],
+    dsn: str,
+    size: Size,
+    result: SizeResult,
+    sections: frozenset[str],
+    *,
+    checks: int,
+    events: int,
+    batch_sizes: list[int],
+    seed: float,
+) -> SizeResult:
+    """--reuse: the event sections on the data and grants an earlier run left, after
+    deploying the rules and backfilling those deploy marks due (their compiled SQL changed),
+    so that incremental runs trust them as they would on a site."""
+    users = bench.one("users_count")["users"]
+    if users != size.users:
+        raise PlauditError(
+            f"--reuse: the benchmark database holds {users:,} users, not {size.users:,}; "
+            "run once without --reuse at this size first"
+        )
+    for section, item in (("data", "the demo data"), ("backfill", "the backfill")):
+        result.add(not_measured(section, item, "--reuse: the data and grants of an earlier run"))
+    install(bench, config, rules)
+    engine = Engine(bench.db, config, dsn)
+    due = set(engine.rule_states()[1])
+    if due:
+        say(f"{size.label}: backfilling the {len(due)} rules deploy marks due")
+        engine.backfill([rule for rule in rules if rule.slug in due])
+    if "check" in sections:
+        say(f"{size.label}: {checks:,} single-event checks")
+        for figure in event_sections.check_latency(bench, engine, config, rules, checks, seed):
+            result.add(figure)
+    if "incremental" in sections:
+        say(f"{size.label}: `plaudit run` on {events:,} new events per batch size")
+        for figure in event_sections.incremental(
+            bench, engine, config, rules, events, batch_sizes, seed
+        ):
+            result.add(figure)
     return result
 
 
@@ -248,6 +298,13 @@ def _ints(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
     show_default=True,
     help="Where the entry is appended.",
 )
+@click.option(
+    "--reuse",
+    is_flag=True,
+    help="Measure only the check and incremental sections, on the data and grants an earlier "
+    "run at the same size left in the database (the rules deploy marks due are backfilled "
+    "first).",
+)
 @click.option("--no-append", is_flag=True, help="Print only; leave --out alone.")
 @click.option("--stop-cluster", is_flag=True, help="Stop the cluster in .plaudit-bench/ and exit.")
 @click.option(
@@ -277,6 +334,7 @@ def main(
     seed: float,
     out: Path,
     no_append: bool,
+    reuse: bool,
     stop_cluster: bool,
     workers: int | None,
     json_out: Path | None,
@@ -309,6 +367,7 @@ def main(
                 batch_sizes=batch_sizes,
                 seed=seed,
                 sections=sections,
+                reuse=reuse,
             )
             for size in sizes
         ]
