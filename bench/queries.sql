@@ -75,6 +75,20 @@ SELECT public.bench_bare_batch($1::jsonb, $2::jsonb) AS users;
 -- name: last_run
 SELECT coalesce(max(run_id), 0) AS run_id FROM {{ schema }}.run;
 
+-- name: track_functions
+-- bench/drain.py: this session's calls of plaudit's functions are counted
+SELECT set_config('track_functions', 'all', false);
+
+-- name: function_costs
+-- The time spent in plaudit's functions so far (pg_stat_user_functions), all sessions'; a
+-- rule's own function (rule_rows_<hash>, 008_boundary.sql) named by its rule.
+SELECT coalesce('rule_rows(' || b.slug || ')', f.funcname) AS function, f.calls,
+       f.total_time::float8 AS total_ms, f.self_time::float8 AS self_ms
+FROM pg_stat_user_functions AS f
+LEFT JOIN {{ schema }}.badge AS b
+    ON f.funcname = 'rule_rows_' || left(md5(b.slug), 16)
+WHERE f.schemaname = '{{ schema }}';
+
 -- name: rule_costs
 -- Per rule: runs, their total time and grants since run $1 (the rules' own timing, from
 -- the run log).

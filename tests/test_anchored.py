@@ -210,3 +210,17 @@ def test_a_batch_takes_its_users_later_events_and_stays_anchored(deployed, proje
     run(engine)
     assert state(sql)[1] == [(7, "commentator", 3, "silver", day(3)),
                              (8, "commentator", 1, "bronze", day(2))]
+
+
+def test_a_batch_looks_for_its_users_later_events_among_the_next_ten_batches_only(
+    deployed, project, sql
+):
+    # a bounded read of a queue of any length: user 7's event after 10 others is left
+    engine = ready(deployed, project, COUNT_RULE)
+    comment(sql, 7, day(1))
+    for user in range(20, 30):
+        comment(sql, user, day(1))
+    comment(sql, 7, day(2))
+    first = run_batch(engine, 1)
+    assert first.events == 1 and not first.failed
+    assert sql("SELECT count(*) FROM plaudit.event WHERE user_id = 7") == [(1,)]

@@ -243,6 +243,37 @@ def test_a_backfill_only_run(dsn, tmp_path):
     assert done.returncode == 0, done.stderr
     [result] = json.loads(figures_json.read_text())
     assert {f["section"] for f in result["figures"]} == {"data", "backfill", "memory"}
+
+    # --reuse: the event side again on the data this run left, nothing regenerated
+    reused = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--sizes", "200:3000", "--dsn", dsn, "--reuse",
+         "--sections", "check,incremental", "--checks", "6", "--events", "60",
+         "--batch-sizes", "25", "--no-append", "--json", str(figures_json)],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert reused.returncode == 0, reused.stderr
+    [result] = json.loads(figures_json.read_text())
+    measured = {f["section"] for f in result["figures"] if f["measured"] != "not measured"}
+    assert measured == {"check", "incremental"}
+    assert "generating" not in reused.stderr
+    other_size = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--sizes", "1k", "--dsn", dsn, "--reuse",
+         "--no-append"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert other_size.returncode == 1
+    assert "holds 200 users, not 1,000; run once without --reuse" in other_size.stderr
+
+    # bench/drain.py: a backlog drained, per rule and per function
+    drained = subprocess.run(
+        [sys.executable, "-m", "bench.drain", "--dsn", dsn, "--events", "40",
+         "--batch-size", "15"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert drained.returncode == 0, drained.stderr
+    assert "events in batches of 15: " in drained.stdout
+    assert " runs " in drained.stdout and "run_batch" in drained.stdout
+
     bad = subprocess.run(
         [sys.executable, "-m", "bench.run", "--sections", "speed"],
         cwd=REPO,

@@ -101,9 +101,13 @@ BEGIN
     -- reads; left for a later batch, they would be dated at or before the progress this
     -- batch writes, and read that user in full again instead of from it (sql/helpers.sql,
     -- `anchored`; measured at 1M users: BENCHMARKS.md, issue 16)
+    -- (looked for among the next 10 x p_limit events, by key: a bounded read of a queue of
+    -- any length, with no index by user to keep up at every enqueue)
     rest AS (
         SELECT q.event_id FROM {{ schema }}.event AS q
-        WHERE q.user_id IN (SELECT h.user_id FROM head AS h)
+        WHERE q.event_id > (SELECT min(h.event_id) FROM head AS h)
+          AND q.event_id <= (SELECT max(h.event_id) FROM head AS h) + 10 * p_limit
+          AND q.user_id IN (SELECT h.user_id FROM head AS h)
           AND q.event_id NOT IN (SELECT h.event_id FROM head AS h)
         ORDER BY q.event_id
         LIMIT p_limit
