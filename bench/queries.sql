@@ -79,6 +79,9 @@ SELECT coalesce(max(run_id), 0) AS run_id FROM {{ schema }}.run;
 -- bench/drain.py: this session's calls of plaudit's functions are counted
 SELECT set_config('track_functions', 'all', false);
 
+-- name: flush_statistics
+SELECT pg_stat_force_next_flush();
+
 -- name: function_costs
 -- The time spent in plaudit's functions so far (pg_stat_user_functions), all sessions'; a
 -- rule's own function (rule_rows_<hash>, 008_boundary.sql) named by its rule.

@@ -130,16 +130,8 @@ def measure(
                 if section in sections:
                     result.add(not_measured(section, section, missing))
             return result
-        if "check" in sections:
-            say(f"{size.label}: {checks:,} single-event checks")
-            for figure in event_sections.check_latency(bench, engine, config, rules, checks, seed):
-                result.add(figure)
-        if "incremental" in sections:
-            say(f"{size.label}: `plaudit run` on {events:,} new events per batch size")
-            for figure in event_sections.incremental(
-                bench, engine, config, rules, events, batch_sizes, seed
-            ):
-                result.add(figure)
+        _event_side(bench, engine, config, rules, size, result, sections, checks=checks,
+                    events=events, batch_sizes=batch_sizes, seed=seed)
         if "boards" in sections:  # last: it replaces the grants with synthetic ones
             say(f"{size.label}: leaderboards on synthetic grants of {size.users:,} users")
             for figure in boards_section.measure(bench, size.users, seed):
@@ -180,6 +172,26 @@ def _reused(
     if due:
         say(f"{size.label}: backfilling the {len(due)} rules deploy marks due")
         engine.backfill([rule for rule in rules if rule.slug in due])
+    _event_side(bench, engine, config, rules, size, result, sections, checks=checks,
+                events=events, batch_sizes=batch_sizes, seed=seed)
+    return result
+
+
+def _event_side(
+    bench: BenchDB,
+    engine: Engine,
+    config: Config,
+    rules: list[Rule],
+    size: Size,
+    result: SizeResult,
+    sections: frozenset[str],
+    *,
+    checks: int,
+    events: int,
+    batch_sizes: list[int],
+    seed: float,
+) -> None:
+    """The check and incremental sections, those asked for, on a backfilled database."""
     if "check" in sections:
         say(f"{size.label}: {checks:,} single-event checks")
         for figure in event_sections.check_latency(bench, engine, config, rules, checks, seed):
@@ -190,7 +202,6 @@ def _reused(
             bench, engine, config, rules, events, batch_sizes, seed
         ):
             result.add(figure)
-    return result
 
 
 def say(message: str) -> None:

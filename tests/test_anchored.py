@@ -3,7 +3,9 @@ sum.sql): a batch user whose progress row counts the source up to a time before 
 is read from that row on, and the levels they cross are dated among their new rows. Each
 case ends equal to a backfill from scratch, and would not if the anchor were wrong: a level
 crossed inside the batch, rows tied at `through_at`, a late event, an old peak of a running
-sum above its total."""
+sum above its total. The cases named for what is read (a queue drained in batches, each
+user's own earliest event) prove it with a row deleted without an event, which stays counted
+only when the user was read from the progress row."""
 
 from __future__ import annotations
 

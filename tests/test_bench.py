@@ -31,7 +31,7 @@ if str(REPO) not in sys.path:  # bench/ is a top-level package of the checkout, 
 from bench import handwritten as hand  # noqa: E402
 from bench.dataset import duration_seconds, install, load, parse_size, with_timeout  # noqa: E402
 from bench.db import BenchDB, bare_sql  # noqa: E402
-from bench.events import percentile  # noqa: E402
+from bench.events import batches, percentile  # noqa: E402
 from bench.report import SECTIONS  # noqa: E402
 
 
@@ -60,6 +60,15 @@ def test_the_run_project_changes_only_the_timeout(tmp_path):
         3600,
         0.25,
     ]
+
+
+def test_the_bare_baseline_cuts_the_queue_as_take_events_does():
+    # the next 2 events, then up to 2 later ones of their users among the next 20
+    queued = [{"user_id": u, "n": i} for i, u in enumerate([7, 8, 7, 9, 7, 7, 9])]
+    cut = [[e["n"] for e in batch] for batch in batches(queued, 2)]
+    assert cut == [[0, 1, 2, 4], [3, 5, 6]]
+    far = [{"user_id": u, "n": i} for i, u in enumerate([7, *range(20, 41), 7])]
+    assert [len(batch) for batch in batches(far, 2)][0] == 2  # the last 7: 21 after the head
 
 
 def test_percentile_is_nearest_rank():

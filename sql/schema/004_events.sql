@@ -106,7 +106,7 @@ BEGIN
     rest AS (
         SELECT q.event_id FROM {{ schema }}.event AS q
         WHERE q.event_id > (SELECT min(h.event_id) FROM head AS h)
-          AND q.event_id <= (SELECT max(h.event_id) FROM head AS h) + 10 * p_limit
+          AND q.event_id <= (SELECT max(h.event_id) FROM head AS h) + 10::bigint * p_limit
           AND q.user_id IN (SELECT h.user_id FROM head AS h)
           AND q.event_id NOT IN (SELECT h.event_id FROM head AS h)
         ORDER BY q.event_id
