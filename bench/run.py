@@ -96,43 +96,52 @@ def measure(
                 result.add(figure)
             return result
         if reuse:
-            return _reused(bench, config, rules, dsn, size, result, sections, checks=checks,
-                           events=events, batch_sizes=batch_sizes, seed=seed)
-        say(f"{size.label}: generating {size.users:,} users, {size.activities:,} activities")
-        for figure in load(bench, size):
-            result.add(figure)
-        install(bench, config, rules)
-        engine = Engine(bench.db, config, dsn)  # with its watchdog, as `plaudit run` has
-        missing = event_sections.missing_api()
+            engine = _reuse(bench, config, rules, dsn, size, result)
+        else:
+            say(f"{size.label}: generating {size.users:,} users, {size.activities:,} activities")
+            for figure in load(bench, size):
+                result.add(figure)
+            install(bench, config, rules)
+            engine = Engine(bench.db, config, dsn)  # with its watchdog, as `plaudit run` has
+            missing = event_sections.missing_api()
 
-        replayed: event_sections.Replay | str = missing or ""
-        if not missing and "replay" in sections:
-            say(f"{size.label}: replaying {replay_events:,} past events through plaudit.check")
-            replayed = event_sections.replay(bench, engine, config, replay_events, seed)
+            replayed: event_sections.Replay | str = missing or ""
+            if not missing and "replay" in sections:
+                say(f"{size.label}: replaying {replay_events:,} past events through plaudit.check")
+                replayed = event_sections.replay(bench, engine, config, replay_events, seed)
 
-        say(f"{size.label}: backfill vs hand-written SQL and bare queries, {reps} repetition(s)")
-        decompose = size.activities <= SMALL_ACTIVITIES
-        fill = backfill_section.measure(
-            bench, engine, config, rules, reps, dsn, project, decompose, default_timeout,
-            size.users,
-        )
-        if "replay" in sections:
-            result.add(
-                not_measured("replay", "history replayed event by event", replayed)
-                if isinstance(replayed, str)
-                else event_sections.replay_figure(replayed, rules, fill.seconds)
+            say(f"{size.label}: backfill vs hand-written SQL and bare queries, "
+                f"{reps} repetition(s)")
+            decompose = size.activities <= SMALL_ACTIVITIES
+            fill = backfill_section.measure(
+                bench, engine, config, rules, reps, dsn, project, decompose, default_timeout,
+                size.users,
             )
-        for figure in fill.figures:
-            result.add(figure)
+            if "replay" in sections:
+                result.add(
+                    not_measured("replay", "history replayed event by event", replayed)
+                    if isinstance(replayed, str)
+                    else event_sections.replay_figure(replayed, rules, fill.seconds)
+                )
+            for figure in fill.figures:
+                result.add(figure)
 
-        if missing:
-            for section in ("check", "incremental"):
-                if section in sections:
-                    result.add(not_measured(section, section, missing))
-            return result
-        _event_side(bench, engine, config, rules, size, result, sections, checks=checks,
-                    events=events, batch_sizes=batch_sizes, seed=seed)
-        if "boards" in sections:  # last: it replaces the grants with synthetic ones
+            if missing:
+                for section in ("check", "incremental"):
+                    if section in sections:
+                        result.add(not_measured(section, section, missing))
+                return result
+        if "check" in sections:
+            say(f"{size.label}: {checks:,} single-event checks")
+            for figure in event_sections.check_latency(bench, engine, config, rules, checks, seed):
+                result.add(figure)
+        if "incremental" in sections:
+            say(f"{size.label}: `plaudit run` on {events:,} new events per batch size")
+            for figure in event_sections.incremental(
+                bench, engine, config, rules, events, batch_sizes, seed
+            ):
+                result.add(figure)
+        if "boards" in sections and not reuse:  # last: it replaces the grants
             say(f"{size.label}: leaderboards on synthetic grants of {size.users:,} users")
             for figure in boards_section.measure(bench, size.users, seed):
                 result.add(figure)
@@ -141,23 +150,12 @@ def measure(
     return result
 
 
-def _reused(
-    bench: BenchDB,
-    config: Config,
-    rules: list[Rule],
-    dsn: str,
-    size: Size,
-    result: SizeResult,
-    sections: frozenset[str],
-    *,
-    checks: int,
-    events: int,
-    batch_sizes: list[int],
-    seed: float,
-) -> SizeResult:
-    """--reuse: the event sections on the data and grants an earlier run left, after
-    deploying the rules and backfilling those deploy marks due (their compiled SQL changed),
-    so that incremental runs trust them as they would on a site."""
+def _reuse(
+    bench: BenchDB, config: Config, rules: list[Rule], dsn: str, size: Size, result: SizeResult
+) -> Engine:
+    """--reuse: the data and grants an earlier run left, the rules deployed and those deploy
+    marks due (their compiled SQL changed) backfilled, so that incremental runs trust them
+    as they would on a site; the engine for the event sections."""
     users = bench.one("users_count")["users"]
     if users != size.users:
         raise PlauditError(
@@ -172,36 +170,7 @@ def _reused(
     if due:
         say(f"{size.label}: backfilling the {len(due)} rules deploy marks due")
         engine.backfill([rule for rule in rules if rule.slug in due])
-    _event_side(bench, engine, config, rules, size, result, sections, checks=checks,
-                events=events, batch_sizes=batch_sizes, seed=seed)
-    return result
-
-
-def _event_side(
-    bench: BenchDB,
-    engine: Engine,
-    config: Config,
-    rules: list[Rule],
-    size: Size,
-    result: SizeResult,
-    sections: frozenset[str],
-    *,
-    checks: int,
-    events: int,
-    batch_sizes: list[int],
-    seed: float,
-) -> None:
-    """The check and incremental sections, those asked for, on a backfilled database."""
-    if "check" in sections:
-        say(f"{size.label}: {checks:,} single-event checks")
-        for figure in event_sections.check_latency(bench, engine, config, rules, checks, seed):
-            result.add(figure)
-    if "incremental" in sections:
-        say(f"{size.label}: `plaudit run` on {events:,} new events per batch size")
-        for figure in event_sections.incremental(
-            bench, engine, config, rules, events, batch_sizes, seed
-        ):
-            result.add(figure)
+    return engine
 
 
 def say(message: str) -> None:
